@@ -1,0 +1,261 @@
+//! From a loaded profile to image files: plan the outputs, assemble the tree layer by
+//! layer, hand it to a writer, write the manifest.
+//!
+//! Layer order (later layers win): Debian packages → removals → system configuration →
+//! [[binary]] → [[overlay]] → [[directory]] → [[file]] → [[symlink]] → [[hardlink]] →
+//! [[device]] → the test and kiln's generated files.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::output::{self, cpio::CpioOptions, manifest::Manifest};
+use crate::profile::{Compression, Format, LoadedProfile};
+use crate::progress;
+use crate::source::declared::{add_declared, DeclaredContext};
+use crate::template::{self, Renderer};
+use crate::tree::{Data, Entry, Kind, Meta, Tree};
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub out_dir: PathBuf,
+    /// Overrides `[kernel] path`.
+    pub kernel: Option<PathBuf>,
+}
+
+/// Where a run's kernel comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelPlan {
+    Host(PathBuf),
+    None,
+}
+
+/// Everything decided before any byte is written.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub format: Format,
+    pub epoch: i64,
+    pub out_dir: PathBuf,
+    pub image: PathBuf,
+    pub manifest: PathBuf,
+    pub kernel: KernelPlan,
+    pub run_dir: PathBuf,
+    /// Guest directory whose contents come back after a test.
+    pub results: Option<String>,
+}
+
+/// SOURCE_DATE_EPOCH from the environment wins over the profile; the default is 0.
+pub fn source_date_epoch(lp: &LoadedProfile) -> Result<i64> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        let v = v.trim();
+        return match v.parse::<i64>() {
+            Ok(n) if (0..=u32::MAX as i64).contains(&n) => Ok(n),
+            _ => {
+                bail!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds between 0 and 4294967295")
+            }
+        };
+    }
+    Ok(lp
+        .profile
+        .source_date_epoch
+        .as_ref()
+        .map(|v| v.value)
+        .unwrap_or(0))
+}
+
+impl Plan {
+    pub fn new(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Plan> {
+        let p = &lp.profile;
+        let format = p.output.format.unwrap_or_default();
+        // Absolute, so a printed QEMU command works from any directory.
+        let out_dir = std::path::absolute(&opts.out_dir).unwrap_or_else(|_| opts.out_dir.clone());
+        let image = match format {
+            Format::Initramfs => match p.output.compression.unwrap_or_default() {
+                Compression::Zstd => out_dir.join(format!("{}.cpio.zst", lp.name)),
+                Compression::None => out_dir.join(format!("{}.cpio", lp.name)),
+            },
+            Format::Disk => out_dir.join(format!("{}.raw", lp.name)),
+        };
+        let kernel = match (&opts.kernel, &p.kernel.path) {
+            (Some(k), _) => KernelPlan::Host(std::path::absolute(k).unwrap_or_else(|_| k.clone())),
+            (None, Some(k)) => KernelPlan::Host(k.value.0.clone()),
+            (None, None) => KernelPlan::None,
+        };
+        Ok(Plan {
+            name: lp.name.clone(),
+            format,
+            epoch: source_date_epoch(lp)?,
+            manifest: out_dir.join(format!("{}.manifest.json", lp.name)),
+            run_dir: out_dir.join(format!("{}.run", lp.name)),
+            image,
+            out_dir,
+            kernel,
+            results: p.test.as_ref().and_then(|t| t.results.clone()),
+        })
+    }
+}
+
+/// Values templates see: the profile's [variables] at the top level, kiln's own under `kiln`.
+pub fn template_data(lp: &LoadedProfile, plan: &Plan, modules: &[String]) -> Result<Value> {
+    let mut data = serde_json::Map::new();
+    for (k, v) in &lp.profile.variables {
+        if k == "kiln" {
+            bail!(
+                "{}: [variables] cannot define `kiln`; that name holds kiln's own values",
+                lp.path.display()
+            );
+        }
+        data.insert(k.clone(), v.clone());
+    }
+    data.insert(
+        "kiln".into(),
+        json!({
+            "name": plan.name,
+            "format": match plan.format { Format::Initramfs => "initramfs", Format::Disk => "disk" },
+            "results": plan.results,
+            "modules": modules,
+            "source_date_epoch": plan.epoch,
+        }),
+    );
+    Ok(Value::Object(data))
+}
+
+pub struct Built {
+    pub plan: Plan,
+    pub manifest: Manifest,
+}
+
+pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
+    let start = Instant::now();
+    let plan = Plan::new(lp, opts)?;
+    let renderer = Renderer::new();
+    let data = template_data(lp, &plan, &[])?;
+    let tree = assemble(lp, &plan, &renderer, &data)?;
+    progress::step(format!(
+        "writing {} ({} entries, {})",
+        plan.image.display(),
+        tree.len(),
+        human_bytes(tree.content_bytes())
+    ));
+    let manifest = match plan.format {
+        Format::Initramfs => {
+            let o = &lp.profile.output;
+            let opts = CpioOptions {
+                compression: o.compression.unwrap_or_default(),
+                level: o.compression_level.as_ref().map(|l| l.value).unwrap_or(3),
+                threads: o.compression_threads.unwrap_or(0),
+            };
+            output::cpio::write(&tree, &plan.image, &opts)?
+        }
+        Format::Disk => bail!("disk images are not supported by this build"),
+    };
+    output::atomic::write(&plan.manifest, manifest.to_json().as_bytes())?;
+    let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
+    progress::step(format!(
+        "built {} ({}, sha256 {}) in {:.1}s",
+        plan.image.display(),
+        human_bytes(size),
+        &manifest.image_sha256[..16],
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(Built { plan, manifest })
+}
+
+/// Builds the image tree from every layer of the profile.
+pub fn assemble(
+    lp: &LoadedProfile,
+    plan: &Plan,
+    renderer: &Renderer,
+    data: &Value,
+) -> Result<Tree> {
+    let p = &lp.profile;
+    let mut tree = Tree::new(plan.epoch);
+    let cx = DeclaredContext {
+        mtime: plan.epoch,
+        renderer,
+        data,
+    };
+    add_declared(&mut tree, p, &cx)?;
+    if let Some(test) = &p.test {
+        add_test(&mut tree, lp, plan, renderer, data, test)?;
+    }
+    if plan.format == Format::Initramfs && !tree.contains("init") {
+        bail!(
+            "{}: the initramfs has no /init; add a [test] (kiln then generates /init) or a [[file]] with path = \"/init\"",
+            lp.path.display()
+        );
+    }
+    Ok(tree)
+}
+
+fn exe(data: Data, mtime: i64) -> Entry {
+    Entry::new(Kind::File(data), Meta::new(0o755, mtime))
+}
+
+fn add_test(
+    tree: &mut Tree,
+    lp: &LoadedProfile,
+    plan: &Plan,
+    renderer: &Renderer,
+    data: &Value,
+    test: &crate::profile::Located<crate::profile::Test>,
+) -> Result<()> {
+    let body = match (&test.command, &test.script) {
+        (Some(cmd), _) => Data::bytes(format!(
+            "#!/bin/sh\n# The [test] command of profile \"{}\".\n{cmd}\n",
+            plan.name
+        )),
+        (None, Some(script)) => {
+            let md = std::fs::metadata(script as &Path)
+                .with_context(|| format!("reading test script {}", script.display()))?;
+            Data::Host {
+                path: script.0.clone(),
+                size: md.len(),
+            }
+        }
+        (None, None) => bail!("{}: [test] needs `command` or `script`", lp.path.display()),
+    };
+    tree.insert("usr/lib/kiln/test", exe(body, plan.epoch))?;
+    let wrapper = renderer.render("run-test (built in)", template::TEST_WRAPPER, data)?;
+    tree.insert(
+        "usr/lib/kiln/run-test",
+        exe(Data::bytes(wrapper), plan.epoch),
+    )?;
+    match plan.format {
+        Format::Initramfs => {
+            if tree.contains("init") {
+                progress::step("the profile provides /init; kiln's generated /init is not used");
+            } else {
+                let init = renderer.render("init (built in)", template::INITRAMFS_INIT, data)?;
+                tree.insert("init", exe(Data::bytes(init), plan.epoch))?;
+            }
+        }
+        Format::Disk => {
+            let unit =
+                renderer.render("kiln-test.service (built in)", template::TEST_UNIT, data)?;
+            tree.insert(
+                "usr/lib/systemd/system/kiln-test.service",
+                Entry::new(Kind::File(Data::bytes(unit)), Meta::new(0o644, plan.epoch)),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}

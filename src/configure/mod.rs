@@ -1,0 +1,2 @@
+//! Declarative system set-up: what maintainer scripts and first-boot tools would have
+//! done, done on the tree instead.

@@ -1,0 +1,441 @@
+//! The kiln command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use kiln::build::{self, BuildOptions};
+use kiln::profile::{self, Accel, Seconds, Size};
+use kiln::progress;
+use kiln::vm::{kvm, launch, qemu, runner};
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Rootless, declarative VM image builder and test runner",
+    long_about = "kiln reads a TOML profile and, without root, loop devices or mounts, writes an \
+initramfs (newc cpio + zstd) or a GPT disk image with ext4 itself; then boots it in QEMU, runs \
+the profile's test inside and reports its exit status.\n\nExit status of `kiln test`: 0 passed; \
+the test's own status when it failed; 124 timed out; 125 kernel panic; 126 QEMU failed; \
+127 the guest reported no status; 2 bad input (profile, arguments)."
+)]
+struct Cli {
+    /// Print only errors and results, no progress.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the image a profile describes, with its manifest, into the output directory.
+    Build(BuildArgs),
+    /// Print (--print) or run the QEMU command for a profile's image.
+    Qemu {
+        #[command(flatten)]
+        build: BuildArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print the command instead of running it.
+        #[arg(long)]
+        print: bool,
+        /// The command as `kiln test` runs it (console and status into files under
+        /// OUT/NAME.run/) rather than as `kiln boot` does (console on this terminal).
+        #[arg(long)]
+        test: bool,
+    },
+    /// Build, then boot with the serial console on this terminal (Ctrl-A X quits QEMU).
+    Boot {
+        #[command(flatten)]
+        build: BuildArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Boot the image already in the output directory instead of building it first.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Build, boot, run the profile's test, and exit with its status.
+    Test {
+        #[command(flatten)]
+        build: BuildArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Test the image already in the output directory instead of building it first.
+        #[arg(long)]
+        no_build: bool,
+        /// Time limit for the whole run (boot, test, power-off), e.g. "90s" or "5m";
+        /// overrides [test] timeout (default 5m).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<Seconds>,
+        /// Show the serial console as the guest runs.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// List the entries of an image kiln built (initramfs .cpio/.cpio.zst).
+    Ls { image: PathBuf },
+}
+
+#[derive(Args, Clone)]
+struct BuildArgs {
+    /// The profile (TOML) to read.
+    profile: PathBuf,
+    /// Directory for images, manifests and run logs.
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        default_value = "out",
+        env = "KILN_OUT_DIR"
+    )]
+    out_dir: PathBuf,
+    /// Kernel image (bzImage/vmlinuz) to boot, instead of the profile's [kernel].
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Default)]
+struct RunArgs {
+    /// Guest memory, e.g. "2G" (default: [qemu] memory, else 1G).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<Size>,
+    /// Number of virtual CPUs (default: [qemu] cpus, else 2).
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// QEMU machine type (default: [qemu] machine, else q35).
+    #[arg(long, value_name = "TYPE")]
+    machine: Option<String>,
+    /// QEMU CPU model (default: host under KVM, max under TCG).
+    #[arg(long, value_name = "MODEL")]
+    cpu: Option<String>,
+    /// Accelerator: auto probes whether KVM really runs guests and falls back to TCG.
+    #[arg(long, value_enum)]
+    accel: Option<AccelArg>,
+    /// Extra kernel command-line word(s); repeatable.
+    #[arg(long, value_name = "WORDS")]
+    append: Vec<String>,
+    /// Extra QEMU argument; repeatable, e.g. --qemu-arg=-s.
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_args: Vec<String>,
+    /// QEMU binary (default: [qemu] binary, else qemu-system-x86_64).
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl RunArgs {
+    fn overrides(&self, timeout: Option<Duration>) -> launch::Overrides {
+        launch::Overrides {
+            qemu_binary: self.qemu.clone(),
+            machine: self.machine.clone(),
+            cpu: self.cpu.clone(),
+            memory: self.memory,
+            cpus: self.cpus,
+            accel: self.accel.map(|a| match a {
+                AccelArg::Auto => Accel::Auto,
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            }),
+            append: self
+                .append
+                .iter()
+                .flat_map(|a| a.split_whitespace().map(String::from))
+                .collect(),
+            qemu_args: self.qemu_args.clone(),
+            timeout,
+        }
+    }
+}
+
+/// Errors from bad input exit 2, so scripts can tell them from failed tests.
+struct BadInput;
+
+fn load(b: &BuildArgs) -> Result<profile::LoadedProfile> {
+    profile::load(&b.profile).map_err(|e| anyhow::Error::new(e).context(BadInputMarker))
+}
+
+#[derive(Debug)]
+struct BadInputMarker;
+impl std::fmt::Display for BadInputMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid profile")
+    }
+}
+
+fn build_options(b: &BuildArgs) -> BuildOptions {
+    BuildOptions {
+        out_dir: b.out_dir.clone(),
+        kernel: b.kernel.clone(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    progress::set_quiet(cli.quiet);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            if e.downcast_ref::<BadInputMarker>().is_some() {
+                // The profile error already says where and what; skip the marker context.
+                let inner = e.chain().nth(1).map(|c| c.to_string()).unwrap_or_default();
+                eprintln!("kiln: error: {inner}");
+                let _ = BadInput;
+                return ExitCode::from(2);
+            }
+            eprintln!("kiln: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn choose_accel(lp: &profile::LoadedProfile, o: &launch::Overrides) -> kvm::AccelChoice {
+    let choice = kvm::choose(launch::accel(lp, o), &launch::qemu_binary(lp, o));
+    if let Some(w) = &choice.warning {
+        progress::warn(w);
+    }
+    choice
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Build(b) => {
+            let lp = load(&b)?;
+            build::build(&lp, &build_options(&b))?;
+            Ok(0)
+        }
+        Cmd::Qemu {
+            build: b,
+            run: r,
+            print,
+            test,
+        } => {
+            let lp = load(&b)?;
+            let plan = build::Plan::new(&lp, &build_options(&b))?;
+            let o = r.overrides(None);
+            let l = launch::launch(&lp, &plan, &o)?;
+            let files = runner::RunFiles::new(&plan.run_dir);
+            let accel = if print {
+                // Printing must not take two seconds of probing; say what auto would do.
+                match launch::accel(&lp, &o) {
+                    Accel::Kvm => kvm::Accelerator::Kvm,
+                    Accel::Tcg => kvm::Accelerator::Tcg,
+                    Accel::Auto => choose_accel(&lp, &o).accel,
+                }
+            } else {
+                choose_accel(&lp, &o).accel
+            };
+            let spec = qemu::RunSpec {
+                accel,
+                console: if test {
+                    qemu::Console::LogFile(files.console.clone())
+                } else {
+                    qemu::Console::Interactive
+                },
+                status_uart: files.status_uart.clone(),
+                status_virtio: files.status_virtio.clone(),
+            };
+            if print {
+                print!("{}", qemu::printable(&qemu::command(&l, &spec)));
+                return Ok(0);
+            }
+            let status = runner::run_interactive(&l, &spec, &files)?;
+            Ok(status.unwrap_or(0))
+        }
+        Cmd::Boot {
+            build: b,
+            run: r,
+            no_build,
+        } => {
+            let lp = load(&b)?;
+            let plan = if no_build {
+                build::Plan::new(&lp, &build_options(&b))?
+            } else {
+                build::build(&lp, &build_options(&b))?.plan
+            };
+            let o = r.overrides(None);
+            let l = launch::launch(&lp, &plan, &o)?;
+            let accel = choose_accel(&lp, &o).accel;
+            let files = runner::RunFiles::new(&plan.run_dir);
+            let spec = qemu::RunSpec {
+                accel,
+                console: qemu::Console::Interactive,
+                status_uart: files.status_uart.clone(),
+                status_virtio: files.status_virtio.clone(),
+            };
+            progress::step("booting; press Ctrl-A X to quit QEMU");
+            match runner::run_interactive(&l, &spec, &files)? {
+                Some(code) => {
+                    progress::step(format!("the guest reported exit status {code}"));
+                    Ok(code)
+                }
+                None => Ok(0),
+            }
+        }
+        Cmd::Test {
+            build: b,
+            run: r,
+            no_build,
+            timeout,
+            verbose,
+        } => {
+            runner::install_interrupt_handler();
+            let lp = load(&b)?;
+            if lp.profile.test.is_none() {
+                progress::warn(format!(
+                    "{} has no [test]; the run passes only if its own /init reports a status",
+                    b.profile.display()
+                ));
+            }
+            let plan = if no_build {
+                build::Plan::new(&lp, &build_options(&b))?
+            } else {
+                build::build(&lp, &build_options(&b))?.plan
+            };
+            if no_build && !plan.image.exists() {
+                anyhow::bail!(
+                    "{} does not exist; run `kiln build {}` first",
+                    plan.image.display(),
+                    b.profile.display()
+                );
+            }
+            let o = r.overrides(timeout.map(|t| t.0));
+            let l = launch::launch(&lp, &plan, &o)?;
+            let accel = choose_accel(&lp, &o).accel;
+            let files = runner::RunFiles::new(&plan.run_dir);
+            let spec = qemu::RunSpec {
+                accel,
+                console: qemu::Console::LogFile(files.console.clone()),
+                status_uart: files.status_uart.clone(),
+                status_virtio: files.status_virtio.clone(),
+            };
+            let limit = launch::timeout(&lp, &o);
+            progress::step(format!(
+                "booting {} under {} (time limit {:.0?})",
+                plan.name,
+                accel.name().to_uppercase(),
+                limit
+            ));
+            let result = runner::run_test(
+                &l,
+                &spec,
+                &files,
+                &runner::RunOptions {
+                    timeout: limit,
+                    stream_console: verbose,
+                },
+            )?;
+            report(&result, verbose);
+            Ok(result.outcome.exit_code())
+        }
+        Cmd::Ls { image } => {
+            list(&image)?;
+            Ok(0)
+        }
+    }
+}
+
+fn report(result: &runner::RunResult, verbose: bool) {
+    if !verbose {
+        if let Some(out) = runner::test_output(&result.console_log) {
+            println!("--- test output ---");
+            for l in out {
+                println!("{l}");
+            }
+            println!("---");
+        }
+    }
+    if result.hung_after_status {
+        progress::warn(
+            "the guest reported its status but did not power off within 10 s; QEMU was killed",
+        );
+    }
+    if result.outcome != runner::Outcome::Passed && !verbose {
+        eprintln!(
+            "kiln: last lines of the serial console ({}):",
+            result.console_log.display()
+        );
+        for l in runner::last_lines(&result.console_log, 25) {
+            eprintln!("  | {l}");
+        }
+    }
+    println!(
+        "kiln: {} in {:.1}s",
+        result.outcome,
+        result.elapsed.as_secs_f64()
+    );
+}
+
+fn mode_string(mode: u32) -> String {
+    let t = match mode & 0o170000 {
+        0o040000 => 'd',
+        0o120000 => 'l',
+        0o020000 => 'c',
+        0o060000 => 'b',
+        0o010000 => 'p',
+        0o140000 => 's',
+        _ => '-',
+    };
+    let mut s = String::from(t);
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (i, (bit, c)) in bits.iter().enumerate() {
+        let special = match i {
+            2 if mode & 0o4000 != 0 => Some(if mode & bit != 0 { 's' } else { 'S' }),
+            5 if mode & 0o2000 != 0 => Some(if mode & bit != 0 { 's' } else { 'S' }),
+            8 if mode & 0o1000 != 0 => Some(if mode & bit != 0 { 't' } else { 'T' }),
+            _ => None,
+        };
+        s.push(special.unwrap_or(if mode & bit != 0 { *c } else { '-' }));
+    }
+    s
+}
+
+fn list(image: &std::path::Path) -> Result<()> {
+    let entries =
+        kiln::output::cpio::list(image).with_context(|| format!("listing {}", image.display()))?;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    for e in entries {
+        let size = if e.mode & 0o170000 == 0o020000 || e.mode & 0o170000 == 0o060000 {
+            format!("{},{}", e.rdev.0, e.rdev.1)
+        } else {
+            e.size.to_string()
+        };
+        let name = if e.name == "." {
+            "/".to_string()
+        } else {
+            format!("/{}", e.name.trim_start_matches("./"))
+        };
+        let target = e.target.map(|t| format!(" -> {t}")).unwrap_or_default();
+        writeln!(
+            out,
+            "{} {:>5} {:>5} {:>10} {}{}",
+            mode_string(e.mode),
+            e.uid,
+            e.gid,
+            size,
+            name,
+            target
+        )?;
+    }
+    Ok(())
+}

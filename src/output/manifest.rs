@@ -1,0 +1,73 @@
+//! The manifest: every path in an image with its type, ownership, mode, size and sha256,
+//! written beside the image so tests (and people) can check what is inside.
+
+use serde::{Deserialize, Serialize};
+
+use crate::tree::{Entry, Kind};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestEntry {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Permission bits in octal, e.g. "0755".
+    pub mode: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Symlink target, or the path a hard link shares its inode with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub major: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minor: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub image: String,
+    pub format: String,
+    pub image_sha256: String,
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl ManifestEntry {
+    /// `sha256` is the content hash for regular files (and the file a hard link names).
+    pub fn from_entry(path: &str, e: &Entry, sha256: Option<String>) -> ManifestEntry {
+        let mut m = ManifestEntry {
+            path: format!("/{path}"),
+            kind: e.kind.name().to_string(),
+            mode: format!("{:04o}", e.meta.mode),
+            uid: e.meta.uid,
+            gid: e.meta.gid,
+            size: None,
+            sha256,
+            target: None,
+            major: None,
+            minor: None,
+        };
+        match &e.kind {
+            Kind::File(d) => m.size = Some(d.len()),
+            Kind::Symlink(t) => m.target = Some(t.clone()),
+            Kind::HardLink(t) => m.target = Some(format!("/{t}")),
+            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+                m.major = Some(*major);
+                m.minor = Some(*minor);
+            }
+            _ => {}
+        }
+        m
+    }
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}

@@ -1,0 +1,49 @@
+//! Writers: the tree becomes image bytes.
+
+pub mod atomic;
+pub mod cpio;
+pub mod disk;
+pub mod ext4;
+pub mod manifest;
+
+use std::io::{self, Write};
+
+use sha2::{Digest, Sha256};
+
+/// A writer that hashes what passes through it and counts the bytes.
+pub struct HashWriter<W> {
+    pub inner: W,
+    pub hasher: Sha256,
+    pub written: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    pub fn finish(self) -> (W, String) {
+        (self.inner, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

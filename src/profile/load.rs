@@ -1,0 +1,198 @@
+//! Reading a profile: includes, merging, deserializing and checking it.
+//!
+//! Merge rules: a profile's includes are layered first, in the order listed, then the
+//! profile itself on top. Tables merge key by key, arrays (including `[[file]]` and other
+//! arrays of tables) append, and any other value set later replaces the earlier one.
+//! A file reached twice through includes is layered once, the first time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::de::from_node;
+use super::diag::{Loc, ProfileError, SourceFile};
+use super::node::{Node, Value};
+use super::schema::Profile;
+use super::validate::validate;
+
+pub const FORMAT_VERSION: i64 = 1;
+
+/// A profile ready for planning: merged, typed and checked.
+#[derive(Debug)]
+pub struct LoadedProfile {
+    pub profile: Profile,
+    /// Image name used for output files.
+    pub name: String,
+    /// The top-level profile file.
+    pub path: PathBuf,
+    /// Every file that contributed, top-level first.
+    pub files: Vec<PathBuf>,
+}
+
+pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
+    let mut loader = Loader {
+        stack: Vec::new(),
+        seen: Vec::new(),
+    };
+    let top = read_source(path, None)?;
+    let top_loc = Loc {
+        file: top.clone(),
+        span: 0..0,
+    };
+    let node = loader.load_file(top)?;
+    if node.get("version").is_none() {
+        return Err(ProfileError::new("missing required key `version`")
+            .at(&top_loc)
+            .help(format!(
+                "add `version = {FORMAT_VERSION}` at the top of the profile"
+            )));
+    }
+    let profile: Profile = from_node(&node)?;
+    let name = match &profile.name {
+        Some(n) => n.clone(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".to_string()),
+    };
+    validate(&profile, &name, &node)?;
+    let mut files = loader.seen;
+    if let Some(i) = files.iter().position(|f| f == &canonical(path)) {
+        let top = files.remove(i);
+        files.insert(0, top);
+    }
+    Ok(LoadedProfile {
+        profile,
+        name,
+        path: path.to_path_buf(),
+        files,
+    })
+}
+
+/// Parses TOML text as a whole profile; used by tests and by `kiln` for stdin-less checks.
+pub fn load_str(path: &Path, text: &str) -> Result<Profile, ProfileError> {
+    let file = Arc::new(SourceFile {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+    });
+    let node = Node::parse(file)?;
+    from_node(&node)
+}
+
+struct Loader {
+    /// Files being loaded, outermost first, to detect cycles.
+    stack: Vec<PathBuf>,
+    /// Files already layered.
+    seen: Vec<PathBuf>,
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn read_source(path: &Path, named_at: Option<&Loc>) -> Result<Arc<SourceFile>, ProfileError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Arc::new(SourceFile {
+            path: path.to_path_buf(),
+            text,
+        })),
+        Err(e) => {
+            let err = ProfileError::new(format!("cannot read profile `{}`: {e}", path.display()));
+            Err(match named_at {
+                Some(loc) => err
+                    .at(loc)
+                    .key("include")
+                    .help("include paths are relative to the file that names them"),
+                None => err,
+            })
+        }
+    }
+}
+
+impl Loader {
+    fn load_file(&mut self, file: Arc<SourceFile>) -> Result<Node, ProfileError> {
+        let id = canonical(&file.path);
+        self.stack.push(id.clone());
+        self.seen.push(id);
+        let mut node = Node::parse(file.clone())?;
+        check_version(&node)?;
+        let mut merged = Node {
+            value: Value::Table(Vec::new()),
+            loc: node.loc.clone(),
+        };
+        if let Some(include) = node.remove("include") {
+            let items = match include.node.value {
+                Value::Array(items) => items,
+                other => {
+                    return Err(ProfileError::new(format!(
+                        "expected an array of file names, found {}",
+                        other.type_name()
+                    ))
+                    .at(&include.node.loc)
+                    .key("include"))
+                }
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let rel = match &item.value {
+                    Value::Str(s) => s.clone(),
+                    other => {
+                        return Err(ProfileError::new(format!(
+                            "expected a file name, found {}",
+                            other.type_name()
+                        ))
+                        .at(&item.loc)
+                        .key(&format!("include[{i}]")))
+                    }
+                };
+                let path = item.loc.dir().join(&rel);
+                let id = canonical(&path);
+                if let Some(pos) = self.stack.iter().position(|p| p == &id) {
+                    let chain: Vec<String> = self.stack[pos..]
+                        .iter()
+                        .chain(std::iter::once(&id))
+                        .map(|p| p.display().to_string())
+                        .collect();
+                    return Err(
+                        ProfileError::new(format!("include cycle: {}", chain.join(" → ")))
+                            .at(&item.loc)
+                            .key(&format!("include[{i}]"))
+                            .help("remove one of the includes that form the cycle"),
+                    );
+                }
+                if self.seen.contains(&id) {
+                    continue;
+                }
+                let sub = read_source(&path, Some(&item.loc))?;
+                let sub_node = self.load_file(sub)?;
+                merged.merge(sub_node);
+            }
+        }
+        merged.merge(node);
+        self.stack.pop();
+        Ok(merged)
+    }
+}
+
+fn check_version(node: &Node) -> Result<(), ProfileError> {
+    if let Some(entry) = node.get("version") {
+        match entry.node.value {
+            Value::Int(FORMAT_VERSION) => {}
+            Value::Int(v) => {
+                return Err(ProfileError::new(format!(
+                    "profile format version {v} is not supported"
+                ))
+                .at(&entry.node.loc)
+                .key("version")
+                .help(format!("this kiln reads version {FORMAT_VERSION}")))
+            }
+            ref other => {
+                return Err(ProfileError::new(format!(
+                    "expected an integer, found {}",
+                    other.type_name()
+                ))
+                .at(&entry.node.loc)
+                .key("version"))
+            }
+        }
+    }
+    Ok(())
+}

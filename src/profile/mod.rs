@@ -1,0 +1,14 @@
+//! Profiles: TOML files describing an image and how to test it.
+
+pub mod de;
+pub mod diag;
+pub mod load;
+pub mod node;
+pub mod schema;
+pub mod types;
+pub mod validate;
+
+pub use diag::{Loc, ProfileError};
+pub use load::{load, load_str, LoadedProfile};
+pub use schema::*;
+pub use types::{Located, Mode, RelPath, Seconds, Size};

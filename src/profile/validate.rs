@@ -1,0 +1,241 @@
+//! Checks that need more than types: combinations of keys, paths that must exist,
+//! values with a grammar of their own. Each error points at the key that caused it.
+
+use super::diag::ProfileError;
+use super::node::Node;
+use super::schema::{DeviceKind, Format, Profile};
+use super::types::{Located, Size};
+use crate::tree::path;
+
+fn image_path<T>(item: &Located<T>, field: &str, value: &str) -> Result<String, ProfileError> {
+    path::normalize(value).map_err(|m| item.error(m).key(&format!("{}.{field}", item.key)))
+}
+
+fn exists<T>(
+    item: &Located<T>,
+    field: &str,
+    p: &std::path::Path,
+    dir: bool,
+) -> Result<(), ProfileError> {
+    match std::fs::metadata(p) {
+        Ok(m) if dir && !m.is_dir() => Err(item
+            .error(format!("`{}` is not a directory", p.display()))
+            .key(&format!("{}.{field}", item.key))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(item
+            .error(format!("cannot use `{}`: {e}", p.display()))
+            .key(&format!("{}.{field}", item.key))
+            .help("paths in a profile are relative to the profile file that names them")),
+    }
+}
+
+/// Free space for an automatically sized file system: a percentage of the content or a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeSpace {
+    Percent(u32),
+    Bytes(u64),
+}
+
+pub fn parse_free_space(s: &str) -> Result<FreeSpace, String> {
+    match s.trim().strip_suffix('%') {
+        Some(p) => p
+            .trim()
+            .parse::<u32>()
+            .map(FreeSpace::Percent)
+            .map_err(|_| format!("`{s}` is not a percentage such as \"25%\"")),
+        None => Size::parse(s).map(|s| FreeSpace::Bytes(s.0)),
+    }
+}
+
+/// `auto` (None) or a fixed size.
+pub fn parse_root_size(s: &str) -> Result<Option<u64>, String> {
+    if s.trim() == "auto" {
+        Ok(None)
+    } else {
+        Size::parse(s).map(|s| Some(s.0))
+    }
+}
+
+pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        let loc = root
+            .get("name")
+            .map(|e| e.node.loc.clone())
+            .unwrap_or_else(|| root.loc.clone());
+        return Err(
+            ProfileError::new(format!("`{name}` cannot be used as an image file name"))
+                .at(&loc)
+                .key("name")
+                .help("use letters, digits, `-`, `_` and `.`, not starting with `.`"),
+        );
+    }
+    for f in &p.file {
+        image_path(f, "path", &f.path)?;
+        match (&f.source, &f.content) {
+            (Some(src), None) => exists(f, "source", src, false)?,
+            (None, Some(_)) => {}
+            (Some(_), Some(_)) => {
+                return Err(f.error("a [[file]] takes `source` or `content`, not both"));
+            }
+            (None, None) => {
+                return Err(
+                    f.error("a [[file]] needs `source` (a host file) or `content` (inline text)")
+                );
+            }
+        }
+        for (k, v) in &f.xattrs {
+            if !k.contains('.') {
+                return Err(f.error(format!(
+                    "xattr `{k}` has no namespace; write e.g. `user.{k}` or `security.{k}`"
+                )));
+            }
+            if let Some(hex) = v.strip_prefix("0x") {
+                if hex::decode(hex).is_err() {
+                    return Err(f.error(format!("xattr `{k}`: `{v}` is not valid hex")));
+                }
+            }
+        }
+    }
+    for o in &p.overlay {
+        exists(o, "source", &o.source, true)?;
+        if let Some(d) = &o.destination {
+            image_path(o, "destination", d)?;
+        }
+    }
+    for d in &p.directory {
+        image_path(d, "path", &d.path)?;
+    }
+    for s in &p.symlink {
+        image_path(s, "path", &s.path)?;
+        if s.target.is_empty() {
+            return Err(s
+                .error("a symlink target cannot be empty")
+                .key(&format!("{}.target", s.key)));
+        }
+    }
+    for h in &p.hardlink {
+        image_path(h, "path", &h.path)?;
+        image_path(h, "target", &h.target)?;
+    }
+    for d in &p.device {
+        image_path(d, "path", &d.path)?;
+        let numbered = matches!(d.kind, DeviceKind::Char | DeviceKind::Block);
+        if numbered && (d.major.is_none() || d.minor.is_none()) {
+            return Err(d.error("char and block devices need `major` and `minor`"));
+        }
+        if !numbered && (d.major.is_some() || d.minor.is_some()) {
+            return Err(d.error("FIFOs and sockets have no `major`/`minor`"));
+        }
+        if d.major.is_some_and(|m| m > 0xfff) || d.minor.is_some_and(|m| m > 0xfffff) {
+            return Err(d.error("device numbers are limited to major ≤ 4095 and minor ≤ 1048575"));
+        }
+    }
+    for b in &p.binary {
+        if let Some(dest) = &b.path {
+            image_path(b, "path", dest)?;
+        }
+    }
+    for r in &p.remove {
+        if !r.starts_with('/') {
+            return Err(r.error(format!("`{}` is not an absolute image path", r.value)));
+        }
+    }
+    if let Some(v) = &p.source_date_epoch {
+        if v.value < 0 || v.value > u32::MAX as i64 {
+            return Err(v.error("source_date_epoch must be between 0 and 4294967295"));
+        }
+    }
+    if let Some(level) = &p.output.compression_level {
+        if !(1..=22).contains(&level.value) {
+            return Err(level.error("zstd levels go from 1 to 22"));
+        }
+    }
+    if let Some(s) = &p.output.root_size {
+        parse_root_size(s).map_err(|m| s.error(m))?;
+    }
+    if let Some(s) = &p.output.free_space {
+        parse_free_space(s).map_err(|m| s.error(m))?;
+    }
+    let format = p.output.format.unwrap_or_default();
+    if format != Format::Disk {
+        if let Some(part) = p.output.partition.first() {
+            return Err(part.error("extra partitions need `output.format = \"disk\"`"));
+        }
+    }
+    for part in &p.output.partition {
+        if part.label.is_empty() || part.label.encode_utf16().count() > 36 {
+            return Err(part.error("a partition label needs 1 to 36 characters"));
+        }
+        if let Some(fs) = &part.filesystem {
+            if fs != "ext4" && fs != "none" {
+                return Err(part.error(format!("filesystem `{fs}`: use \"ext4\" or \"none\"")));
+            }
+        }
+        if let Some(t) = &part.kind {
+            crate::output::disk::partition_type(t).map_err(|m| part.error(m))?;
+        }
+    }
+    if let (Some(path), Some(_)) = (&p.kernel.path, &p.kernel.package) {
+        return Err(path.error("[kernel] takes `path` or `package`, not both"));
+    }
+    if p.kernel.package.is_some() && p.distribution.is_none() {
+        let k = p
+            .kernel
+            .package
+            .as_ref()
+            .map(|k| k.error(""))
+            .unwrap_or_else(|| ProfileError::new(""));
+        return Err(ProfileError {
+            message: "[kernel] package needs a [distribution] to fetch it from".into(),
+            ..k
+        });
+    }
+    if let Some(t) = &p.test {
+        match (&t.command, &t.script) {
+            (Some(_), Some(_)) => {
+                return Err(t.error("[test] takes `command` or `script`, not both"))
+            }
+            (None, None) => {
+                return Err(
+                    t.error("[test] needs `command` (a shell command) or `script` (a host file)")
+                )
+            }
+            (None, Some(s)) => exists(t, "script", s, false)?,
+            _ => {}
+        }
+        if let Some(r) = &t.results {
+            image_path(t, "results", r)?;
+        }
+    }
+    if let Some(d) = &p.distribution {
+        if let Some(name) = &d.name {
+            if name != "debian" {
+                return Err(d.error(format!(
+                    "distribution `{name}` is not supported yet; use \"debian\""
+                )));
+            }
+        }
+        if let Some(k) = &d.keyring {
+            exists(d, "keyring", k, false)?;
+        }
+        if d.packages.is_empty() && d.base.unwrap_or_default() == super::schema::Base::None {
+            return Err(
+                d.error("[distribution] installs nothing: list `packages` or choose a `base`")
+            );
+        }
+    }
+    for k in &p.system.ssh_authorized_keys {
+        if !k.exists() {
+            let loc = root
+                .get("system")
+                .map(|e| e.node.loc.clone())
+                .unwrap_or_else(|| root.loc.clone());
+            return Err(
+                ProfileError::new(format!("SSH key `{}` does not exist", k.display()))
+                    .at(&loc)
+                    .key("system.ssh_authorized_keys"),
+            );
+        }
+    }
+    Ok(())
+}

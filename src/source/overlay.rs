@@ -1,0 +1,89 @@
+//! Overlay directories: a host directory tree copied into the image at a destination.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use walkdir::WalkDir;
+
+use crate::tree::{path, Data, Entry, Kind, Meta, Tree};
+
+/// Adds every entry below `src` to the tree under `dest` (a stored path). Owners are root
+/// unless `keep_owner`; timestamps are `mtime`, because host timestamps would make the
+/// image differ from one checkout to the next.
+pub fn add_overlay(
+    tree: &mut Tree,
+    src: &Path,
+    dest: &str,
+    keep_owner: bool,
+    mtime: i64,
+) -> Result<usize> {
+    let mut count = 0;
+    // Host inode → first image path, so host hard links stay hard links.
+    let mut links: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
+    let walker = WalkDir::new(src).follow_links(false).sort_by_file_name();
+    for item in walker {
+        let item = item.with_context(|| format!("reading overlay {}", src.display()))?;
+        let rel = item.path().strip_prefix(src).unwrap_or(item.path());
+        let rel = match rel.to_str() {
+            Some(r) => r,
+            None => bail!(
+                "overlay file name {:?} is not UTF-8; kiln stores image paths as UTF-8",
+                item.path()
+            ),
+        };
+        let image_path = path::join(dest, &path::relative(rel).map_err(anyhow::Error::msg)?);
+        let md = item
+            .metadata()
+            .with_context(|| format!("reading {}", item.path().display()))?;
+        let mut meta = Meta::new(md.mode(), mtime);
+        if keep_owner {
+            meta = meta.owner(md.uid(), md.gid());
+        }
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            if md.nlink() > 1 {
+                if let Some(first) = links.get(&(md.dev(), md.ino())) {
+                    tree.insert(&image_path, Entry::new(Kind::HardLink(first.clone()), meta))?;
+                    count += 1;
+                    continue;
+                }
+            }
+            Kind::File(Data::Host {
+                path: item.path().to_path_buf(),
+                size: md.len(),
+            })
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(item.path())?;
+            match target.to_str() {
+                Some(t) => Kind::Symlink(t.to_string()),
+                None => bail!("symlink target of {} is not UTF-8", item.path().display()),
+            }
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let rdev = md.rdev();
+            let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+            if ft.is_char_device() {
+                Kind::CharDev { major, minor }
+            } else {
+                Kind::BlockDev { major, minor }
+            }
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_socket() {
+            Kind::Socket
+        } else {
+            bail!(
+                "{} has a file type kiln cannot store",
+                item.path().display()
+            );
+        };
+        let (landed, _) = tree.insert(&image_path, Entry::new(kind, meta))?;
+        if ft.is_file() && md.nlink() > 1 {
+            links.insert((md.dev(), md.ino()), landed);
+        }
+        count += 1;
+    }
+    Ok(count)
+}

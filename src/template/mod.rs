@@ -1,0 +1,109 @@
+//! Handlebars rendering for profile templates and kiln's own generated scripts.
+//!
+//! Strict mode: a misspelt variable is an error, not an empty string. No HTML escaping:
+//! these are shell scripts, unit files and configuration, not web pages.
+
+use anyhow::{Context, Result};
+use handlebars::{Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason};
+use serde_json::Value;
+
+/// kiln's built-in templates.
+pub const INITRAMFS_INIT: &str = include_str!("initramfs-init.sh.hbs");
+pub const TEST_WRAPPER: &str = include_str!("run-test.sh.hbs");
+pub const DISK_INIT: &str = include_str!("disk-init.sh.hbs");
+pub const TEST_UNIT: &str = include_str!("kiln-test.service.hbs");
+
+pub struct Renderer {
+    hb: Handlebars<'static>,
+}
+
+/// `{{sh value}}`: the value as one single-quoted shell word.
+fn sh_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &handlebars::Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let v = h
+        .param(0)
+        .ok_or(RenderErrorReason::ParamNotFoundForIndex("sh", 0))?;
+    let s = match v.value() {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    out.write(&shell_quote(&s))?;
+    Ok(())
+}
+
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Renderer {
+    pub fn new() -> Renderer {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.register_helper("sh", Box::new(sh_helper));
+        Renderer { hb }
+    }
+
+    /// Renders `template`; `what` names it in errors (a file path or a built-in's name).
+    pub fn render(&self, what: &str, template: &str, data: &Value) -> Result<String> {
+        self.hb
+            .render_template(template, data)
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .with_context(|| format!("rendering template {what}"))
+    }
+}
+
+fn describe(e: &handlebars::RenderError) -> String {
+    let mut s = e.reason().to_string();
+    if let (Some(line), Some(col)) = (e.line_no, e.column_no) {
+        s = format!("line {line}, column {col}: {s}");
+    }
+    if matches!(e.reason(), RenderErrorReason::MissingVariable(_)) {
+        s.push_str(" (define it under [variables] in the profile)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strict_and_unescaped() {
+        let r = Renderer::new();
+        assert_eq!(
+            r.render("t", "a {{x}} <b>", &json!({"x": "<&>"})).unwrap(),
+            "a <&> <b>"
+        );
+        let err = r.render("t", "{{missing}}", &json!({})).unwrap_err();
+        assert!(format!("{err:#}").contains("missing"), "{err:#}");
+    }
+
+    #[test]
+    fn shell_quoting() {
+        let r = Renderer::new();
+        assert_eq!(
+            r.render("t", "{{sh x}}", &json!({"x": "it's"})).unwrap(),
+            "'it'\\''s'"
+        );
+        assert_eq!(shell_quote("plain-word"), "plain-word");
+    }
+}

@@ -1,0 +1,247 @@
+//! Where a regular file's bytes come from. Contents are never copied into the tree:
+//! writers open the source when they reach the file and stream it.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub enum Data {
+    /// Bytes held in memory: inline profile content, rendered templates, generated files.
+    Bytes(Arc<[u8]>),
+    /// A file on the host, read when the image is written. `size` is what it was when planned.
+    Host { path: PathBuf, size: u64 },
+    /// A byte range of a larger file, e.g. a member of an uncompressed package archive in the cache.
+    Slice {
+        file: Arc<PathBuf>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Data {
+    pub fn bytes(b: impl Into<Vec<u8>>) -> Data {
+        Data::Bytes(Arc::from(b.into().into_boxed_slice()))
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Data::Bytes(b) => b.len() as u64,
+            Data::Host { size, .. } => *size,
+            Data::Slice { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Describes the source for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Data::Bytes(_) => "generated content".to_string(),
+            Data::Host { path, .. } => path.display().to_string(),
+            Data::Slice { file, offset, .. } => format!("{} at offset {offset}", file.display()),
+        }
+    }
+
+    /// A reader over exactly `len()` bytes; a source that got shorter or longer since it
+    /// was planned is an error rather than a silently different image.
+    pub fn open(&self) -> io::Result<DataReader> {
+        Ok(match self {
+            Data::Bytes(b) => DataReader::Bytes {
+                data: b.clone(),
+                pos: 0,
+            },
+            Data::Host { path, size } => {
+                let f = File::open(path)?;
+                let actual = f.metadata()?.len();
+                if actual != *size {
+                    return Err(io::Error::other(format!(
+                        "{} changed while the image was being built ({} bytes planned, {} now)",
+                        path.display(),
+                        size,
+                        actual
+                    )));
+                }
+                DataReader::File {
+                    file: f,
+                    start: 0,
+                    pos: 0,
+                    len: *size,
+                }
+            }
+            Data::Slice { file, offset, len } => {
+                let f = File::open(file.as_ref())?;
+                DataReader::File {
+                    file: f,
+                    start: *offset,
+                    pos: 0,
+                    len: *len,
+                }
+            }
+        })
+    }
+
+    /// Byte ranges that hold data, in order; everything else reads as zeros. Lets writers
+    /// skip the holes of sparse host files without reading them.
+    pub fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
+        let len = self.len();
+        match self {
+            Data::Host { path, .. } if len > 0 => {
+                let f = File::open(path)?;
+                host_data_ranges(&f, len)
+            }
+            _ if len == 0 => Ok(Vec::new()),
+            _ => Ok(vec![(0, len)]),
+        }
+    }
+}
+
+fn host_data_ranges(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut ranges = Vec::new();
+    let mut pos: u64 = 0;
+    while pos < len {
+        // SAFETY: lseek on a file descriptor we own; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                // No more data after pos: the rest is a hole.
+                Some(libc::ENXIO) => Ok(ranges),
+                // File system without SEEK_DATA: treat the whole file as data.
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(vec![(0, len)]),
+                _ => Err(err),
+            };
+        }
+        let data = data as u64;
+        if data >= len {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        let hole = if hole < 0 {
+            len
+        } else {
+            (hole as u64).min(len)
+        };
+        ranges.push((data, hole - data));
+        pos = hole;
+    }
+    Ok(ranges)
+}
+
+pub enum DataReader {
+    Bytes {
+        data: Arc<[u8]>,
+        pos: usize,
+    },
+    File {
+        file: File,
+        start: u64,
+        pos: u64,
+        len: u64,
+    },
+}
+
+impl DataReader {
+    /// Reads at an absolute offset within the data without moving the stream position.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            DataReader::Bytes { data, .. } => {
+                let off = (offset as usize).min(data.len());
+                let n = buf.len().min(data.len() - off);
+                buf[..n].copy_from_slice(&data[off..off + n]);
+                Ok(n)
+            }
+            DataReader::File {
+                file, start, len, ..
+            } => {
+                if offset >= *len {
+                    return Ok(0);
+                }
+                let want = (buf.len() as u64).min(len - offset) as usize;
+                file.read_at(&mut buf[..want], start + offset)
+            }
+        }
+    }
+
+    /// Fills `buf` completely from `offset`, failing if the source ends early.
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.read_at(buf, offset)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "source ended early",
+                ));
+            }
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Read for DataReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            DataReader::Bytes { data, pos } => {
+                let n = buf.len().min(data.len() - *pos);
+                buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+                *pos += n;
+                Ok(n)
+            }
+            DataReader::File {
+                file,
+                start,
+                pos,
+                len,
+            } => {
+                if *pos >= *len {
+                    return Ok(0);
+                }
+                let want = (buf.len() as u64).min(*len - *pos) as usize;
+                let n = file.read_at(&mut buf[..want], *start + *pos)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "source file ended early",
+                    ));
+                }
+                *pos += n as u64;
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl Seek for DataReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let (cur, len) = match self {
+            DataReader::Bytes { data, pos } => (*pos as u64, data.len() as u64),
+            DataReader::File { pos, len, .. } => (*pos, *len),
+        };
+        let new = match to {
+            SeekFrom::Start(n) => n as i64,
+            SeekFrom::Current(d) => cur as i64 + d,
+            SeekFrom::End(d) => len as i64 + d,
+        };
+        if new < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
+        }
+        let new = new as u64;
+        match self {
+            DataReader::Bytes { pos, data } => *pos = (new as usize).min(data.len()),
+            DataReader::File { pos, .. } => *pos = new,
+        }
+        Ok(new)
+    }
+}

@@ -1,0 +1,470 @@
+//! The image tree: every entry an image will hold, with its ownership and mode, and
+//! where its bytes come from. Writers turn it into cpio or ext4 without touching the
+//! host's file system, which is why kiln needs no root.
+
+pub mod data;
+pub mod path;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use data::Data;
+
+/// Ownership, permissions and timestamps of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits including setuid, setgid and sticky (0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+impl Meta {
+    pub fn new(mode: u32, mtime: i64) -> Meta {
+        Meta {
+            mode: mode & 0o7777,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    pub fn owner(mut self, uid: u32, gid: u32) -> Meta {
+        self.uid = uid;
+        self.gid = gid;
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Dir,
+    File(Data),
+    Symlink(String),
+    /// Another name for the regular file stored at this path.
+    HardLink(String),
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
+    Fifo,
+    Socket,
+}
+
+impl Kind {
+    /// The S_IFMT bits of this kind.
+    pub fn file_type_bits(&self) -> u32 {
+        match self {
+            Kind::Dir => 0o040000,
+            Kind::File(_) | Kind::HardLink(_) => 0o100000,
+            Kind::Symlink(_) => 0o120000,
+            Kind::CharDev { .. } => 0o020000,
+            Kind::BlockDev { .. } => 0o060000,
+            Kind::Fifo => 0o010000,
+            Kind::Socket => 0o140000,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Dir => "directory",
+            Kind::File(_) => "file",
+            Kind::Symlink(_) => "symlink",
+            Kind::HardLink(_) => "hardlink",
+            Kind::CharDev { .. } => "char",
+            Kind::BlockDev { .. } => "block",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub kind: Kind,
+    pub meta: Meta,
+}
+
+impl Entry {
+    pub fn new(kind: Kind, meta: Meta) -> Entry {
+        Entry { kind, meta }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, Kind::Dir)
+    }
+}
+
+/// Something a later layer did to an earlier one that a user may want to know about.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    pub path: String,
+    pub old: &'static str,
+    pub new: &'static str,
+}
+
+#[derive(Debug)]
+pub struct TreeError(pub String);
+
+impl fmt::Display for TreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TreeError {}
+
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// The image's entries keyed by normalised path ("" is the root directory).
+#[derive(Debug, Clone)]
+pub struct Tree {
+    entries: BTreeMap<String, Entry>,
+    /// Metadata given to directories created because something was put inside them.
+    pub implicit_dir: Meta,
+}
+
+impl Tree {
+    pub fn new(mtime: i64) -> Tree {
+        let implicit_dir = Meta::new(0o755, mtime);
+        let mut entries = BTreeMap::new();
+        entries.insert(String::new(), Entry::new(Kind::Dir, implicit_dir.clone()));
+        Tree {
+            entries,
+            implicit_dir,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.len() <= 1
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Entry> {
+        self.entries.get_mut(path)
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.entries.contains_key(path)
+    }
+
+    /// All entries in path order: every directory before its contents.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.entries.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Entry)> {
+        self.entries.iter_mut()
+    }
+
+    /// Entries directly inside directory `dir`.
+    pub fn children<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let start = prefix.clone();
+        self.entries
+            .range(start..)
+            .skip_while(move |(k, _)| k.is_empty() && dir.is_empty())
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .filter(move |(k, _)| {
+                let rest = &k[if dir.is_empty() { 0 } else { dir.len() + 1 }..];
+                !rest.is_empty() && !rest.contains('/')
+            })
+    }
+
+    /// Resolves symlinks in the directory part of `path` (never the last component), as the
+    /// kernel would when creating `path`: with merged /usr, `bin/ls` lands in `usr/bin/ls`.
+    pub fn resolve_parent(&self, path: &str) -> Result<String, TreeError> {
+        let mut hops = 0;
+        let mut current = path.to_string();
+        'restart: loop {
+            let mut prefix_end = 0;
+            while let Some(rel) = current[prefix_end..].find('/') {
+                let end = prefix_end + rel;
+                let prefix = &current[..end];
+                if let Some(Entry {
+                    kind: Kind::Symlink(target),
+                    ..
+                }) = self.entries.get(prefix)
+                {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err(TreeError(format!(
+                            "too many levels of symbolic links in /{path}"
+                        )));
+                    }
+                    let resolved = path::resolve_target(prefix, target);
+                    current = path::join(&resolved, &current[end + 1..]);
+                    continue 'restart;
+                }
+                prefix_end = end + 1;
+            }
+            return Ok(current);
+        }
+    }
+
+    /// Follows symlinks through the whole path, including the last component.
+    pub fn resolve(&self, path: &str) -> Result<String, TreeError> {
+        let mut current = self.resolve_parent(path)?;
+        for _ in 0..MAX_SYMLINK_HOPS {
+            match self.entries.get(&current) {
+                Some(Entry {
+                    kind: Kind::Symlink(target),
+                    ..
+                }) => {
+                    let next = path::resolve_target(&current, target);
+                    current = self.resolve_parent(&next)?;
+                }
+                _ => return Ok(current),
+            }
+        }
+        Err(TreeError(format!(
+            "too many levels of symbolic links in /{path}"
+        )))
+    }
+
+    fn ensure_dirs(&mut self, dir: &str, replaced: &mut Vec<Replaced>) {
+        if dir.is_empty() {
+            return;
+        }
+        if let Some(parent) = path::parent(dir) {
+            self.ensure_dirs(parent, replaced);
+        }
+        match self.entries.get(dir) {
+            Some(e) if e.is_dir() => {}
+            Some(e) => {
+                replaced.push(Replaced {
+                    path: dir.to_string(),
+                    old: e.kind.name(),
+                    new: "directory",
+                });
+                self.entries.insert(
+                    dir.to_string(),
+                    Entry::new(Kind::Dir, self.implicit_dir.clone()),
+                );
+            }
+            None => {
+                self.entries.insert(
+                    dir.to_string(),
+                    Entry::new(Kind::Dir, self.implicit_dir.clone()),
+                );
+            }
+        }
+    }
+
+    /// Adds or replaces an entry. Later layers win: a file replaces a file, a directory's
+    /// metadata replaces a directory's (its contents stay), a non-directory replaces a
+    /// directory and everything in it. A directory placed where a symlink to a directory
+    /// already is keeps the symlink, as dpkg does. Returns where the entry landed and what
+    /// it replaced.
+    pub fn insert(
+        &mut self,
+        path: &str,
+        entry: Entry,
+    ) -> Result<(String, Vec<Replaced>), TreeError> {
+        let mut replaced = Vec::new();
+        if path.is_empty() {
+            if !entry.is_dir() {
+                return Err(TreeError(
+                    "the root of the image must be a directory".into(),
+                ));
+            }
+            if let Some(root) = self.entries.get_mut("") {
+                root.meta = entry.meta;
+            }
+            return Ok((String::new(), replaced));
+        }
+        let path = self.resolve_parent(path)?;
+        if let Some(parent) = path::parent(&path) {
+            self.ensure_dirs(parent, &mut replaced);
+        }
+        match (self.entries.get(&path), &entry.kind) {
+            (Some(old), Kind::Dir) if old.is_dir() => {
+                if let Some(old) = self.entries.get_mut(&path) {
+                    old.meta = entry.meta;
+                }
+                return Ok((path, replaced));
+            }
+            (
+                Some(Entry {
+                    kind: Kind::Symlink(_),
+                    ..
+                }),
+                Kind::Dir,
+            ) => {
+                let target = self.resolve(&path)?;
+                if self.entries.get(&target).is_some_and(|e| e.is_dir()) {
+                    return Ok((target, replaced));
+                }
+                replaced.push(Replaced {
+                    path: path.clone(),
+                    old: "symlink",
+                    new: "directory",
+                });
+            }
+            (Some(old), _) if old.is_dir() => {
+                replaced.push(Replaced {
+                    path: path.clone(),
+                    old: "directory",
+                    new: entry.kind.name(),
+                });
+                self.remove_tree(&path);
+            }
+            (Some(old), _) => replaced.push(Replaced {
+                path: path.clone(),
+                old: old.kind.name(),
+                new: entry.kind.name(),
+            }),
+            (None, _) => {}
+        }
+        self.entries.insert(path.clone(), entry);
+        Ok((path, replaced))
+    }
+
+    /// Removes an entry and, for a directory, everything below it. Returns how many entries went.
+    pub fn remove_tree(&mut self, path: &str) -> usize {
+        if path.is_empty() {
+            let n = self.entries.len() - 1;
+            let root = self.entries.remove("");
+            self.entries.clear();
+            if let Some(root) = root {
+                self.entries.insert(String::new(), root);
+            }
+            return n;
+        }
+        let prefix = format!("{path}/");
+        let doomed: Vec<String> = self
+            .entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut n = doomed.len();
+        for k in doomed {
+            self.entries.remove(&k);
+        }
+        if self.entries.remove(path).is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Paths in the tree that a hard link names but that are not regular files, which no
+    /// writer could represent.
+    pub fn check_links(&self) -> Result<(), TreeError> {
+        for (path, e) in &self.entries {
+            if let Kind::HardLink(target) = &e.kind {
+                match self.entries.get(target) {
+                    Some(Entry {
+                        kind: Kind::File(_),
+                        ..
+                    }) => {}
+                    Some(other) => return Err(TreeError(format!(
+                        "hard link /{path} points to /{target}, which is a {}, not a regular file",
+                        other.kind.name()
+                    ))),
+                    None => {
+                        return Err(TreeError(format!(
+                            "hard link /{path} points to /{target}, which is not in the image"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sum of regular file sizes (hard links counted once).
+    pub fn content_bytes(&self) -> u64 {
+        self.entries
+            .values()
+            .map(|e| match &e.kind {
+                Kind::File(d) => d.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(b: &str) -> Entry {
+        Entry::new(Kind::File(Data::bytes(b.as_bytes())), Meta::new(0o644, 0))
+    }
+
+    #[test]
+    fn implicit_parents_and_override() {
+        let mut t = Tree::new(0);
+        t.insert("etc/ssh/sshd_config", file("a")).unwrap();
+        assert!(t.get("etc").unwrap().is_dir());
+        assert!(t.get("etc/ssh").unwrap().is_dir());
+        let (_, rep) = t.insert("etc/ssh/sshd_config", file("b")).unwrap();
+        assert_eq!(rep.len(), 1);
+        match &t.get("etc/ssh/sshd_config").unwrap().kind {
+            Kind::File(Data::Bytes(b)) => assert_eq!(&b[..], b"b"),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn merged_usr_lands_through_symlink() {
+        let mut t = Tree::new(0);
+        t.insert("usr/bin", Entry::new(Kind::Dir, Meta::new(0o755, 0)))
+            .unwrap();
+        t.insert(
+            "bin",
+            Entry::new(Kind::Symlink("usr/bin".into()), Meta::new(0o777, 0)),
+        )
+        .unwrap();
+        let (landed, _) = t.insert("bin/ls", file("ls")).unwrap();
+        assert_eq!(landed, "usr/bin/ls");
+        let (landed, _) = t
+            .insert("bin", Entry::new(Kind::Dir, Meta::new(0o755, 0)))
+            .unwrap();
+        assert_eq!(landed, "usr/bin");
+        assert!(matches!(t.get("bin").unwrap().kind, Kind::Symlink(_)));
+    }
+
+    #[test]
+    fn file_replaces_directory_subtree() {
+        let mut t = Tree::new(0);
+        t.insert("a/b/c", file("x")).unwrap();
+        t.insert("a", file("y")).unwrap();
+        assert!(!t.contains("a/b"));
+        assert!(!t.contains("a/b/c"));
+    }
+
+    #[test]
+    fn children_lists_direct_entries_only() {
+        let mut t = Tree::new(0);
+        t.insert("a/b", file("x")).unwrap();
+        t.insert("a/c/d", file("x")).unwrap();
+        t.insert("ab", file("x")).unwrap();
+        let kids: Vec<_> = t.children("a").map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kids, vec!["a/b", "a/c"]);
+        let top: Vec<_> = t.children("").map(|(k, _)| k.as_str()).collect();
+        assert_eq!(top, vec!["a", "ab"]);
+    }
+}

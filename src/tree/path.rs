@@ -1,0 +1,119 @@
+//! Image paths: absolute in profiles ("/etc/hostname"), stored without the leading slash
+//! ("etc/hostname"), so that byte order puts every directory before what it contains.
+
+/// Normalises an absolute image path. `/` becomes "", `//a/./b/` becomes "a/b".
+/// `..` is refused: an image path never climbs, which keeps overlays and packages inside the tree.
+pub fn normalize(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "`{path}` is not an absolute image path; write it as `/{path}`"
+        ));
+    }
+    relative(path)
+}
+
+/// Like `normalize`, but also accepts paths without the leading slash (as in tar archives: "./usr/bin").
+pub fn relative(path: &str) -> Result<String, String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(format!("`{path}` contains `..`; image paths may not climb")),
+            c if c.len() > 255 => {
+                return Err(format!("`{path}` has a component longer than 255 bytes"))
+            }
+            c if c.contains('\0') => return Err(format!("`{path}` contains a NUL byte")),
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// The parent of a stored path ("" for top-level entries); None for the root itself.
+pub fn parent(path: &str) -> Option<&str> {
+    if path.is_empty() {
+        return None;
+    }
+    Some(path.rfind('/').map(|i| &path[..i]).unwrap_or(""))
+}
+
+/// The last component of a stored path.
+pub fn file_name(path: &str) -> &str {
+    path.rfind('/').map(|i| &path[i + 1..]).unwrap_or(path)
+}
+
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else if name.is_empty() {
+        dir.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Resolves a symlink target found at stored path `link` into a stored path, lexically:
+/// absolute targets start at the image root, relative ones at the link's directory, and
+/// `..` stops at the root as it does in a real file system.
+pub fn resolve_target(link: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        parent(link)
+            .unwrap_or("")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// Display form with the leading slash.
+pub fn display(path: &str) -> String {
+    format!("/{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(normalize("/").unwrap(), "");
+        assert_eq!(normalize("//usr/./bin/").unwrap(), "usr/bin");
+        assert!(normalize("usr").is_err());
+        assert!(normalize("/usr/../etc").is_err());
+        assert_eq!(relative("./usr/bin/ls").unwrap(), "usr/bin/ls");
+    }
+
+    #[test]
+    fn resolves_targets() {
+        assert_eq!(resolve_target("bin", "usr/bin"), "usr/bin");
+        assert_eq!(
+            resolve_target("lib64/ld.so", "/usr/lib/ld.so"),
+            "usr/lib/ld.so"
+        );
+        assert_eq!(resolve_target("a/b/c", "../../../../x"), "x");
+        assert_eq!(resolve_target("usr/bin/sh", "dash"), "usr/bin/dash");
+    }
+
+    #[test]
+    fn parents_sort_first() {
+        let mut v = ["a/b", "a.txt", "a", "a/b/c", "a-b"];
+        v.sort();
+        let pos = |s| v.iter().position(|x| *x == s).unwrap();
+        assert!(pos("a") < pos("a/b") && pos("a/b") < pos("a/b/c"));
+        assert_eq!(parent("a/b/c"), Some("a/b"));
+        assert_eq!(parent("a"), Some(""));
+        assert_eq!(file_name("a/b/c"), "c");
+    }
+}

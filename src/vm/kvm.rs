@@ -1,0 +1,200 @@
+//! Is KVM usable? `/dev/kvm` existing is not enough: on some hosts (nested
+//! virtualisation gone wrong) a guest hangs the moment it leaves real mode. kiln boots a
+//! tiny firmware (see kvm_probe.S) that walks into long mode and exits; if that does not
+//! finish within the probe's time limit, TCG it is.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::profile::Accel;
+
+/// Real mode → protected mode → paging → long mode → `out 0xf4`. Built from kvm_probe.S.
+const PROBE_CODE: &str = "fa31c08ed8b800f08ed8660f0116b0000f20c06683c8010f22c066ea22000f00080066b810008ed88ec08ed0bf0010000031c0b9000c0000f3abc7050010000003200000c7050020000003300000c7050030000083000000b8001000000f22d80f20e083c8200f22e0b9800000c00f320d000100000f300f20c00d000000800f22c0ea89000f001800b042e6f4f4ebfd0000000000000000ffff0000009acf00ffff00000092cf00ffff0000009aaf001f0090000f";
+/// At the reset vector (0xfffffff0): `ljmp $0xf000, $0x0000`, the code's start.
+const RESET_CODE: [u8; 5] = [0xea, 0x00, 0x00, 0x00, 0xf0];
+const EXPECTED_EXIT: i32 = (0x42 << 1) | 1;
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The 64 KiB firmware image.
+pub fn probe_firmware() -> Vec<u8> {
+    let mut image = vec![0u8; 0x10000];
+    let code = hex::decode(PROBE_CODE).unwrap_or_default();
+    image[..code.len()].copy_from_slice(&code);
+    image[0xfff0..0xfff0 + RESET_CODE.len()].copy_from_slice(&RESET_CODE);
+    image
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accelerator {
+    Kvm,
+    Tcg,
+}
+
+impl Accelerator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accelerator::Kvm => "kvm",
+            Accelerator::Tcg => "tcg",
+        }
+    }
+}
+
+/// The accelerator to use and, when it is not what was asked for, why.
+#[derive(Debug, Clone)]
+pub struct AccelChoice {
+    pub accel: Accelerator,
+    pub warning: Option<String>,
+}
+
+pub fn choose(requested: Accel, qemu: &str) -> AccelChoice {
+    match requested {
+        Accel::Tcg => AccelChoice {
+            accel: Accelerator::Tcg,
+            warning: None,
+        },
+        Accel::Kvm => AccelChoice {
+            accel: Accelerator::Kvm,
+            warning: None,
+        },
+        Accel::Auto => match probe_cached(qemu) {
+            Ok(()) => AccelChoice {
+                accel: Accelerator::Kvm,
+                warning: None,
+            },
+            Err(why) => AccelChoice {
+                accel: Accelerator::Tcg,
+                warning: Some(format!(
+                    "KVM is not usable ({why}); falling back to TCG, which is much slower"
+                )),
+            },
+        },
+    }
+}
+
+fn cache_file() -> Option<PathBuf> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(crate::cache::cache_dir().join(format!("kvm-probe-{}", boot_id.trim())))
+}
+
+/// Probes once per host boot; the answer does not change until the host reboots.
+fn probe_cached(qemu: &str) -> Result<(), String> {
+    let cache = cache_file();
+    if let Some(c) = &cache {
+        if let Ok(s) = std::fs::read_to_string(c) {
+            return match s.strip_prefix("ok") {
+                Some(_) => Ok(()),
+                None => Err(s.trim().to_string()),
+            };
+        }
+    }
+    let result = probe(qemu, PROBE_TIMEOUT);
+    if let Some(c) = &cache {
+        let text = match &result {
+            Ok(()) => "ok\n".to_string(),
+            Err(e) => format!("{e}\n"),
+        };
+        let _ = crate::output::atomic::write(c, text.as_bytes());
+    }
+    result
+}
+
+/// Boots the probe firmware under KVM; Ok when it reaches long mode in time.
+pub fn probe(qemu: &str, timeout: Duration) -> Result<(), String> {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return Err(format!("/dev/kvm: {e}"));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let bios = dir.path().join("probe.bin");
+    std::fs::write(&bios, probe_firmware()).map_err(|e| e.to_string())?;
+    let mut child = Command::new(qemu)
+        .args([
+            "-machine",
+            "q35",
+            "-accel",
+            "kvm",
+            "-m",
+            "16",
+            "-nodefaults",
+            "-no-user-config",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-bios",
+        ])
+        .arg(&bios)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {qemu}: {e}"))?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return if status.code() == Some(EXPECTED_EXIT) {
+                    Ok(())
+                } else {
+                    Err(format!("the probe guest failed under KVM ({status})"))
+                };
+            }
+            Ok(None) if start.elapsed() > timeout => {
+                // SAFETY: signalling the process group we created for the probe.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                return Err(format!("a probe guest hung for {:.0?} under KVM", timeout));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firmware_has_code_and_reset_vector() {
+        let fw = probe_firmware();
+        assert_eq!(fw.len(), 0x10000);
+        assert_eq!(fw[0], 0xfa, "starts with cli");
+        assert_eq!(&fw[0xfff0..0xfff5], &[0xea, 0x00, 0x00, 0x00, 0xf0]);
+    }
+
+    /// The embedded bytes are what kvm_probe.S assembles to (when binutils is installed).
+    #[test]
+    fn firmware_matches_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src/vm/kvm_probe.S");
+        let obj = dir.path().join("p.o");
+        let bin = dir.path().join("p.bin");
+        let ok = Command::new("as")
+            .args(["--32", "-o"])
+            .arg(&obj)
+            .arg(src)
+            .status()
+            .map(|s| s.success());
+        if !matches!(ok, Ok(true)) {
+            eprintln!("skipping: GNU as is not installed");
+            return;
+        }
+        assert!(Command::new("objcopy")
+            .args(["-O", "binary", "-j", ".text"])
+            .arg(&obj)
+            .arg(&bin)
+            .status()
+            .unwrap()
+            .success());
+        assert_eq!(std::fs::read(&bin).unwrap(), probe_firmware());
+    }
+}

@@ -1,0 +1,92 @@
+//! From a profile and its build plan to a machine description, with command-line overrides.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::qemu::{Launch, BASE_CMDLINE};
+use crate::build::{KernelPlan, Plan};
+use crate::profile::{Accel, Format, LoadedProfile, Size};
+
+/// Settings given on the command line; each wins over the profile.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub qemu_binary: Option<String>,
+    pub machine: Option<String>,
+    pub cpu: Option<String>,
+    pub memory: Option<Size>,
+    pub cpus: Option<u32>,
+    pub accel: Option<Accel>,
+    /// Extra kernel command-line words.
+    pub append: Vec<String>,
+    /// Extra QEMU arguments.
+    pub qemu_args: Vec<String>,
+    pub timeout: Option<Duration>,
+}
+
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub fn accel(lp: &LoadedProfile, o: &Overrides) -> Accel {
+    o.accel.or(lp.profile.qemu.accel).unwrap_or_default()
+}
+
+pub fn qemu_binary(lp: &LoadedProfile, o: &Overrides) -> String {
+    o.qemu_binary
+        .clone()
+        .or_else(|| lp.profile.qemu.binary.clone())
+        .unwrap_or_else(|| "qemu-system-x86_64".to_string())
+}
+
+pub fn timeout(lp: &LoadedProfile, o: &Overrides) -> Duration {
+    o.timeout
+        .or_else(|| {
+            lp.profile
+                .test
+                .as_ref()
+                .and_then(|t| t.timeout.map(|s| s.0))
+        })
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+pub fn launch(lp: &LoadedProfile, plan: &Plan, o: &Overrides) -> Result<Launch> {
+    let q = &lp.profile.qemu;
+    let kernel = match &plan.kernel {
+        KernelPlan::Host(k) => k.clone(),
+        KernelPlan::None => bail!(
+            "{}: no kernel to boot; set [kernel] path in the profile or pass --kernel PATH",
+            lp.path.display()
+        ),
+    };
+    if !kernel.exists() {
+        bail!(
+            "kernel {} does not exist; build it or pass another with --kernel",
+            kernel.display()
+        );
+    }
+    let initrd = match plan.format {
+        Format::Initramfs => Some(plan.image.clone()),
+        Format::Disk => None,
+    };
+    let mut cmdline: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
+    cmdline.extend(lp.profile.kernel.cmdline.iter().cloned());
+    cmdline.extend(o.append.iter().cloned());
+    let mut extra_args = q.args.clone();
+    extra_args.extend(o.qemu_args.iter().cloned());
+    Ok(Launch {
+        binary: qemu_binary(lp, o),
+        machine: o
+            .machine
+            .clone()
+            .or_else(|| q.machine.clone())
+            .unwrap_or_else(|| "q35".to_string()),
+        cpu: o.cpu.clone().or_else(|| q.cpu.clone()),
+        memory_mib: o.memory.or(q.memory).map(|s| s.0).unwrap_or(DEFAULT_MEMORY) >> 20,
+        cpus: o.cpus.or(q.cpus).unwrap_or(2),
+        kernel,
+        initrd,
+        disks: Vec::new(),
+        cmdline,
+        extra_args,
+    })
+}

@@ -1,0 +1,6 @@
+//! Booting images: the QEMU command, the KVM probe, and supervising a run.
+
+pub mod kvm;
+pub mod launch;
+pub mod qemu;
+pub mod runner;

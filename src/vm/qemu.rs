@@ -1,0 +1,279 @@
+//! The QEMU command line, built by a pure function of the launch description and the run
+//! options, so it can be printed, tested and copied into a shell.
+
+use std::path::PathBuf;
+
+use super::kvm::Accelerator;
+use crate::template::shell_quote;
+
+/// Everything about a machine that comes from the profile and the built image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    pub binary: String,
+    pub machine: String,
+    /// None: "host" under KVM, "max" under TCG.
+    pub cpu: Option<String>,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub disks: Vec<Disk>,
+    pub cmdline: Vec<String>,
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub format: String,
+    /// virtio-blk serial; the guest finds a disk by it in /sys/block/*/serial.
+    pub serial: String,
+    pub read_only: bool,
+}
+
+/// How this particular run wires the console and the status channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Console {
+    /// The serial console on the terminal (Ctrl-A X quits).
+    Interactive,
+    /// The serial console into a log file.
+    LogFile(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    pub accel: Accelerator,
+    pub console: Console,
+    /// Where the second UART's output goes: the guest writes KILN_EXIT_STATUS=N there.
+    pub status_uart: PathBuf,
+    /// Where the virtio-serial status port's output goes.
+    pub status_virtio: PathBuf,
+}
+
+/// The kernel command line kiln always starts from: the console on the first UART,
+/// and a panic that ends the VM at once (with -no-reboot) instead of hanging it.
+pub const BASE_CMDLINE: [&str; 2] = ["console=ttyS0", "panic=-1"];
+
+pub fn command(l: &Launch, r: &RunSpec) -> Vec<String> {
+    let mut a: Vec<String> = vec![l.binary.clone()];
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+    push(&["-machine", &l.machine]);
+    push(&["-accel", r.accel.name()]);
+    let cpu = l.cpu.clone().unwrap_or_else(|| match r.accel {
+        Accelerator::Kvm => "host".to_string(),
+        Accelerator::Tcg => "max".to_string(),
+    });
+    push(&["-cpu", &cpu]);
+    push(&["-m", &format!("{}M", l.memory_mib)]);
+    push(&["-smp", &l.cpus.to_string()]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&["-kernel", &l.kernel.to_string_lossy()]);
+    if let Some(initrd) = &l.initrd {
+        push(&["-initrd", &initrd.to_string_lossy()]);
+    }
+    push(&["-append", &l.cmdline.join(" ")]);
+    match &r.console {
+        Console::Interactive => push(&["-serial", "mon:stdio"]),
+        Console::LogFile(p) => {
+            push(&[
+                "-chardev",
+                &format!("file,id=console,path={}", p.to_string_lossy()),
+            ]);
+            push(&["-serial", "chardev:console"]);
+        }
+    }
+    push(&[
+        "-chardev",
+        &format!(
+            "file,id=kiln-status,path={}",
+            r.status_uart.to_string_lossy()
+        ),
+    ]);
+    push(&["-serial", "chardev:kiln-status"]);
+    push(&["-device", "virtio-serial-pci,id=kiln-vs"]);
+    push(&[
+        "-chardev",
+        &format!(
+            "file,id=kiln-status-vport,path={}",
+            r.status_virtio.to_string_lossy()
+        ),
+    ]);
+    push(&[
+        "-device",
+        "virtserialport,bus=kiln-vs.0,chardev=kiln-status-vport,name=org.kiln.status",
+    ]);
+    for (i, d) in l.disks.iter().enumerate() {
+        let mut drive = format!(
+            "file={},format={},if=none,id=disk{i}",
+            d.path.to_string_lossy(),
+            d.format
+        );
+        if d.read_only {
+            drive.push_str(",readonly=on");
+        }
+        push(&["-drive", &drive]);
+        push(&[
+            "-device",
+            &format!("virtio-blk-pci,drive=disk{i},serial={}", d.serial),
+        ]);
+    }
+    a.extend(l.extra_args.iter().cloned());
+    a
+}
+
+/// One option and its value per line, quoted for a POSIX shell.
+pub fn printable(args: &[String]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < args.len() {
+        if i > 0 {
+            out.push_str(" \\\n    ");
+        }
+        out.push_str(&shell_quote(&args[i]));
+        let takes_value = i > 0
+            && args[i].starts_with('-')
+            && args.get(i + 1).is_some_and(|n| !n.starts_with('-'));
+        if takes_value {
+            out.push(' ');
+            out.push_str(&shell_quote(&args[i + 1]));
+            i += 1;
+        }
+        i += 1;
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch() -> Launch {
+        Launch {
+            binary: "qemu-system-x86_64".into(),
+            machine: "q35".into(),
+            cpu: None,
+            memory_mib: 1024,
+            cpus: 2,
+            kernel: "/k/vmlinuz".into(),
+            initrd: Some("/out/x.cpio.zst".into()),
+            disks: vec![],
+            cmdline: vec!["console=ttyS0".into(), "panic=-1".into(), "quiet".into()],
+            extra_args: vec!["-s".into()],
+        }
+    }
+
+    fn run(accel: Accelerator) -> RunSpec {
+        RunSpec {
+            accel,
+            console: Console::LogFile("/run/console.log".into()),
+            status_uart: "/run/status".into(),
+            status_virtio: "/run/status-virtio".into(),
+        }
+    }
+
+    fn pair(args: &[String], opt: &str) -> Vec<String> {
+        args.windows(2)
+            .filter(|w| w[0] == opt)
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn builds_a_test_command() {
+        let a = command(&launch(), &run(Accelerator::Tcg));
+        assert_eq!(a[0], "qemu-system-x86_64");
+        assert_eq!(pair(&a, "-accel"), ["tcg"]);
+        assert_eq!(pair(&a, "-cpu"), ["max"]);
+        assert_eq!(pair(&a, "-m"), ["1024M"]);
+        assert_eq!(pair(&a, "-smp"), ["2"]);
+        assert_eq!(pair(&a, "-append"), ["console=ttyS0 panic=-1 quiet"]);
+        assert_eq!(pair(&a, "-initrd"), ["/out/x.cpio.zst"]);
+        assert!(a.contains(&"-no-reboot".to_string()));
+        // Console first, status second: ttyS0 and ttyS1 in the guest.
+        assert_eq!(
+            pair(&a, "-serial"),
+            ["chardev:console", "chardev:kiln-status"]
+        );
+        assert_eq!(
+            a.last().unwrap(),
+            "-s",
+            "extra args come last so they can override"
+        );
+    }
+
+    #[test]
+    fn kvm_uses_host_cpu_unless_told_otherwise() {
+        let a = command(&launch(), &run(Accelerator::Kvm));
+        assert_eq!(pair(&a, "-cpu"), ["host"]);
+        let mut l = launch();
+        l.cpu = Some("max,pmu=off".into());
+        assert_eq!(
+            pair(&command(&l, &run(Accelerator::Kvm)), "-cpu"),
+            ["max,pmu=off"]
+        );
+    }
+
+    #[test]
+    fn disks_are_virtio_with_serials() {
+        let mut l = launch();
+        l.disks.push(Disk {
+            path: "/out/d.raw".into(),
+            format: "raw".into(),
+            serial: "kiln-root".into(),
+            read_only: false,
+        });
+        l.disks.push(Disk {
+            path: "/out/r.img".into(),
+            format: "raw".into(),
+            serial: "kiln-results".into(),
+            read_only: false,
+        });
+        let a = command(&l, &run(Accelerator::Tcg));
+        assert_eq!(
+            pair(&a, "-drive"),
+            [
+                "file=/out/d.raw,format=raw,if=none,id=disk0",
+                "file=/out/r.img,format=raw,if=none,id=disk1"
+            ]
+        );
+        assert!(pair(&a, "-device")
+            .contains(&"virtio-blk-pci,drive=disk1,serial=kiln-results".to_string()));
+    }
+
+    #[test]
+    fn interactive_console_is_on_stdio() {
+        let mut r = run(Accelerator::Tcg);
+        r.console = Console::Interactive;
+        assert_eq!(pair(&command(&launch(), &r), "-serial")[0], "mon:stdio");
+    }
+
+    #[test]
+    fn printable_is_one_option_per_line_and_quoted() {
+        let a = command(&launch(), &run(Accelerator::Tcg));
+        let p = printable(&a);
+        assert!(
+            p.contains("\\\n    -append 'console=ttyS0 panic=-1 quiet'"),
+            "{p}"
+        );
+        assert!(p.contains("\\\n    -no-reboot \\\n"), "{p}");
+        // Round trip through a shell parser gives the same words.
+        let joined = p.replace("\\\n", " ");
+        assert_eq!(shlex_split(&joined), a);
+    }
+
+    fn shlex_split(s: &str) -> Vec<String> {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("for a in {}; do printf '%s\\n' \"$a\"; done", s.trim()))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+    }
+}

@@ -89,7 +89,10 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn read_source(path: &Path, named_at: Option<&Loc>) -> Result<Arc<SourceFile>, ProfileError> {
+fn read_source(
+    path: &Path,
+    named_at: Option<(&Loc, String)>,
+) -> Result<Arc<SourceFile>, ProfileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Arc::new(SourceFile {
             path: path.to_path_buf(),
@@ -98,9 +101,9 @@ fn read_source(path: &Path, named_at: Option<&Loc>) -> Result<Arc<SourceFile>, P
         Err(e) => {
             let err = ProfileError::new(format!("cannot read profile `{}`: {e}", path.display()));
             Err(match named_at {
-                Some(loc) => err
+                Some((loc, key)) => err
                     .at(loc)
-                    .key("include")
+                    .key(&key)
                     .help("include paths are relative to the file that names them"),
                 None => err,
             })
@@ -161,7 +164,7 @@ impl Loader {
                 if self.seen.contains(&id) {
                     continue;
                 }
-                let sub = read_source(&path, Some(&item.loc))?;
+                let sub = read_source(&path, Some((&item.loc, format!("include[{i}]"))))?;
                 let sub_node = self.load_file(sub)?;
                 merged.merge(sub_node);
             }

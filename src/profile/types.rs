@@ -59,6 +59,15 @@ impl<T> Located<T> {
         }
         e
     }
+
+    /// An error about one key of this table.
+    pub fn field_error(&self, field: &str, message: impl Into<String>) -> ProfileError {
+        let mut e = ProfileError::new(message).key(&format!("{}.{field}", self.key));
+        if let Some(loc) = &self.loc {
+            e = e.at(loc);
+        }
+        e
+    }
 }
 
 impl<T> Deref for Located<T> {

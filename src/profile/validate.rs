@@ -8,7 +8,7 @@ use super::types::{Located, Size};
 use crate::tree::path;
 
 fn image_path<T>(item: &Located<T>, field: &str, value: &str) -> Result<String, ProfileError> {
-    path::normalize(value).map_err(|m| item.error(m).key(&format!("{}.{field}", item.key)))
+    path::normalize(value).map_err(|m| item.field_error(field, m))
 }
 
 fn exists<T>(
@@ -18,13 +18,12 @@ fn exists<T>(
     dir: bool,
 ) -> Result<(), ProfileError> {
     match std::fs::metadata(p) {
-        Ok(m) if dir && !m.is_dir() => Err(item
-            .error(format!("`{}` is not a directory", p.display()))
-            .key(&format!("{}.{field}", item.key))),
+        Ok(m) if dir && !m.is_dir() => {
+            Err(item.field_error(field, format!("`{}` is not a directory", p.display())))
+        }
         Ok(_) => Ok(()),
         Err(e) => Err(item
-            .error(format!("cannot use `{}`: {e}", p.display()))
-            .key(&format!("{}.{field}", item.key))
+            .field_error(field, format!("cannot use `{}`: {e}", p.display()))
             .help("paths in a profile are relative to the profile file that names them")),
     }
 }

@@ -379,10 +379,12 @@ impl Tree {
                         kind: Kind::File(_),
                         ..
                     }) => {}
-                    Some(other) => return Err(TreeError(format!(
+                    Some(other) => {
+                        return Err(TreeError(format!(
                         "hard link /{path} points to /{target}, which is a {}, not a regular file",
                         other.kind.name()
-                    ))),
+                    )))
+                    }
                     None => {
                         return Err(TreeError(format!(
                             "hard link /{path} points to /{target}, which is not in the image"

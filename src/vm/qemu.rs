@@ -271,9 +271,16 @@ mod tests {
     fn shlex_split(s: &str) -> Vec<String> {
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("for a in {}; do printf '%s\\n' \"$a\"; done", s.trim()))
+            .arg(format!(
+                "for a in {}; do printf '%s\\n' \"$a\"; done",
+                s.trim()
+            ))
             .output()
             .unwrap();
-        String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
     }
 }

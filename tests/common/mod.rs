@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn kiln() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running kiln");
+    eprintln!(
+        "--- {:?} exited {:?}\n--- stdout:\n{}--- stderr:\n{}",
+        cmd,
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+pub fn which(name: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A real Debian kernel (bookworm's linux-image-cloud-amd64 by default) for boot tests:
+/// `KILN_TEST_KERNEL` if set, else downloaded once with apt-get into the cache and reused.
+pub fn debian_kernel() -> PathBuf {
+    static K: OnceLock<PathBuf> = OnceLock::new();
+    K.get_or_init(|| {
+        if let Some(k) = std::env::var_os("KILN_TEST_KERNEL") {
+            return PathBuf::from(k);
+        }
+        let dir = kiln::cache::cache_dir().join("test-kernel");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+        lock.lock().unwrap();
+        let found = |dir: &Path| -> Option<PathBuf> {
+            let boot = dir.join("x/boot");
+            std::fs::read_dir(&boot)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+                })
+        };
+        if let Some(k) = found(&dir) {
+            return k;
+        }
+        let sh = format!(
+            "set -e; cd {d}; rm -rf x *.deb; apt-get download linux-image-cloud-amd64 2>&1; \
+             dep=$(dpkg-deb -f linux-image-cloud-amd64_*.deb Depends | sed 's/ .*//'); \
+             apt-get download \"$dep\" 2>&1; dpkg-deb -x linux-image-[0-9]*.deb x",
+            d = dir.display()
+        );
+        let out = Command::new("sh").arg("-c").arg(&sh).output().unwrap();
+        assert!(
+            out.status.success(),
+            "fetching a Debian kernel failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        found(&dir).expect("kernel unpacked")
+    })
+    .clone()
+}

@@ -1,0 +1,272 @@
+//! Profile diagnostics: every error names the file, line, column and key, and a bad
+//! profile writes nothing.
+
+mod common;
+use common::*;
+
+fn load_err(dir: &std::path::Path, name: &str) -> String {
+    let e = kiln::profile::load(&dir.join(name)).expect_err("profile should be rejected");
+    e.to_string()
+}
+
+#[test]
+fn unknown_key_suggests_the_nearest_valid_key() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\n\n[qemu]\nmemroy = \"1G\"\n",
+    );
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("p.toml:4:1"), "{e}");
+    assert!(e.contains("qemu.memroy"), "{e}");
+    assert!(e.contains("did you mean `memory`?"), "{e}");
+    assert!(e.contains("4 | memroy = \"1G\""), "quotes the line: {e}");
+}
+
+#[test]
+fn unknown_key_in_array_of_tables() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "p.toml", "version = 1\n[[file]]\npath = \"/a\"\ncontent = \"x\"\n[[file]]\npath = \"/b\"\ncontnet = \"y\"\n");
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("p.toml:7:1"), "{e}");
+    assert!(e.contains("file[1].contnet"), "{e}");
+    assert!(e.contains("did you mean `content`?"), "{e}");
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "p.toml", "version = 1\n[qemu]\ncpus = \"two\"\n");
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("p.toml:3:8"), "{e}");
+    assert!(e.contains("qemu.cpus"), "{e}");
+    assert!(e.contains("invalid type"), "{e}");
+}
+
+#[test]
+fn bad_size_value_is_located() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\n[qemu]\nmemory = \"12 parsecs\"\n",
+    );
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("p.toml:3:10"), "{e}");
+    assert!(e.contains("size"), "{e}");
+}
+
+#[test]
+fn unknown_enum_value_suggests() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\n[output]\nformat = \"initramf\"\n",
+    );
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("p.toml:3:10"), "{e}");
+    assert!(e.contains("did you mean `initramfs`?"), "{e}");
+}
+
+#[test]
+fn missing_include_points_at_the_include() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\ninclude = [\"base.toml\", \"nope.toml\"]\n",
+    );
+    write(d.path(), "base.toml", "[qemu]\ncpus = 1\n");
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("p.toml:2:25"), "{e}");
+    assert!(e.contains("include[1]") && e.contains("nope.toml"), "{e}");
+}
+
+#[test]
+fn include_cycle_is_reported_with_the_chain() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "p.toml", "version = 1\ninclude = [\"a.toml\"]\n");
+    write(d.path(), "a.toml", "include = [\"sub/b.toml\"]\n");
+    write(d.path(), "sub/b.toml", "# b\ninclude = [\"../a.toml\"]\n");
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("b.toml:2:12"), "{e}");
+    assert!(e.contains("include cycle"), "{e}");
+    assert!(e.contains("a.toml → ") && e.contains("b.toml → "), "{e}");
+}
+
+#[test]
+fn errors_inside_included_files_name_that_file() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\ninclude = [\"inc/base.toml\"]\n",
+    );
+    write(d.path(), "inc/base.toml", "[test]\ncomand = \"true\"\n");
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("inc/base.toml:2:1"), "{e}");
+    assert!(e.contains("did you mean `command`?"), "{e}");
+}
+
+#[test]
+fn toml_syntax_errors_are_located() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "p.toml", "version = 1\n[qemu\n");
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("p.toml:2:"), "{e}");
+    assert!(e.contains("invalid TOML"), "{e}");
+}
+
+#[test]
+fn missing_version_and_unsupported_version() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "p.toml", "[qemu]\ncpus = 1\n");
+    let e = load_err(d.path(), "p.toml");
+    assert!(
+        e.contains("missing required key `version`") && e.contains("version = 1"),
+        "{e}"
+    );
+    write(d.path(), "q.toml", "version = 2\n");
+    let e = load_err(d.path(), "q.toml");
+    assert!(
+        e.contains("q.toml:1:11") && e.contains("version 2 is not supported"),
+        "{e}"
+    );
+}
+
+#[test]
+fn semantic_errors_point_at_the_table() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\n\n[[file]]\npath = \"/etc/x\"\n",
+    );
+    let e = load_err(d.path(), "p.toml");
+    assert!(e.contains("p.toml:3:1"), "{e}");
+    assert!(e.contains("needs `source`"), "{e}");
+    write(
+        d.path(),
+        "q.toml",
+        "version = 1\n[[file]]\npath = \"etc/x\"\ncontent = \"\"\n",
+    );
+    let e = load_err(d.path(), "q.toml");
+    assert!(e.contains("file[0].path") && e.contains("`/etc/x`"), "{e}");
+    write(
+        d.path(),
+        "r.toml",
+        "version = 1\n[[overlay]]\nsource = \"missing-dir\"\n",
+    );
+    let e = load_err(d.path(), "r.toml");
+    assert!(
+        e.contains("r.toml:2:1") && e.contains("missing-dir") && e.contains("overlay[0].source"),
+        "{e}"
+    );
+}
+
+#[test]
+fn merge_rules_scalars_override_lists_append_tables_merge() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "base.toml",
+        "[qemu]\nmemory = \"512M\"\ncpus = 1\nargs = [\"-a\"]\n[kernel]\ncmdline = [\"quiet\"]\n[[file]]\npath = \"/base\"\ncontent = \"b\"\n",
+    );
+    write(
+        d.path(),
+        "mid.toml",
+        "include = [\"base.toml\"]\n[qemu]\ncpus = 2\nargs = [\"-b\"]\n",
+    );
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\ninclude = [\"mid.toml\", \"base.toml\"]\n[qemu]\nmemory = \"2G\"\n[kernel]\ncmdline = [\"loglevel=8\"]\n[[file]]\npath = \"/top\"\ncontent = \"t\"\n",
+    );
+    let lp = kiln::profile::load(&d.path().join("p.toml")).unwrap();
+    let p = &lp.profile;
+    assert_eq!(
+        p.qemu.memory.unwrap().0,
+        2 << 30,
+        "the including file overrides scalars"
+    );
+    assert_eq!(p.qemu.cpus, Some(2), "later include overrides earlier");
+    assert_eq!(
+        p.qemu.args,
+        vec!["-a", "-b"],
+        "lists append, includes first; base.toml layered once"
+    );
+    assert_eq!(p.kernel.cmdline, vec!["quiet", "loglevel=8"]);
+    let paths: Vec<_> = p.file.iter().map(|f| f.path.clone()).collect();
+    assert_eq!(paths, vec!["/base", "/top"]);
+    assert_eq!(lp.name, "p");
+}
+
+#[test]
+fn paths_resolve_relative_to_the_file_that_names_them() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "inc/data/motd", "hi\n");
+    write(
+        d.path(),
+        "inc/base.toml",
+        "[[file]]\npath = \"/etc/motd\"\nsource = \"data/motd\"\n",
+    );
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\ninclude = [\"inc/base.toml\"]\n",
+    );
+    let lp = kiln::profile::load(&d.path().join("p.toml")).unwrap();
+    let src = lp.profile.file[0].source.as_ref().unwrap();
+    assert_eq!(std::fs::read_to_string(&src.0).unwrap(), "hi\n");
+}
+
+#[test]
+fn a_bad_profile_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\n[test]\ncommand = \"true\"\ntimeout = \"forever\"\n",
+    );
+    let o = run(kiln()
+        .arg("build")
+        .arg(d.path().join("p.toml"))
+        .arg("--out-dir")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("p.toml:4:11"), "{}", stderr(&o));
+    assert!(!out.exists(), "nothing may be written for a bad profile");
+}
+
+#[test]
+fn a_failing_build_leaves_the_previous_image_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let p = write(
+        d.path(),
+        "p.toml",
+        "version = 1\n[[file]]\npath = \"/init\"\ncontent = \"#!/bin/sh\\n\"\nmode = \"0755\"\n",
+    );
+    let o = run(kiln().arg("build").arg(&p).arg("-o").arg(&out));
+    assert!(o.status.success());
+    let before = sha256_file(&out.join("p.cpio.zst"));
+    // A template error appears only while the tree is assembled, after the profile loaded.
+    write(
+        d.path(),
+        "p.toml",
+        "version = 1\n[[file]]\npath = \"/init\"\ncontent = \"{{nope}}\"\ntemplate = true\n",
+    );
+    let o = run(kiln().arg("build").arg(&p).arg("-o").arg(&out));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    assert_eq!(sha256_file(&out.join("p.cpio.zst")), before);
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

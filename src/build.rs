@@ -11,9 +11,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use crate::cache::Cache;
 use crate::output::{self, cpio::CpioOptions, manifest::Manifest};
 use crate::profile::{Compression, Format, LoadedProfile};
 use crate::progress;
+use crate::source::debian::{
+    self, deb::Unpacked, install, kernel::KernelFiles, lock::LockFile, DebianOptions,
+};
 use crate::source::declared::{add_declared, DeclaredContext};
 use crate::template::{self, Renderer};
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
@@ -23,12 +27,18 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     /// Overrides `[kernel] path`.
     pub kernel: Option<PathBuf>,
+    pub debian: DebianOptions,
 }
 
 /// Where a run's kernel comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KernelPlan {
     Host(PathBuf),
+    /// Taken from a Debian package at build time and written here.
+    Package {
+        package: String,
+        vmlinuz: PathBuf,
+    },
     None,
 }
 
@@ -79,10 +89,16 @@ impl Plan {
             },
             Format::Disk => out_dir.join(format!("{}.raw", lp.name)),
         };
-        let kernel = match (&opts.kernel, &p.kernel.path) {
-            (Some(k), _) => KernelPlan::Host(std::path::absolute(k).unwrap_or_else(|_| k.clone())),
-            (None, Some(k)) => KernelPlan::Host(k.value.0.clone()),
-            (None, None) => KernelPlan::None,
+        let kernel = match (&opts.kernel, &p.kernel.path, &p.kernel.package) {
+            (Some(k), _, _) => {
+                KernelPlan::Host(std::path::absolute(k).unwrap_or_else(|_| k.clone()))
+            }
+            (None, Some(k), _) => KernelPlan::Host(k.value.0.clone()),
+            (None, None, Some(pkg)) => KernelPlan::Package {
+                package: pkg.value.clone(),
+                vmlinuz: out_dir.join(format!("{}.vmlinuz", lp.name)),
+            },
+            (None, None, None) => KernelPlan::None,
         };
         Ok(Plan {
             name: lp.name.clone(),
@@ -128,12 +144,101 @@ pub struct Built {
     pub manifest: Manifest,
 }
 
+/// Packages fetched and unpacked for a build: the image's and the kernel's.
+pub struct Packages {
+    pub lock: LockFile,
+    pub mirror: String,
+    pub image: Vec<Unpacked>,
+    pub kernel: Option<KernelFiles>,
+}
+
+/// Resolves (or reads the lock), fetches and unpacks a profile's packages.
+pub fn packages(lp: &LoadedProfile, opts: &DebianOptions) -> Result<Option<Packages>> {
+    let Some(d) = &lp.profile.distribution else {
+        return Ok(None);
+    };
+    let cache = Cache::open()?;
+    let http = debian::http::Http::new()?;
+    let lock = debian::selection(lp, d, opts, &cache, &http)?;
+    let mirror = debian::mirror(d, opts)?;
+    let image = debian::fetch_and_unpack(&lock.packages, &mirror, opts, &cache, &http)?;
+    let kernel = if lock.kernel_packages.is_empty() {
+        if lp.profile.kernel.install.unwrap_or(false) {
+            let names: Vec<&str> = lock
+                .packages
+                .iter()
+                .map(|p| p.name.as_str())
+                .filter(|n| n.starts_with("linux-image-"))
+                .collect();
+            let idx: Vec<Unpacked> = image
+                .iter()
+                .zip(&lock.packages)
+                .filter(|(_, p)| names.contains(&p.name.as_str()))
+                .map(|(u, _)| u.clone())
+                .collect();
+            Some(debian::kernel::kernel_files(&idx)?)
+        } else {
+            None
+        }
+    } else {
+        let k = debian::fetch_and_unpack(&lock.kernel_packages, &mirror, opts, &cache, &http)?;
+        Some(debian::kernel::kernel_files(&k)?)
+    };
+    Ok(Some(Packages {
+        lock,
+        mirror,
+        image,
+        kernel,
+    }))
+}
+
 pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     let start = Instant::now();
     let plan = Plan::new(lp, opts)?;
     let renderer = Renderer::new();
-    let data = template_data(lp, &plan, &[])?;
-    let tree = assemble(lp, &plan, &renderer, &data)?;
+    let pkgs = packages(lp, &opts.debian)?;
+    let modules = match (&pkgs, lp.profile.kernel.modules.is_empty()) {
+        (_, true) => Vec::new(),
+        (
+            Some(Packages {
+                kernel: Some(k), ..
+            }),
+            false,
+        ) => debian::kernel::closure(k, &lp.profile.kernel.modules)?,
+        (_, false) => bail!(
+            "{}: [kernel] modules needs [kernel] package, which provides them",
+            lp.path.display()
+        ),
+    };
+    let module_paths: Vec<String> = modules
+        .iter()
+        .map(|m| format!("/{}", m.image_path))
+        .collect();
+    let data = template_data(lp, &plan, &module_paths)?;
+    let mut tree = Tree::new(plan.epoch);
+    if let Some(p) = &pkgs {
+        install_packages(&mut tree, lp, &plan, p)?;
+    }
+    for m in &modules {
+        tree.insert(
+            &m.image_path,
+            Entry::new(
+                Kind::File(Data::Bytes(m.elf.clone())),
+                Meta::new(0o644, plan.epoch),
+            ),
+        )?;
+    }
+    assemble(&mut tree, lp, &plan, &renderer, &data)?;
+    if let (
+        KernelPlan::Package { vmlinuz, .. },
+        Some(Packages {
+            kernel: Some(k), ..
+        }),
+    ) = (&plan.kernel, &pkgs)
+    {
+        write_data(&k.vmlinuz, vmlinuz)?;
+        progress::step(format!("kernel {} → {}", k.release, vmlinuz.display()));
+    }
     progress::step(format!(
         "writing {} ({} entries, {})",
         plan.image.display(),
@@ -164,23 +269,73 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     Ok(Built { plan, manifest })
 }
 
-/// Builds the image tree from every layer of the profile.
+/// Copies a tree data source to a file, atomically.
+pub fn write_data(data: &Data, dest: &Path) -> Result<()> {
+    let mut out = output::atomic::AtomicFile::create(dest)?;
+    let mut src = data
+        .open()
+        .with_context(|| format!("reading {}", data.describe()))?;
+    std::io::copy(&mut src, out.file())?;
+    out.commit()?;
+    Ok(())
+}
+
+/// The package layer: unpacked packages, removals, the dpkg database and apt's sources.
+fn install_packages(tree: &mut Tree, lp: &LoadedProfile, plan: &Plan, p: &Packages) -> Result<()> {
+    let d = lp.profile.distribution.as_ref().map(|d| &d.value);
+    let list: Vec<install::Package> = p
+        .lock
+        .packages
+        .iter()
+        .zip(&p.image)
+        .map(|(locked, unpacked)| install::Package { locked, unpacked })
+        .collect();
+    let report = install::install(tree, &list, plan.epoch)?;
+    install::log_report(&report);
+    if tree.contains("usr/bin/dpkg") {
+        debian::dpkg::write_database(tree, &list, &p.lock.architecture, plan.epoch)?;
+    }
+    if tree.contains("usr/bin/apt") {
+        if let Some(d) = d {
+            let keyring = if tree.contains("usr/share/keyrings/debian-archive-keyring.gpg") {
+                Some(debian::DEFAULT_KEYRING)
+            } else {
+                None
+            };
+            debian::dpkg::write_apt_sources(
+                tree,
+                &p.mirror,
+                &d.suite,
+                &debian::lock::components(d),
+                keyring,
+                plan.epoch,
+            )?;
+        }
+    }
+    let removed = crate::source::remove::remove(tree, &lp.profile.remove)?;
+    if removed > 0 {
+        progress::step(format!("removed {removed} entries matching `remove`"));
+    }
+    Ok(())
+}
+
+/// Adds the profile's own layers (after packages): declared entries, then the test.
 pub fn assemble(
+    tree: &mut Tree,
     lp: &LoadedProfile,
     plan: &Plan,
     renderer: &Renderer,
     data: &Value,
-) -> Result<Tree> {
+) -> Result<()> {
     let p = &lp.profile;
-    let mut tree = Tree::new(plan.epoch);
     let cx = DeclaredContext {
         mtime: plan.epoch,
         renderer,
         data,
     };
-    add_declared(&mut tree, p, &cx)?;
+    add_declared(tree, p, &cx)?;
     if let Some(test) = &p.test {
-        add_test(&mut tree, lp, plan, renderer, data, test)?;
+        add_test(tree, lp, plan, renderer, data, test)?;
     }
     if plan.format == Format::Initramfs && !tree.contains("init") {
         bail!(
@@ -188,7 +343,7 @@ pub fn assemble(
             lp.path.display()
         );
     }
-    Ok(tree)
+    Ok(())
 }
 
 fn exe(data: Data, mtime: i64) -> Entry {

@@ -1,6 +1,16 @@
-//! kiln's cache directory: `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+//! kiln's content-addressed cache.
+//!
+//! Location: `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+//! Blobs (downloaded files) are stored under their sha256, written to a temporary file
+//! and renamed into place only once the hash matched, re-hashed whenever reused, and
+//! guarded by a lock file, so two builds running at once neither clash nor download twice.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("KILN_CACHE_DIR").filter(|d| !d.is_empty()) {
@@ -12,5 +22,130 @@ pub fn cache_dir() -> PathBuf {
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(h) => PathBuf::from(h).join(".cache").join("kiln"),
         None => std::env::temp_dir().join("kiln-cache"),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub root: PathBuf,
+}
+
+/// An exclusive lock held until dropped.
+pub struct Lock {
+    _file: File,
+}
+
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), n_total))
+}
+
+fn valid_hash(sha256: &str) -> bool {
+    sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Cache {
+    pub fn open() -> Result<Cache> {
+        Cache::at(cache_dir())
+    }
+
+    pub fn at(root: PathBuf) -> Result<Cache> {
+        for d in ["blobs", "locks", "unpacked", "tmp"] {
+            std::fs::create_dir_all(root.join(d))
+                .with_context(|| format!("creating cache directory {}", root.join(d).display()))?;
+        }
+        Ok(Cache { root })
+    }
+
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("blobs").join(&sha256[..2]).join(sha256)
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Waits for and takes the named lock.
+    pub fn lock(&self, key: &str) -> Result<Lock> {
+        let path = self.root.join("locks").join(format!("{key}.lock"));
+        let f = File::create(&path).with_context(|| format!("creating lock {}", path.display()))?;
+        f.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(Lock { _file: f })
+    }
+
+    /// The blob if it is present and its content still has this hash; a corrupt blob is removed.
+    pub fn verified_blob(&self, sha256: &str) -> Result<Option<PathBuf>> {
+        if !valid_hash(sha256) {
+            bail!("`{sha256}` is not a sha256");
+        }
+        let p = self.blob_path(sha256);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let (actual, _) = sha256_file(&p)?;
+        if actual != sha256 {
+            crate::progress::warn(format!(
+                "cache entry {} was corrupt (sha256 {actual}); fetching it again",
+                p.display()
+            ));
+            std::fs::remove_file(&p)?;
+            return Ok(None);
+        }
+        Ok(Some(p))
+    }
+
+    /// Stores a blob produced by `fill`, which writes the content into the file it is
+    /// given. The result must hash to `sha256` (and be `size` bytes when given), or
+    /// nothing is stored and the error says what was expected.
+    pub fn store(
+        &self,
+        sha256: &str,
+        size: Option<u64>,
+        what: &str,
+        fill: impl FnOnce(&mut File) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let _lock = self.lock(&format!("blob-{sha256}"))?;
+        if let Some(p) = self.verified_blob(sha256)? {
+            return Ok(p);
+        }
+        let dest = self.blob_path(sha256);
+        std::fs::create_dir_all(dest.parent().unwrap_or(&self.root))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())?;
+        fill(tmp.as_file_mut())?;
+        tmp.as_file().sync_all()?;
+        let (actual, len) = sha256_file(tmp.path())?;
+        if let Some(size) = size {
+            if len != size {
+                bail!("{what}: got {len} bytes, the signed index says {size}; refusing it");
+            }
+        }
+        if actual != sha256 {
+            bail!("{what}: sha256 is {actual}, the signed index says {sha256}; refusing it (a broken mirror or tampering)");
+        }
+        tmp.persist(&dest).map_err(|e| e.error)?;
+        Ok(dest)
+    }
+
+    /// Stores bytes already in memory under their hash.
+    pub fn store_bytes(&self, bytes: &[u8]) -> Result<(String, PathBuf)> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let p = self.store(&sha, Some(bytes.len() as u64), "data", |f| {
+            use std::io::Write;
+            f.write_all(bytes)?;
+            Ok(())
+        })?;
+        Ok((sha, p))
     }
 }

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use kiln::build::{self, BuildOptions};
 use kiln::profile::{self, Accel, Seconds, Size};
 use kiln::progress;
+use kiln::source::debian::{self, DebianOptions};
 use kiln::vm::{kvm, launch, qemu, runner};
 
 #[derive(Parser)]
@@ -78,6 +79,14 @@ enum Cmd {
     },
     /// List the entries of an image kiln built (initramfs .cpio/.cpio.zst).
     Ls { image: PathBuf },
+    /// Resolve the profile's Debian packages and write PROFILE.lock (profiles/x.toml → profiles/x.lock).
+    Lock {
+        #[command(flatten)]
+        build: BuildArgs,
+        /// Resolve afresh even if the lock still matches the profile (picks up new package versions).
+        #[arg(long)]
+        update: bool,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -96,6 +105,18 @@ struct BuildArgs {
     /// Kernel image (bzImage/vmlinuz) to boot, instead of the profile's [kernel].
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
+    /// Debian mirror URL, instead of the profile's or the host's apt configuration.
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// Fail if PROFILE.lock is missing or no longer matches the profile, instead of resolving afresh.
+    #[arg(long)]
+    locked: bool,
+    /// Accept an archive whose InRelease Valid-Until has passed (e.g. a snapshot mirror).
+    #[arg(long)]
+    ignore_valid_until: bool,
+    /// Parallel downloads (default 6).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    jobs: usize,
 }
 
 #[derive(Args, Clone, Default)]
@@ -172,10 +193,20 @@ impl std::fmt::Display for BadInputMarker {
     }
 }
 
+fn debian_options(b: &BuildArgs) -> DebianOptions {
+    DebianOptions {
+        mirror: b.mirror.clone(),
+        ignore_valid_until: b.ignore_valid_until,
+        locked: b.locked,
+        jobs: b.jobs,
+    }
+}
+
 fn build_options(b: &BuildArgs) -> BuildOptions {
     BuildOptions {
         out_dir: b.out_dir.clone(),
         kernel: b.kernel.clone(),
+        debian: debian_options(b),
     }
 }
 
@@ -336,6 +367,40 @@ fn run(cli: Cli) -> Result<i32> {
             )?;
             report(&result, verbose);
             Ok(result.outcome.exit_code())
+        }
+        Cmd::Lock { build: b, update } => {
+            let lp = load(&b)?;
+            let Some(d) = &lp.profile.distribution else {
+                anyhow::bail!(
+                    "{} has no [distribution]; there is nothing to lock",
+                    b.profile.display()
+                );
+            };
+            let path = debian::lock::lock_path(&lp.path);
+            let want = debian::lock::inputs_hash(d, &lp.profile.kernel);
+            if !update {
+                if let Some(l) = debian::lock::read(&path)? {
+                    if l.inputs == want {
+                        progress::step(format!(
+                            "{} is up to date ({} packages); use --update to refresh it",
+                            path.display(),
+                            l.packages.len()
+                        ));
+                        return Ok(0);
+                    }
+                }
+            }
+            let cache = kiln::cache::Cache::open()?;
+            let http = debian::http::Http::new()?;
+            let lock = debian::resolve_fresh(&lp, d, &debian_options(&b), &cache, &http)?;
+            debian::lock::write(&path, &lock)?;
+            progress::step(format!(
+                "wrote {} ({} packages, {} kernel packages)",
+                path.display(),
+                lock.packages.len(),
+                lock.kernel_packages.len()
+            ));
+            Ok(0)
         }
         Cmd::Ls { image } => {
             list(&image)?;

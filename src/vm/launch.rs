@@ -53,6 +53,16 @@ pub fn launch(lp: &LoadedProfile, plan: &Plan, o: &Overrides) -> Result<Launch> 
     let q = &lp.profile.qemu;
     let kernel = match &plan.kernel {
         KernelPlan::Host(k) => k.clone(),
+        KernelPlan::Package { vmlinuz, package } => {
+            if !vmlinuz.exists() {
+                bail!(
+                    "{} (from {package}) does not exist yet; run `kiln build {}` first",
+                    vmlinuz.display(),
+                    lp.path.display()
+                );
+            }
+            vmlinuz.clone()
+        }
         KernelPlan::None => bail!(
             "{}: no kernel to boot; set [kernel] path in the profile or pass --kernel PATH",
             lp.path.display()

@@ -1,0 +1,248 @@
+//! Reading .deb files: the control members dpkg keeps, and data.tar decompressed once
+//! into the cache with an index of its members, so every later build reads file bytes
+//! straight out of it at known offsets, with no decompression and no unpacking.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cache::Cache;
+
+/// One member of a package's data.tar.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    /// Path as in the package, normalised ("usr/bin/ls"); "" for the root.
+    pub path: String,
+    /// d directory, f file, l symlink, h hard link, c char, b block, p fifo.
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    #[serde(default)]
+    pub size: u64,
+    /// Offset of the file's bytes in the uncompressed data.tar.
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default)]
+    pub major: u32,
+    #[serde(default)]
+    pub minor: u32,
+}
+
+/// What kiln keeps of a .deb, cached under the .deb's sha256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unpacked {
+    pub deb_sha256: String,
+    pub data_sha256: String,
+    pub data_size: u64,
+    /// The control file.
+    pub control: String,
+    /// Other control members dpkg keeps in /var/lib/dpkg/info (md5sums, conffiles,
+    /// maintainer scripts, triggers, shlibs, …), by name.
+    pub info: BTreeMap<String, Vec<u8>>,
+    pub members: Vec<Member>,
+    #[serde(skip)]
+    pub data_tar: PathBuf,
+}
+
+const FORMAT: u32 = 1;
+
+impl Unpacked {
+    pub fn control_field(&self, name: &str) -> Option<String> {
+        super::control::parse(&self.control)
+            .into_iter()
+            .next()
+            .and_then(|p| p.get(name).map(String::from))
+    }
+}
+
+fn decompressor<'a>(name: &str, r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    Ok(if name.ends_with(".xz") {
+        Box::new(liblzma::read::XzDecoder::new(r))
+    } else if name.ends_with(".zst") {
+        Box::new(zstd::stream::Decoder::new(r)?)
+    } else if name.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(r))
+    } else if name.ends_with(".tar") {
+        Box::new(r)
+    } else {
+        bail!("member {name} uses a compression kiln does not read (xz, zstd, gzip or none)")
+    })
+}
+
+fn read_control(name: &str, r: impl Read) -> Result<(String, BTreeMap<String, Vec<u8>>)> {
+    let mut tar = tar::Archive::new(decompressor(name, r)?);
+    let mut control = None;
+    let mut info = BTreeMap::new();
+    for e in tar.entries()? {
+        let mut e = e?;
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = String::from_utf8_lossy(&e.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf)?;
+        if path == "control" {
+            control = Some(String::from_utf8_lossy(&buf).into_owned());
+        } else if !path.is_empty() && !path.contains('/') {
+            info.insert(path, buf);
+        }
+    }
+    Ok((control.context("the package has no control file")?, info))
+}
+
+fn index_tar(path: &Path) -> Result<Vec<Member>> {
+    let f = File::open(path)?;
+    let mut tar = tar::Archive::new(BufReader::with_capacity(1 << 16, f));
+    let mut out = Vec::new();
+    for e in tar.entries_with_seek()? {
+        let e = e?;
+        let h = e.header();
+        let raw = e.path_bytes();
+        let raw = std::str::from_utf8(&raw)
+            .with_context(|| format!("non-UTF-8 path {:?}", String::from_utf8_lossy(&raw)))?;
+        let p = crate::tree::path::relative(raw).map_err(anyhow::Error::msg)?;
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Regular | tar::EntryType::Continuous => 'f',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            tar::EntryType::Char => 'c',
+            tar::EntryType::Block => 'b',
+            tar::EntryType::Fifo => 'p',
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => continue,
+            other => bail!("member {raw} has tar type {other:?}, which kiln cannot store"),
+        };
+        let link = match kind {
+            'l' | 'h' => Some(
+                String::from_utf8_lossy(&e.link_name_bytes().context("link without a target")?)
+                    .into_owned(),
+            ),
+            _ => None,
+        };
+        out.push(Member {
+            path: p,
+            kind,
+            mode: h.mode()? & 0o7777,
+            uid: h.uid()? as u32,
+            gid: h.gid()? as u32,
+            mtime: h.mtime()? as i64,
+            size: if kind == 'f' { e.size() } else { 0 },
+            offset: if kind == 'f' {
+                e.raw_file_position()
+            } else {
+                0
+            },
+            link,
+            major: h.device_major().ok().flatten().unwrap_or(0),
+            minor: h.device_minor().ok().flatten().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Unpacks (once) and returns the cached form of the .deb at `deb` with hash `sha256`.
+pub fn unpack(cache: &Cache, deb: &Path, sha256: &str) -> Result<Unpacked> {
+    let dir = cache
+        .root
+        .join("unpacked")
+        .join(format!("{sha256}.v{FORMAT}"));
+    let index_path = dir.join("index.json");
+    let data_path = dir.join("data.tar");
+    let _lock = cache.lock(&format!("unpack-{sha256}"))?;
+    if let Ok(text) = std::fs::read(&index_path) {
+        if let Ok(mut u) = serde_json::from_slice::<Unpacked>(&text) {
+            let ok = std::fs::metadata(&data_path)
+                .map(|m| m.len() == u.data_size)
+                .unwrap_or(false)
+                && crate::cache::sha256_file(&data_path)
+                    .map(|(h, _)| h == u.data_sha256)
+                    .unwrap_or(false);
+            if ok && u.deb_sha256 == sha256 {
+                u.data_tar = data_path;
+                return Ok(u);
+            }
+            crate::progress::warn(format!(
+                "cached unpack of {} was damaged; unpacking again",
+                deb.display()
+            ));
+        }
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("unpack-")
+        .tempdir_in(cache.tmp_dir())?;
+    let mut control = None;
+    let mut data = None;
+    let mut ar =
+        ar::Archive::new(File::open(deb).with_context(|| format!("opening {}", deb.display()))?);
+    while let Some(entry) = ar.next_entry() {
+        let mut entry =
+            entry.with_context(|| format!("reading {} as an ar archive", deb.display()))?;
+        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+        if name.starts_with("control.tar") {
+            control = Some(
+                read_control(&name, &mut entry)
+                    .with_context(|| format!("{}: {name}", deb.display()))?,
+            );
+        } else if name.starts_with("data.tar") {
+            let out_path = tmp.path().join("data.tar");
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(&out_path)?);
+            let mut dec = decompressor(&name, &mut entry)?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut size = 0u64;
+            loop {
+                let n = dec
+                    .read(&mut buf)
+                    .with_context(|| format!("{}: decompressing {name}", deb.display()))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                size += n as u64;
+            }
+            out.flush()?;
+            data = Some((hex::encode(h.finalize()), size));
+        }
+    }
+    let (control, info) =
+        control.with_context(|| format!("{} has no control.tar member", deb.display()))?;
+    let (data_sha256, data_size) =
+        data.with_context(|| format!("{} has no data.tar member", deb.display()))?;
+    let members = index_tar(&tmp.path().join("data.tar"))
+        .with_context(|| format!("indexing data.tar of {}", deb.display()))?;
+    let u = Unpacked {
+        deb_sha256: sha256.to_string(),
+        data_sha256,
+        data_size,
+        control,
+        info,
+        members,
+        data_tar: PathBuf::new(),
+    };
+    std::fs::write(tmp.path().join("index.json"), serde_json::to_vec(&u)?)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let tmp_path = tmp.keep();
+    std::fs::rename(&tmp_path, &dir)
+        .with_context(|| format!("moving unpacked {} into the cache", deb.display()))?;
+    Ok(Unpacked {
+        data_tar: data_path,
+        ..u
+    })
+}

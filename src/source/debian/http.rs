@@ -1,0 +1,73 @@
+//! HTTP downloads. Proxies come from the environment as apt and curl read them:
+//! `http_proxy`/`HTTP_PROXY` for http:// URLs (sent to the proxy as `GET http://…`, which
+//! every forward proxy accepts), `https_proxy` for https:// (tunnelled with CONNECT),
+//! `all_proxy`, and `no_proxy` to bypass.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::blocking::Client,
+}
+
+impl Http {
+    pub fn new() -> Result<Http> {
+        let client = reqwest::blocking::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(None)
+            .build()
+            .context("setting up the HTTP client")?;
+        Ok(Http { client })
+    }
+
+    fn send(&self, url: &str) -> Result<reqwest::blocking::Response> {
+        let mut last = None;
+        // A few retries for flaky networks; a 404 is final.
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(500 * attempt));
+            }
+            match self.client.get(url).send() {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) if r.status().is_server_error() => {
+                    last = Some(format!("HTTP {}", r.status()))
+                }
+                Ok(r) => bail!("GET {url}: HTTP {}", r.status()),
+                Err(e) => last = Some(format!("{e:#}")),
+            }
+        }
+        bail!(
+            "GET {url}: {} (check the mirror, and http_proxy/no_proxy if you are behind a proxy)",
+            last.unwrap_or_default()
+        )
+    }
+
+    pub fn get_bytes(&self, url: &str) -> Result<Vec<u8>> {
+        let mut r = self.send(url)?;
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf)
+            .with_context(|| format!("reading {url}"))?;
+        Ok(buf)
+    }
+
+    /// Streams the body into `w`, calling `progress` with each chunk's size.
+    pub fn get_to(&self, url: &str, w: &mut dyn Write, progress: &dyn Fn(u64)) -> Result<u64> {
+        let mut r = self.send(url)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = r.read(&mut buf).with_context(|| format!("reading {url}"))?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n])?;
+            total += n as u64;
+            progress(n as u64);
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,314 @@
+//! Debian packages without apt, dpkg or root: resolve from the signed index, fetch into
+//! the cache, unpack into the tree.
+
+pub mod control;
+pub mod deb;
+pub mod deps;
+pub mod dpkg;
+pub mod fetch;
+pub mod http;
+pub mod index;
+pub mod install;
+pub mod kernel;
+pub mod lock;
+pub mod mirror;
+pub mod release;
+pub mod resolve;
+pub mod version;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cache::Cache;
+use crate::profile::{Distribution, Kernel, LoadedProfile};
+use crate::progress;
+use deb::Unpacked;
+use index::Index;
+use lock::{LockFile, LockedPackage};
+
+pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// Command-line settings for package handling.
+#[derive(Debug, Clone, Default)]
+pub struct DebianOptions {
+    /// Overrides the profile's and the host's mirror.
+    pub mirror: Option<String>,
+    pub ignore_valid_until: bool,
+    /// Fail instead of re-resolving when the lock no longer matches the profile.
+    pub locked: bool,
+    /// Parallel downloads.
+    pub jobs: usize,
+}
+
+pub fn mirror(d: &Distribution, opts: &DebianOptions) -> Result<String> {
+    if let Some(m) = opts.mirror.clone().or_else(|| d.mirror.clone()) {
+        return Ok(m.trim_end_matches('/').to_string());
+    }
+    mirror::default_mirror(Path::new("/etc/apt")).context(
+        "no Debian mirror found in the host's apt configuration (/etc/apt/sources.list, /etc/apt/sources.list.d/); \
+         set `mirror` in [distribution] or pass --mirror",
+    )
+}
+
+pub fn keyring_path(d: &Distribution) -> PathBuf {
+    d.keyring
+        .as_ref()
+        .map(|k| k.0.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING))
+}
+
+/// The verified Release of a suite and its merged Packages index.
+pub struct Archive {
+    pub release: release::Release,
+    pub index: Index,
+}
+
+fn fetch_index(
+    cache: &Cache,
+    http: &http::Http,
+    base: &str,
+    rel: &release::Release,
+    path_xz: &str,
+    what: &str,
+) -> Result<String> {
+    // Prefer .xz; fall back to .gz or uncompressed, whichever the Release lists.
+    let stem = path_xz.trim_end_matches(".xz");
+    let (path, (sha, size)) = [format!("{stem}.xz"), format!("{stem}.gz"), stem.to_string()]
+        .into_iter()
+        .find_map(|p| rel.sha256.get(&p).map(|h| (p.clone(), h.clone())))
+        .with_context(|| format!("{what}: the Release file does not list {stem}(.xz|.gz); is the component or architecture right?"))?;
+    let url = if rel.acquire_by_hash {
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        format!("{base}/{dir}/by-hash/SHA256/{sha}")
+    } else {
+        format!("{base}/{path}")
+    };
+    let blob = match cache.verified_blob(&sha)? {
+        Some(p) => p,
+        None => cache.store(&sha, Some(size), &format!("{path} from {url}"), |f| {
+            http.get_to(&url, f, &|_| {})?;
+            Ok(())
+        })?,
+    };
+    let f = std::fs::File::open(&blob)?;
+    let mut text = String::new();
+    use std::io::Read;
+    let mut r: Box<dyn Read> = if path.ends_with(".xz") {
+        Box::new(liblzma::read::XzDecoder::new(std::io::BufReader::new(f)))
+    } else if path.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)))
+    } else {
+        Box::new(f)
+    };
+    r.read_to_string(&mut text)
+        .with_context(|| format!("decompressing {path}"))?;
+    Ok(text)
+}
+
+/// Fetches and verifies InRelease, then the Packages indexes it vouches for.
+pub fn load_archive(
+    d: &Distribution,
+    opts: &DebianOptions,
+    cache: &Cache,
+    http: &http::Http,
+) -> Result<Archive> {
+    let mirror = mirror(d, opts)?;
+    let keyring = release::Keyring::load(&keyring_path(d))?;
+    let base = format!("{mirror}/dists/{}", d.suite);
+    let url = format!("{base}/InRelease");
+    progress::step(format!("reading the {} index from {mirror}", d.suite));
+    let inrelease = http.get_bytes(&url)?;
+    let inrelease = String::from_utf8(inrelease).with_context(|| format!("{url} is not text"))?;
+    let now = SystemTime::now();
+    let signed = release::verify_inrelease(&inrelease, &keyring, &url, now)?;
+    let rel = release::parse_release(&signed)?;
+    if rel.codename != d.suite && rel.suite != d.suite {
+        bail!(
+            "{url}: the signed Release is for {} ({}), not {}; refusing it",
+            rel.codename,
+            rel.suite,
+            d.suite
+        );
+    }
+    release::check_valid_until(
+        &rel,
+        &url,
+        now,
+        opts.ignore_valid_until || d.ignore_valid_until.unwrap_or(false),
+    )?;
+    let arch = lock::architecture(d);
+    let mut pkgs = Vec::new();
+    for comp in lock::components(d) {
+        let path = format!("{comp}/binary-{arch}/Packages.xz");
+        let text = fetch_index(cache, http, &base, &rel, &path, &url)?;
+        let idx = Index::parse(&text, &arch).map_err(|e| anyhow::anyhow!("{base}/{path}: {e}"))?;
+        pkgs.extend(idx.pkgs);
+    }
+    Ok(Archive {
+        release: rel,
+        index: Index::from_pkgs(pkgs),
+    })
+}
+
+fn locked(index: &Index, i: usize) -> LockedPackage {
+    let p = index.get(i);
+    LockedPackage {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        architecture: p.arch.clone(),
+        size: p.size,
+        filename: p.filename.clone(),
+        sha256: p.sha256.clone(),
+        multi_arch: (p.multi_arch == "same").then(|| "same".to_string()),
+    }
+}
+
+/// The kernel package and the linux-image packages it depends on (a metapackage such as
+/// linux-image-cloud-amd64 points at the versioned one), nothing else.
+pub fn resolve_kernel(index: &Index, name: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut queue = vec![resolve::parse_request(name)];
+    while let Some(dep) = queue.pop() {
+        let Some(&i) = index.candidates(&dep).first() else {
+            bail!("kernel package `{dep}` is not in the index");
+        };
+        if out.contains(&i) {
+            continue;
+        }
+        out.push(i);
+        for alts in &index.get(i).depends {
+            if let Some(d) = alts.iter().find(|d| d.name.starts_with("linux-image-")) {
+                queue.push(d.clone());
+            }
+        }
+    }
+    out.sort_by(|&a, &b| index.get(a).name.cmp(&index.get(b).name));
+    Ok(out)
+}
+
+/// Resolves a profile's packages against the archive, fresh.
+pub fn resolve_fresh(
+    lp: &LoadedProfile,
+    d: &Distribution,
+    opts: &DebianOptions,
+    cache: &Cache,
+    http: &http::Http,
+) -> Result<LockFile> {
+    let archive = load_archive(d, opts, cache, http)?;
+    let k: &Kernel = &lp.profile.kernel;
+    let mut requests = d.packages.clone();
+    let kernel_in_image = k.install.unwrap_or(false);
+    if kernel_in_image {
+        if let Some(kp) = &k.package {
+            requests.push(kp.value.clone());
+        }
+    }
+    let res = resolve::resolve(
+        &archive.index,
+        &requests,
+        d.base.unwrap_or_default(),
+        &d.exclude,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: resolving packages: {e}", lp.path.display()))?;
+    for c in &res.conflicts {
+        progress::warn(format!("package conflict: {c}"));
+    }
+    let kernel = match &k.package {
+        Some(kp) if !kernel_in_image => resolve_kernel(&archive.index, &kp.value)
+            .map_err(|e| kp.error(format!("{e:#}")))?
+            .into_iter()
+            .map(|i| locked(&archive.index, i))
+            .collect(),
+        _ => Vec::new(),
+    };
+    progress::step(format!(
+        "resolved {} packages from {} {}",
+        res.selected.len(),
+        d.suite,
+        archive.release.date
+    ));
+    Ok(LockFile {
+        version: lock::LOCK_VERSION,
+        inputs: lock::inputs_hash(d, k),
+        suite: d.suite.clone(),
+        architecture: lock::architecture(d),
+        release_date: archive.release.date.clone(),
+        packages: res
+            .selected
+            .iter()
+            .map(|&i| locked(&archive.index, i))
+            .collect(),
+        kernel_packages: kernel,
+    })
+}
+
+/// The package selection for a build: the lock when it matches the profile, else a fresh
+/// resolution (or an error with --locked).
+pub fn selection(
+    lp: &LoadedProfile,
+    d: &Distribution,
+    opts: &DebianOptions,
+    cache: &Cache,
+    http: &http::Http,
+) -> Result<LockFile> {
+    let path = lock::lock_path(&lp.path);
+    let want = lock::inputs_hash(d, &lp.profile.kernel);
+    match lock::read(&path)? {
+        Some(l) if l.inputs == want => {
+            progress::step(format!("using {} ({} packages, {} {})", path.display(), l.packages.len(), l.suite, l.release_date));
+            Ok(l)
+        }
+        Some(_) if opts.locked => bail!(
+            "{} no longer matches {} (its packages, base, suite or kernel changed); run `kiln lock --update {}`",
+            path.display(),
+            lp.path.display(),
+            lp.path.display()
+        ),
+        None if opts.locked => bail!("--locked: {} does not exist; run `kiln lock {}`", path.display(), lp.path.display()),
+        Some(_) => {
+            progress::warn(format!("{} is out of date; resolving afresh (run `kiln lock --update` to refresh it)", path.display()));
+            resolve_fresh(lp, d, opts, cache, http)
+        }
+        None => resolve_fresh(lp, d, opts, cache, http),
+    }
+}
+
+/// Downloads (as needed) and unpacks (once) the given packages.
+pub fn fetch_and_unpack(
+    pkgs: &[LockedPackage],
+    mirror: &str,
+    opts: &DebianOptions,
+    cache: &Cache,
+    http: &http::Http,
+) -> Result<Vec<Unpacked>> {
+    let downloads: Vec<fetch::Download> = pkgs
+        .iter()
+        .map(|p| fetch::Download {
+            url: format!("{mirror}/{}", p.filename),
+            sha256: p.sha256.clone(),
+            size: p.size,
+            what: format!("{} {} {}", p.name, p.version, p.architecture),
+        })
+        .collect();
+    let jobs = if opts.jobs == 0 {
+        fetch::DEFAULT_JOBS
+    } else {
+        opts.jobs
+    };
+    let paths = fetch::fetch_all(cache, http, &downloads, jobs)?;
+    let work: Vec<(&LockedPackage, &PathBuf)> = pkgs.iter().zip(paths.iter()).collect();
+    let pb = progress::items(work.len() as u64, "unpacking");
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let out = fetch::parallel(&work, cpus, |(p, path)| {
+        let u = deb::unpack(cache, path, &p.sha256)
+            .with_context(|| format!("unpacking {} {}", p.name, p.version))?;
+        pb.inc(1);
+        Ok(u)
+    })?;
+    pb.finish_and_clear();
+    Ok(out)
+}

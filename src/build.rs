@@ -216,8 +216,9 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         .collect();
     let data = template_data(lp, &plan, &module_paths)?;
     let mut tree = Tree::new(plan.epoch);
+    let mut units = Vec::new();
     if let Some(p) = &pkgs {
-        install_packages(&mut tree, lp, &plan, p)?;
+        units = install_packages(&mut tree, lp, &plan, p)?;
     }
     for m in &modules {
         tree.insert(
@@ -228,7 +229,10 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
             ),
         )?;
     }
-    assemble(&mut tree, lp, &plan, &renderer, &data)?;
+    if plan.format == Format::Disk && lp.profile.test.is_some() {
+        units.push("kiln-test.service".to_string());
+    }
+    assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
     if let (
         KernelPlan::Package { vmlinuz, .. },
         Some(Packages {
@@ -281,7 +285,13 @@ pub fn write_data(data: &Data, dest: &Path) -> Result<()> {
 }
 
 /// The package layer: unpacked packages, removals, the dpkg database and apt's sources.
-fn install_packages(tree: &mut Tree, lp: &LoadedProfile, plan: &Plan, p: &Packages) -> Result<()> {
+/// Returns the units the packages' scripts would have enabled.
+fn install_packages(
+    tree: &mut Tree,
+    lp: &LoadedProfile,
+    plan: &Plan,
+    p: &Packages,
+) -> Result<Vec<String>> {
     let d = lp.profile.distribution.as_ref().map(|d| &d.value);
     let list: Vec<install::Package> = p
         .lock
@@ -316,18 +326,27 @@ fn install_packages(tree: &mut Tree, lp: &LoadedProfile, plan: &Plan, p: &Packag
     if removed > 0 {
         progress::step(format!("removed {removed} entries matching `remove`"));
     }
-    Ok(())
+    Ok(report.units)
 }
 
-/// Adds the profile's own layers (after packages): declared entries, then the test.
+/// Adds the layers after packages: system configuration, declared entries, the test;
+/// then enables units, once every unit file is in place.
 pub fn assemble(
     tree: &mut Tree,
     lp: &LoadedProfile,
     plan: &Plan,
     renderer: &Renderer,
     data: &Value,
+    units: Vec<String>,
 ) -> Result<()> {
     let p = &lp.profile;
+    let input = crate::configure::ConfigureInput {
+        system: &p.system,
+        name: &plan.name,
+        units,
+        epoch: plan.epoch,
+    };
+    crate::configure::configure(tree, &input)?;
     let cx = DeclaredContext {
         mtime: plan.epoch,
         renderer,
@@ -337,6 +356,7 @@ pub fn assemble(
     if let Some(test) = &p.test {
         add_test(tree, lp, plan, renderer, data, test)?;
     }
+    crate::configure::enable_units(tree, &input)?;
     if plan.format == Format::Initramfs && !tree.contains("init") {
         bail!(
             "{}: the initramfs has no /init; add a [test] (kiln then generates /init) or a [[file]] with path = \"/init\"",

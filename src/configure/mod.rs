@@ -1,2 +1,93 @@
 //! Declarative system set-up: what maintainer scripts and first-boot tools would have
-//! done, done on the tree instead.
+//! done, done on the tree instead: accounts, hostname, machine-id, SSH keys, enabled
+//! systemd units, console autologin.
+
+pub mod systemd;
+pub mod users;
+
+use anyhow::{Context, Result};
+
+use crate::profile::System;
+use crate::progress;
+use crate::tree::{Data, Entry, Kind, Meta, Tree};
+
+pub struct ConfigureInput<'a> {
+    pub system: &'a System,
+    pub name: &'a str,
+    /// Units packages' scripts would have enabled, plus kiln's own.
+    pub units: Vec<String>,
+    pub epoch: i64,
+}
+
+fn put(tree: &mut Tree, path: &str, text: &str, epoch: i64) -> Result<()> {
+    tree.insert(
+        path,
+        Entry::new(
+            Kind::File(Data::bytes(text.as_bytes())),
+            Meta::new(0o644, epoch),
+        ),
+    )?;
+    Ok(())
+}
+
+pub fn has_systemd(tree: &Tree) -> bool {
+    tree.contains("usr/lib/systemd/systemd")
+}
+
+pub fn configure(tree: &mut Tree, input: &ConfigureInput) -> Result<()> {
+    let s = input.system;
+    let epoch = input.epoch;
+    let has_accounts = users::configure(tree, s.root_password.as_deref(), input.name, epoch)?;
+    if !has_accounts && s.root_password.is_some() {
+        progress::warn("system.root_password is set but the image has no /etc/passwd or base-passwd; it is ignored");
+    }
+    // A bare busybox initramfs gets a hostname only when asked; a full system always.
+    if has_accounts || s.hostname.is_some() {
+        let hostname = s.hostname.clone().unwrap_or_else(|| input.name.to_string());
+        put(tree, "etc/hostname", &format!("{hostname}\n"), epoch)?;
+        if !tree.contains("etc/hosts") {
+            put(tree, "etc/hosts", &format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"), epoch)?;
+        }
+    }
+    let mut keys = Vec::new();
+    for k in &s.ssh_authorized_keys {
+        keys.push(
+            std::fs::read_to_string(&k.0)
+                .with_context(|| format!("reading SSH key {}", k.display()))?,
+        );
+    }
+    users::authorized_keys(tree, &keys, epoch)?;
+    if has_systemd(tree) {
+        // systemd fills it in on first boot; a fixed id would make every VM the same machine.
+        put(tree, "etc/machine-id", "uninitialized\n", epoch)?;
+        if s.autologin.unwrap_or(false) {
+            systemd::autologin(tree, epoch)?;
+        }
+    }
+    Ok(())
+}
+
+/// Enables the units packages asked for, kiln's own, and the profile's `system.enable`.
+pub fn enable_units(tree: &mut Tree, input: &ConfigureInput) -> Result<()> {
+    let s = input.system;
+    if !has_systemd(tree) {
+        if !s.enable.is_empty() {
+            progress::warn(
+                "system.enable lists units but the image has no systemd; they are ignored",
+            );
+        }
+        return Ok(());
+    }
+    let mut units = input.units.clone();
+    units.extend(s.enable.iter().cloned());
+    let enabled = systemd::enable(tree, &units, input.epoch)?;
+    if !enabled.units.is_empty() {
+        progress::step(format!("enabled units: {}", enabled.units.join(" ")));
+    }
+    for sk in &enabled.skipped {
+        if s.enable.iter().any(|u| sk.starts_with(&format!("{u}:"))) {
+            progress::warn(format!("not enabled: {sk}"));
+        }
+    }
+    Ok(())
+}

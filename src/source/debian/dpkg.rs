@@ -1,8 +1,6 @@
 //! The dpkg database (/var/lib/dpkg): status, file lists, md5sums, conffiles and the
 //! maintainer scripts, so `dpkg -l`, `dpkg -S`, `apt` and later upgrades work in the guest.
 
-use std::collections::BTreeMap;
-
 use anyhow::Result;
 
 use super::control::{self, Paragraph};
@@ -33,20 +31,7 @@ pub fn status_paragraph(p: &Package) -> Paragraph {
         }
     }
     if let Some(conffiles) = p.unpacked.info.get("conffiles") {
-        let md5: BTreeMap<String, String> = p
-            .unpacked
-            .info
-            .get("md5sums")
-            .map(|m| {
-                String::from_utf8_lossy(m)
-                    .lines()
-                    .filter_map(|l| {
-                        l.split_once("  ")
-                            .map(|(h, f)| (format!("/{}", f.trim()), h.to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        // md5sums files leave conffiles out; dpkg hashes them when it unpacks, so do we.
         let lines: Vec<String> = String::from_utf8_lossy(conffiles)
             .lines()
             .map(|l| l.trim())
@@ -54,7 +39,7 @@ pub fn status_paragraph(p: &Package) -> Paragraph {
             .map(|f| {
                 format!(
                     "{f} {}",
-                    md5.get(f).cloned().unwrap_or_else(|| "newconffile".into())
+                    conffile_md5(p, f).unwrap_or_else(|| "newconffile".into())
                 )
             })
             .collect();
@@ -71,6 +56,25 @@ pub fn status_paragraph(p: &Package) -> Paragraph {
         }
     }
     Paragraph { fields }
+}
+
+fn conffile_md5(p: &Package, path: &str) -> Option<String> {
+    use md5::Digest;
+    use std::io::Read;
+    let rel = path.trim_start_matches('/');
+    let m = p
+        .unpacked
+        .members
+        .iter()
+        .find(|m| m.path == rel && m.kind == 'f')?;
+    let data = Data::Slice {
+        file: std::sync::Arc::new(p.unpacked.data_tar.clone()),
+        offset: m.offset,
+        len: m.size,
+    };
+    let mut bytes = Vec::new();
+    data.open().ok()?.read_to_end(&mut bytes).ok()?;
+    Some(hex::encode(md5::Md5::digest(&bytes)))
 }
 
 fn file(tree: &mut Tree, path: &str, bytes: Vec<u8>, mode: u32, epoch: i64) -> Result<()> {

@@ -140,27 +140,65 @@ pub fn install(tree: &mut Tree, pkgs: &[Package], epoch: i64) -> Result<InstallR
     Ok(report)
 }
 
-/// Units a postinst enables through deb-systemd-helper (what dh_installsystemd writes).
+/// Units a postinst enables: through deb-systemd-helper (what dh_installsystemd writes)
+/// or `systemctl enable` (as systemd's own postinst does).
+///
+/// dh_installsystemd wraps units it must not enable on a fresh install (`--no-enable`)
+/// in `if deb-systemd-helper debian-installed …` blocks; enables inside those are for
+/// upgrades and are skipped.
 pub fn units_enabled_by(script: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // Nesting depth of `if` inside an upgrade-only block; 0 = not in one.
+    let mut upgrade_only = 0usize;
     for line in script.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
-        if let Some(i) = words.iter().position(|w| w.ends_with("deb-systemd-helper")) {
-            if words.get(i + 1) == Some(&"enable") {
-                for w in &words[i + 2..] {
-                    let w = w.trim_matches(|c| c == '\'' || c == '"');
-                    if w.starts_with('>')
-                        || w.starts_with('|')
-                        || w.starts_with('&')
-                        || w.contains('$')
-                        || w == "||"
-                    {
-                        break;
-                    }
-                    if w.contains('.') {
-                        out.push(w.to_string());
-                    }
-                }
+        let opens = words.first() == Some(&"if");
+        let closes = words
+            .first()
+            .is_some_and(|w| *w == "fi" || w.starts_with("fi;"));
+        if upgrade_only > 0 {
+            if opens {
+                upgrade_only += 1;
+            } else if closes {
+                upgrade_only -= 1;
+            }
+            continue;
+        }
+        if opens && line.contains("deb-systemd-helper debian-installed") {
+            upgrade_only = 1;
+            continue;
+        }
+        let Some(i) = words
+            .iter()
+            .position(|w| w.ends_with("deb-systemd-helper") || w.ends_with("systemctl"))
+        else {
+            continue;
+        };
+        let Some(j) = words[i + 1..].iter().position(|w| *w == "enable") else {
+            continue;
+        };
+        // Only options (and their ${…} values) may stand between the command and "enable".
+        if words[i + 1..i + 1 + j]
+            .iter()
+            .any(|w| !w.starts_with('-') && !w.starts_with("${"))
+        {
+            continue;
+        }
+        for w in &words[i + 2 + j..] {
+            let w = w.trim_matches(|c| c == '\'' || c == '"');
+            if w.starts_with('>')
+                || w.starts_with('|')
+                || w.starts_with('&')
+                || w.starts_with(';')
+                || w.contains('$')
+            {
+                break;
+            }
+            if w.starts_with('-') {
+                continue;
+            }
+            if w.contains('.') {
+                out.push(w.to_string());
             }
         }
     }
@@ -355,7 +393,10 @@ mod tests {
 
     #[test]
     fn finds_units_deb_systemd_helper_enables() {
-        let s = "\t\tdeb-systemd-helper enable 'ssh.service' >/dev/null || true\n deb-systemd-helper unmask 'x.service'\n";
-        assert_eq!(units_enabled_by(s), vec!["ssh.service"]);
+        let s = "if deb-systemd-helper debian-installed 'ssh.socket'; then\n  if deb-systemd-helper --quiet was-enabled 'ssh.socket'; then\n    deb-systemd-helper enable 'ssh.socket' >/dev/null || true\n  fi\nfi\n\t\tdeb-systemd-helper enable 'ssh.service' >/dev/null || true\n deb-systemd-helper unmask 'x.service'\n    systemctl ${DPKG_ROOT:+--root=\"$DPKG_ROOT\"} enable getty@tty1.service || true\n systemctl is-enabled foo.service\n";
+        assert_eq!(
+            units_enabled_by(s),
+            vec!["getty@tty1.service", "ssh.service"]
+        );
     }
 }

@@ -1,0 +1,351 @@
+//! A Debian repository the tests build themselves: .debs made with the tar and ar
+//! crates, Packages/Release written by hand, InRelease signed by a throwaway gpg key,
+//! served over HTTP by a small in-test server that also speaks as a forward proxy.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+pub struct FileSpec {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Symlink target instead of content.
+    pub link: Option<String>,
+}
+
+pub fn file(path: &str, content: &str, mode: u32) -> FileSpec {
+    FileSpec {
+        path: path.into(),
+        content: content.as_bytes().to_vec(),
+        mode,
+        uid: 0,
+        gid: 0,
+        link: None,
+    }
+}
+
+pub struct PkgSpec {
+    pub name: String,
+    pub version: String,
+    pub depends: String,
+    pub extra: String,
+    pub files: Vec<FileSpec>,
+}
+
+pub fn pkg(name: &str, version: &str, depends: &str, files: Vec<FileSpec>) -> PkgSpec {
+    PkgSpec {
+        name: name.into(),
+        version: version.into(),
+        depends: depends.into(),
+        extra: String::new(),
+        files,
+    }
+}
+
+fn tar_xz(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    build(&mut b);
+    let raw = b.into_inner().unwrap();
+    let mut out = Vec::new();
+    let mut enc = liblzma::write::XzEncoder::new(&mut out, 6);
+    enc.write_all(&raw).unwrap();
+    enc.finish().unwrap();
+    out
+}
+
+fn dir_header(path: &str) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_path(path).unwrap();
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(0);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    h
+}
+
+pub fn build_deb(p: &PkgSpec) -> Vec<u8> {
+    let control = format!(
+        "Package: {}\nVersion: {}\nArchitecture: amd64\nMaintainer: kiln tests <t@example.org>\n{}{}Description: test package {}\n",
+        p.name,
+        p.version,
+        if p.depends.is_empty() { String::new() } else { format!("Depends: {}\n", p.depends) },
+        p.extra,
+        p.name
+    );
+    let control_tar = tar_xz(|b| {
+        b.append(&dir_header("./"), &[][..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("./control").unwrap();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(control.len() as u64);
+        h.set_mtime(1_600_000_000);
+        h.set_cksum();
+        b.append(&h, control.as_bytes()).unwrap();
+    });
+    let data_tar = tar_xz(|b| {
+        let mut dirs: Vec<String> = Vec::new();
+        for f in &p.files {
+            let mut parts: Vec<&str> = f.path.trim_start_matches('/').split('/').collect();
+            parts.pop();
+            for i in 1..=parts.len() {
+                let d = format!("./{}/", parts[..i].join("/"));
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+        b.append(&dir_header("./"), &[][..]).unwrap();
+        for d in &dirs {
+            b.append(&dir_header(d), &[][..]).unwrap();
+        }
+        for f in &p.files {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(format!(".{}", f.path)).unwrap();
+            h.set_mode(f.mode);
+            h.set_uid(f.uid);
+            h.set_gid(f.gid);
+            h.set_mtime(1_600_000_000);
+            match &f.link {
+                Some(t) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_link_name(t).unwrap();
+                    h.set_size(0);
+                    h.set_cksum();
+                    b.append(&h, &[][..]).unwrap();
+                }
+                None => {
+                    h.set_size(f.content.len() as u64);
+                    h.set_cksum();
+                    b.append(&h, &f.content[..]).unwrap();
+                }
+            }
+        }
+    });
+    let mut ar = ar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("debian-binary", b"2.0\n".to_vec()),
+        ("control.tar.xz", control_tar),
+        ("data.tar.xz", data_tar),
+    ] {
+        let h = ar::Header::new(name.as_bytes().to_vec(), data.len() as u64);
+        ar.append(&h, &data[..]).unwrap();
+    }
+    ar.into_inner().unwrap()
+}
+
+pub fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+pub struct Repo {
+    pub root: PathBuf,
+    pub gnupg: PathBuf,
+    pub keyring: PathBuf,
+    pub suite: String,
+}
+
+fn gpg(home: &Path) -> Command {
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", home).args([
+        "--batch",
+        "--quiet",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+    ]);
+    c
+}
+
+/// A throwaway signing key in its own GNUPGHOME; returns the exported public keyring.
+pub fn make_key(home: &Path, uid: &str) -> PathBuf {
+    std::fs::create_dir_all(home).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let st = gpg(home)
+        .args(["--quick-gen-key", uid, "ed25519", "sign", "1y"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "gpg key generation failed");
+    let out = gpg(home).args(["--export", uid]).output().unwrap();
+    assert!(out.status.success() && !out.stdout.is_empty());
+    let p = home.join("keyring.gpg");
+    std::fs::write(&p, out.stdout).unwrap();
+    p
+}
+
+impl Repo {
+    /// Writes pool, Packages(.xz), Release and a signed InRelease for `pkgs`.
+    pub fn create(dir: &Path, suite: &str, pkgs: &[PkgSpec], release_extra: &str) -> Repo {
+        let root = dir.join("repo/debian");
+        let gnupg = dir.join("gnupg");
+        let keyring = make_key(&gnupg, "kiln test archive <archive@example.org>");
+        let repo = Repo {
+            root,
+            gnupg,
+            keyring,
+            suite: suite.into(),
+        };
+        let mut packages = String::new();
+        for p in pkgs {
+            let deb = build_deb(p);
+            let rel = format!("pool/main/{}/{}_{}_amd64.deb", p.name, p.name, p.version);
+            let path = repo.root.join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &deb).unwrap();
+            packages.push_str(&format!(
+                "Package: {}\nVersion: {}\nArchitecture: amd64\n{}{}Filename: {rel}\nSize: {}\nSHA256: {}\nDescription: test package\n\n",
+                p.name,
+                p.version,
+                if p.depends.is_empty() { String::new() } else { format!("Depends: {}\n", p.depends) },
+                p.extra,
+                deb.len(),
+                sha256(&deb)
+            ));
+        }
+        repo.write_indexes(packages.as_bytes(), release_extra);
+        repo
+    }
+
+    pub fn dists(&self) -> PathBuf {
+        self.root.join("dists").join(&self.suite)
+    }
+
+    pub fn write_indexes(&self, packages: &[u8], release_extra: &str) {
+        let bin = self.dists().join("main/binary-amd64");
+        std::fs::create_dir_all(&bin).unwrap();
+        let mut xz = Vec::new();
+        let mut enc = liblzma::write::XzEncoder::new(&mut xz, 6);
+        enc.write_all(packages).unwrap();
+        enc.finish().unwrap();
+        std::fs::write(bin.join("Packages.xz"), &xz).unwrap();
+        let release = format!(
+            "Origin: kiln-test\nSuite: {s}\nCodename: {s}\nDate: Sat, 21 Nov 2026 09:15:44 UTC\n{release_extra}Architectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
+            sha256(&xz),
+            xz.len(),
+            s = self.suite
+        );
+        self.sign_release(&release);
+    }
+
+    pub fn sign_release(&self, release: &str) {
+        std::fs::write(self.dists().join("Release"), release).unwrap();
+        let _ = std::fs::remove_file(self.dists().join("InRelease"));
+        let st = gpg(&self.gnupg)
+            .args(["--clearsign", "--digest-algo", "SHA256", "-o"])
+            .arg(self.dists().join("InRelease"))
+            .arg(self.dists().join("Release"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+/// An HTTP/1.1 server for a directory. Requests may use origin form (`GET /path`) or,
+/// as sent to a proxy, absolute form (`GET http://host/path`); it records each request line.
+pub struct Server {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start(root: PathBuf, strip_prefix: &'static str) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let reqs = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let root = root.clone();
+                let reqs = reqs.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &root, strip_prefix, &reqs);
+                });
+            }
+        });
+        Server { port, requests }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn request_lines(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    root: &Path,
+    strip_prefix: &str,
+    reqs: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut w = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end().to_string();
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        reqs.lock().unwrap().push(line.clone());
+        let target = line.split_whitespace().nth(1).unwrap_or("/");
+        let path = match target.strip_prefix("http://") {
+            Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+            None => target,
+        };
+        let path = path.strip_prefix(strip_prefix).unwrap_or(path);
+        let file = root.join(path.trim_start_matches('/'));
+        match std::fs::File::open(&file).and_then(|mut f| {
+            let mut b = Vec::new();
+            f.read_to_end(&mut b)?;
+            Ok(b)
+        }) {
+            Ok(body) if file.is_file() => {
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )?;
+                w.write_all(&body)?;
+            }
+            _ => {
+                write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+            }
+        }
+        w.flush()?;
+        if headers
+            .get("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+        {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The trust chain and the package pipeline against a repository the tests build and
+//! sign themselves: every tampering is refused with its own message, proxies are
+//! honoured, the lock pins the build, and two builds can share the cache at once.
+
+mod common;
+#[path = "common/repo.rs"]
+mod repo;
+
+use common::*;
+use repo::*;
+
+use std::path::{Path, PathBuf};
+
+fn packages() -> Vec<PkgSpec> {
+    let mut owned = file("/usr/share/hello/owned-by-1000", "mine\n", 0o640);
+    owned.uid = 1000;
+    owned.gid = 1001;
+    vec![
+        pkg(
+            "hello",
+            "2.10-3",
+            "libhello (>= 1.0) | libhello-compat",
+            vec![
+                file("/usr/bin/hello", "#!/bin/sh\necho hello\n", 0o755),
+                owned,
+                FileSpec {
+                    path: "/usr/bin/hi".into(),
+                    content: vec![],
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                    link: Some("hello".into()),
+                },
+            ],
+        ),
+        pkg(
+            "libhello",
+            "1.2-1",
+            "",
+            vec![file(
+                "/usr/lib/x86_64-linux-gnu/libhello.so.1",
+                "ELF",
+                0o644,
+            )],
+        ),
+        pkg(
+            "unused",
+            "1.0",
+            "",
+            vec![file("/usr/share/unused", "x", 0o644)],
+        ),
+    ]
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    repo: Repo,
+    server: Server,
+}
+
+fn fixture(release_extra: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::create(dir.path(), "kilntest", &packages(), release_extra);
+    let server = Server::start(dir.path().join("repo"), "");
+    Fixture { dir, repo, server }
+}
+
+impl Fixture {
+    fn profile(&self, mirror: &str, keyring: &Path, pkgs: &str) -> PathBuf {
+        write(
+            self.dir.path(),
+            "p.toml",
+            &format!(
+                "version = 1\n[distribution]\nsuite = \"kilntest\"\nmirror = \"{mirror}\"\nkeyring = \"{}\"\npackages = [{pkgs}]\n[[file]]\npath = \"/init\"\ncontent = \"#!/bin/sh\\n\"\nmode = \"0755\"\n",
+                keyring.display()
+            ),
+        )
+    }
+
+    fn default_profile(&self) -> PathBuf {
+        self.profile(
+            &format!("{}/debian", self.server.url()),
+            &self.repo.keyring,
+            "\"hello\"",
+        )
+    }
+
+    fn kiln(&self) -> std::process::Command {
+        let mut c = kiln();
+        c.env("KILN_CACHE_DIR", self.dir.path().join("cache"));
+        for v in [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+            "no_proxy",
+            "NO_PROXY",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    fn build(&self, profile: &Path, extra: &[&str]) -> std::process::Output {
+        run(self
+            .kiln()
+            .arg("build")
+            .arg(profile)
+            .arg("-o")
+            .arg(self.dir.path().join("out"))
+            .args(extra))
+    }
+
+    fn manifest(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.dir.path().join("out/p.manifest.json")).unwrap())
+            .unwrap()
+    }
+}
+
+fn entry<'a>(m: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not in the image"))
+}
+
+#[test]
+fn a_signed_repository_installs_with_dependencies_and_tar_ownership() {
+    let f = fixture("");
+    let o = f.build(&f.default_profile(), &[]);
+    assert!(o.status.success());
+    let m = f.manifest();
+    let hello = entry(&m, "/usr/bin/hello");
+    assert_eq!(hello["mode"], "0755");
+    assert_eq!(hello["sha256"], sha256(b"#!/bin/sh\necho hello\n"));
+    let owned = entry(&m, "/usr/share/hello/owned-by-1000");
+    assert_eq!(
+        (
+            owned["uid"].as_u64(),
+            owned["gid"].as_u64(),
+            owned["mode"].as_str()
+        ),
+        (Some(1000), Some(1001), Some("0640"))
+    );
+    assert_eq!(entry(&m, "/usr/bin/hi")["target"], "hello");
+    entry(&m, "/usr/lib/x86_64-linux-gnu/libhello.so.1");
+    assert!(m["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["path"] != "/usr/share/unused"));
+    // Merged /usr: /bin is a link, not a directory.
+    assert_eq!(entry(&m, "/bin")["target"], "usr/bin");
+}
+
+#[test]
+fn a_tampered_inrelease_is_refused() {
+    let f = fixture("");
+    let p = f.repo.dists().join("InRelease");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("Origin: kiln-test", "Origin: kiln-evil");
+    std::fs::write(&p, text).unwrap();
+    let o = f.build(&f.default_profile(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("InRelease: no valid signature"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!f.dir.path().join("out").exists(), "nothing may be written");
+}
+
+#[test]
+fn a_repository_signed_by_an_unknown_key_is_refused() {
+    let f = fixture("");
+    let other = make_key(
+        &f.dir.path().join("other-gnupg"),
+        "someone else <x@example.org>",
+    );
+    let o = f.build(
+        &f.profile(&format!("{}/debian", f.server.url()), &other, "\"hello\""),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no key in the keyring makes it verify"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_tampered_packages_index_is_refused() {
+    let f = fixture("");
+    let idx = f.repo.dists().join("main/binary-amd64/Packages.xz");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&idx, bytes).unwrap();
+    let o = f.build(&f.default_profile(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("main/binary-amd64/Packages.xz")
+            && e.contains("sha256 is")
+            && e.contains("the signed index says"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_tampered_deb_is_refused() {
+    let f = fixture("");
+    let deb = f
+        .repo
+        .root
+        .join("pool/main/libhello/libhello_1.2-1_amd64.deb");
+    let mut bytes = std::fs::read(&deb).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x01;
+    std::fs::write(&deb, bytes).unwrap();
+    let o = f.build(&f.default_profile(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("libhello 1.2-1 amd64") && e.contains("sha256 is") && e.contains("refusing it"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_expired_release_is_refused_unless_allowed() {
+    let f = fixture("Valid-Until: Sat, 01 Jan 2022 00:00:00 UTC\n");
+    let o = f.build(&f.default_profile(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("expired: Valid-Until is Sat, 01 Jan 2022"),
+        "{}",
+        stderr(&o)
+    );
+    let o = f.build(&f.default_profile(), &["--ignore-valid-until"]);
+    assert!(o.status.success());
+}
+
+#[test]
+fn plain_http_goes_through_the_proxy_in_absolute_form() {
+    let f = fixture("");
+    // The mirror's host does not resolve: only a proxy can reach it.
+    let p = f.profile(
+        "http://kiln-fixture.invalid/debian",
+        &f.repo.keyring,
+        "\"hello\"",
+    );
+    let o = run(f
+        .kiln()
+        .env("http_proxy", f.server.url())
+        .arg("build")
+        .arg(&p)
+        .arg("-o")
+        .arg(f.dir.path().join("out")));
+    assert!(o.status.success());
+    let lines = f.server.request_lines();
+    assert!(
+        lines.iter().any(
+            |l| l == "GET http://kiln-fixture.invalid/debian/dists/kilntest/InRelease HTTP/1.1"
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("GET http://kiln-fixture.invalid/debian/pool/main/hello/")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("CONNECT")), "{lines:?}");
+}
+
+#[test]
+fn no_proxy_bypasses_the_proxy() {
+    let f = fixture("");
+    let o = run(f
+        .kiln()
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("no_proxy", "localhost,127.0.0.1")
+        .arg("build")
+        .arg(f.default_profile())
+        .arg("-o")
+        .arg(f.dir.path().join("out")));
+    assert!(o.status.success());
+    assert!(f
+        .server
+        .request_lines()
+        .iter()
+        .any(|l| l.starts_with("GET /debian/dists/kilntest/InRelease")));
+}
+
+#[test]
+fn the_lock_pins_the_build_and_locked_detects_drift() {
+    let f = fixture("");
+    let p = f.default_profile();
+    let o = run(f.kiln().arg("lock").arg(&p));
+    assert!(o.status.success());
+    let lock = std::fs::read_to_string(p.with_extension("lock")).unwrap();
+    assert!(
+        lock.contains("name = \"hello\"")
+            && lock.contains("name = \"libhello\"")
+            && lock.contains("release_date = \"Sat, 21 Nov 2026 09:15:44 UTC\""),
+        "{lock}"
+    );
+    assert!(
+        !lock.contains("127.0.0.1"),
+        "the lock must not name the mirror"
+    );
+
+    let o = f.build(&p, &["--locked"]);
+    assert!(o.status.success());
+    let first = sha256_file(&f.dir.path().join("out/p.cpio.zst"));
+    // With the lock, the index is not needed any more: the build uses the pinned files.
+    std::fs::remove_dir_all(f.repo.root.join("dists")).unwrap();
+    std::fs::remove_dir_all(f.dir.path().join("cache")).unwrap();
+    let o = f.build(&p, &["--locked"]);
+    assert!(o.status.success());
+    assert_eq!(sha256_file(&f.dir.path().join("out/p.cpio.zst")), first);
+
+    // Changing the package list makes the lock stale.
+    let p2 = f.profile(
+        &format!("{}/debian", f.server.url()),
+        &f.repo.keyring,
+        "\"hello\", \"unused\"",
+    );
+    assert_eq!(p2, p);
+    let o = f.build(&p, &["--locked"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no longer matches") && stderr(&o).contains("kiln lock --update"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn two_builds_share_a_cold_cache_at_once() {
+    let f = fixture("");
+    let p = f.default_profile();
+    let spawn = |out: &str| {
+        f.kiln()
+            .arg("--quiet")
+            .arg("build")
+            .arg(&p)
+            .arg("-o")
+            .arg(f.dir.path().join(out))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("out-a"), spawn("out-b"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert_eq!(
+        sha256_file(&f.dir.path().join("out-a/p.cpio.zst")),
+        sha256_file(&f.dir.path().join("out-b/p.cpio.zst"))
+    );
+}
+
+#[test]
+fn an_unsatisfiable_request_explains_why() {
+    let f = fixture("");
+    let p = f.profile(
+        &format!("{}/debian", f.server.url()),
+        &f.repo.keyring,
+        "\"hello\"",
+    );
+    // A repository where libhello is too old for hello.
+    let dir = tempfile::tempdir().unwrap();
+    let mut pk = packages();
+    pk[1].version = "0.9-1".into();
+    let r = Repo::create(dir.path(), "kilntest", &pk, "");
+    let s = Server::start(dir.path().join("repo"), "");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace(&f.server.url(), &s.url())
+        .replace(
+            &f.repo.keyring.display().to_string(),
+            &r.keyring.display().to_string(),
+        );
+    std::fs::write(&p, text).unwrap();
+    let o = f.build(&p, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("cannot satisfy `libhello (>= 1.0) | libhello-compat`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("the index has 0.9-1") && e.contains("libhello-compat: not in the index"),
+        "{e}"
+    );
+    assert!(e.contains("hello: requested in the profile"), "{e}");
+}

@@ -88,6 +88,7 @@ impl Plan {
                 Compression::None => out_dir.join(format!("{}.cpio", lp.name)),
             },
             Format::Disk => out_dir.join(format!("{}.raw", lp.name)),
+            Format::Tar => out_dir.join(format!("{}.tar", lp.name)),
         };
         let kernel = match (&opts.kernel, &p.kernel.path, &p.kernel.package) {
             (Some(k), _, _) => {
@@ -130,7 +131,7 @@ pub fn template_data(lp: &LoadedProfile, plan: &Plan, modules: &[String]) -> Res
         "kiln".into(),
         json!({
             "name": plan.name,
-            "format": match plan.format { Format::Initramfs => "initramfs", Format::Disk => "disk" },
+            "format": match plan.format { Format::Initramfs => "initramfs", Format::Disk => "disk", Format::Tar => "tar" },
             "results": plan.results,
             "modules": modules,
             "source_date_epoch": plan.epoch,
@@ -259,6 +260,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
             };
             output::cpio::write(&tree, &plan.image, &opts)?
         }
+        Format::Tar => output::tar::write(&tree, &plan.image)?,
         Format::Disk => bail!("disk images are not supported by this build"),
     };
     output::atomic::write(&plan.manifest, manifest.to_json().as_bytes())?;
@@ -408,7 +410,8 @@ fn add_test(
                 tree.insert("init", exe(Data::bytes(init), plan.epoch))?;
             }
         }
-        Format::Disk => {
+        // A tar is a root file system for someone else to boot: it gets the unit too.
+        Format::Disk | Format::Tar => {
             let unit =
                 renderer.render("kiln-test.service (built in)", template::TEST_UNIT, data)?;
             tree.insert(

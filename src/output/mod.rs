@@ -5,6 +5,7 @@ pub mod cpio;
 pub mod disk;
 pub mod ext4;
 pub mod manifest;
+pub mod tar;
 
 use std::io::{self, Write};
 

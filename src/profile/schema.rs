@@ -57,6 +57,7 @@ pub enum Format {
     #[default]
     Initramfs,
     Disk,
+    Tar,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

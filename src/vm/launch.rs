@@ -77,6 +77,7 @@ pub fn launch(lp: &LoadedProfile, plan: &Plan, o: &Overrides) -> Result<Launch> 
     let initrd = match plan.format {
         Format::Initramfs => Some(plan.image.clone()),
         Format::Disk => None,
+        Format::Tar => bail!("{}: a tar image cannot be booted; use output.format = \"initramfs\" or \"disk\"", lp.path.display()),
     };
     let mut cmdline: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
     cmdline.extend(lp.profile.kernel.cmdline.iter().cloned());

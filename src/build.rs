@@ -55,6 +55,10 @@ pub struct Plan {
     pub run_dir: PathBuf,
     /// Guest directory whose contents come back after a test.
     pub results: Option<String>,
+    /// The initramfs that boots a disk image with a packaged kernel.
+    pub boot_initrd: Option<PathBuf>,
+    /// PARTUUID of a disk image's root partition.
+    pub root_partuuid: Option<String>,
 }
 
 /// SOURCE_DATE_EPOCH from the environment wins over the profile; the default is 0.
@@ -101,6 +105,8 @@ impl Plan {
             },
             (None, None, None) => KernelPlan::None,
         };
+        let boot_initrd = (format == Format::Disk && matches!(kernel, KernelPlan::Package { .. }))
+            .then(|| out_dir.join(format!("{}.initrd.cpio.zst", lp.name)));
         Ok(Plan {
             name: lp.name.clone(),
             format,
@@ -111,6 +117,9 @@ impl Plan {
             out_dir,
             kernel,
             results: p.test.as_ref().and_then(|t| t.results.clone()),
+            boot_initrd,
+            root_partuuid: (format == Format::Disk)
+                .then(|| crate::output::disk::root_partuuid(&lp.name).to_string()),
         })
     }
 }
@@ -145,12 +154,15 @@ pub struct Built {
     pub manifest: Manifest,
 }
 
-/// Packages fetched and unpacked for a build: the image's and the kernel's.
+/// Packages fetched and unpacked for a build: the image's, and those that boot it.
 pub struct Packages {
     pub lock: LockFile,
     pub mirror: String,
     pub image: Vec<Unpacked>,
+    /// The kernel's files, from its packages (or from the image's when it is installed).
     pub kernel: Option<KernelFiles>,
+    /// The kernel set's packages (kernel and, for disks, busybox for the boot initramfs).
+    pub boot: Vec<(debian::lock::LockedPackage, Unpacked)>,
 }
 
 /// Resolves (or reads the lock), fetches and unpacks a profile's packages.
@@ -163,34 +175,68 @@ pub fn packages(lp: &LoadedProfile, opts: &DebianOptions) -> Result<Option<Packa
     let lock = debian::selection(lp, d, opts, &cache, &http)?;
     let mirror = debian::mirror(d, opts)?;
     let image = debian::fetch_and_unpack(&lock.packages, &mirror, opts, &cache, &http)?;
-    let kernel = if lock.kernel_packages.is_empty() {
-        if lp.profile.kernel.install.unwrap_or(false) {
-            let names: Vec<&str> = lock
-                .packages
-                .iter()
-                .map(|p| p.name.as_str())
-                .filter(|n| n.starts_with("linux-image-"))
-                .collect();
-            let idx: Vec<Unpacked> = image
-                .iter()
-                .zip(&lock.packages)
-                .filter(|(_, p)| names.contains(&p.name.as_str()))
-                .map(|(u, _)| u.clone())
-                .collect();
-            Some(debian::kernel::kernel_files(&idx)?)
-        } else {
-            None
-        }
+    let boot_unpacked =
+        debian::fetch_and_unpack(&lock.kernel_packages, &mirror, opts, &cache, &http)?;
+    let boot: Vec<_> = lock
+        .kernel_packages
+        .iter()
+        .cloned()
+        .zip(boot_unpacked)
+        .collect();
+    let kernel_pkgs: Vec<Unpacked> = if lp.profile.kernel.install.unwrap_or(false) {
+        image
+            .iter()
+            .zip(&lock.packages)
+            .filter(|(_, p)| p.name.starts_with("linux-image-"))
+            .map(|(u, _)| u.clone())
+            .collect()
     } else {
-        let k = debian::fetch_and_unpack(&lock.kernel_packages, &mirror, opts, &cache, &http)?;
-        Some(debian::kernel::kernel_files(&k)?)
+        boot.iter()
+            .filter(|(p, _)| p.name.starts_with("linux-image-"))
+            .map(|(_, u)| u.clone())
+            .collect()
+    };
+    let kernel = if lp.profile.kernel.package.is_some() {
+        Some(debian::kernel::kernel_files(&kernel_pkgs)?)
+    } else {
+        None
     };
     Ok(Some(Packages {
         lock,
         mirror,
         image,
         kernel,
+        boot,
     }))
+}
+
+/// Modules the image's own init loads: the profile's, plus what a results disk needs.
+fn image_modules(
+    lp: &LoadedProfile,
+    plan: &Plan,
+    pkgs: &Option<Packages>,
+) -> Result<Vec<debian::kernel::LoadableModule>> {
+    let mut wanted = lp.profile.kernel.modules.clone();
+    let kernel = pkgs.as_ref().and_then(|p| p.kernel.as_ref());
+    if plan.format == Format::Initramfs && plan.results.is_some() {
+        if let Some(k) = kernel {
+            for m in ["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"] {
+                if debian::kernel::has_module(k, m) && !wanted.iter().any(|w| w == m) {
+                    wanted.push(m.to_string());
+                }
+            }
+        }
+    }
+    if wanted.is_empty() || plan.format != Format::Initramfs {
+        return Ok(Vec::new());
+    }
+    match kernel {
+        Some(k) => debian::kernel::closure(k, &wanted),
+        None => bail!(
+            "{}: [kernel] modules needs [kernel] package, which provides them",
+            lp.path.display()
+        ),
+    }
 }
 
 pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
@@ -198,19 +244,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     let plan = Plan::new(lp, opts)?;
     let renderer = Renderer::new();
     let pkgs = packages(lp, &opts.debian)?;
-    let modules = match (&pkgs, lp.profile.kernel.modules.is_empty()) {
-        (_, true) => Vec::new(),
-        (
-            Some(Packages {
-                kernel: Some(k), ..
-            }),
-            false,
-        ) => debian::kernel::closure(k, &lp.profile.kernel.modules)?,
-        (_, false) => bail!(
-            "{}: [kernel] modules needs [kernel] package, which provides them",
-            lp.path.display()
-        ),
-    };
+    let modules = image_modules(lp, &plan, &pkgs)?;
     let module_paths: Vec<String> = modules
         .iter()
         .map(|m| format!("/{}", m.image_path))
@@ -233,6 +267,11 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     if plan.format == Format::Disk && lp.profile.test.is_some() {
         units.push("kiln-test.service".to_string());
     }
+    if let Some(p) = &pkgs {
+        if install_kernel_modules(&mut tree, lp, &plan, p)? {
+            units.push("kiln-depmod.service".to_string());
+        }
+    }
     assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
     if let (
         KernelPlan::Package { vmlinuz, .. },
@@ -244,25 +283,16 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         write_data(&k.vmlinuz, vmlinuz)?;
         progress::step(format!("kernel {} → {}", k.release, vmlinuz.display()));
     }
+    if let (Some(initrd), Some(p)) = (&plan.boot_initrd, &pkgs) {
+        crate::boot_initrd::build(lp, &plan, p, initrd, &renderer)?;
+    }
     progress::step(format!(
         "writing {} ({} entries, {})",
         plan.image.display(),
         tree.len(),
         human_bytes(tree.content_bytes())
     ));
-    let manifest = match plan.format {
-        Format::Initramfs => {
-            let o = &lp.profile.output;
-            let opts = CpioOptions {
-                compression: o.compression.unwrap_or_default(),
-                level: o.compression_level.as_ref().map(|l| l.value).unwrap_or(3),
-                threads: o.compression_threads.unwrap_or(0),
-            };
-            output::cpio::write(&tree, &plan.image, &opts)?
-        }
-        Format::Tar => output::tar::write(&tree, &plan.image)?,
-        Format::Disk => bail!("disk images are not supported by this build"),
-    };
+    let manifest = write_image(lp, &plan, &tree)?;
     output::atomic::write(&plan.manifest, manifest.to_json().as_bytes())?;
     let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
     progress::step(format!(
@@ -273,6 +303,164 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         start.elapsed().as_secs_f64()
     ));
     Ok(Built { plan, manifest })
+}
+
+/// Copies the packaged kernel's module tree into a disk image (see `[kernel] install_modules`).
+/// Returns whether the first-boot depmod unit was added.
+fn install_kernel_modules(
+    tree: &mut Tree,
+    lp: &LoadedProfile,
+    plan: &Plan,
+    p: &Packages,
+) -> Result<bool> {
+    let k = &lp.profile.kernel;
+    let wanted = k.install_modules.unwrap_or(plan.format == Format::Disk);
+    if !wanted
+        || k.install.unwrap_or(false)
+        || plan.format == Format::Tar && k.install_modules.is_none()
+    {
+        return Ok(false);
+    }
+    let Some(files) = &p.kernel else {
+        return Ok(false);
+    };
+    let mut n = 0;
+    for (lp_, u) in &p.boot {
+        if !lp_.name.starts_with("linux-image-") {
+            continue;
+        }
+        let tar = std::sync::Arc::new(u.data_tar.clone());
+        for m in &u.members {
+            if !m.path.contains("lib/modules/") {
+                continue;
+            }
+            let meta = Meta::new(m.mode, m.mtime.min(plan.epoch)).owner(m.uid, m.gid);
+            let kind = match m.kind {
+                'd' => Kind::Dir,
+                'f' => Kind::File(Data::Slice {
+                    file: tar.clone(),
+                    offset: m.offset,
+                    len: m.size,
+                }),
+                'l' => Kind::Symlink(m.link.clone().unwrap_or_default()),
+                _ => continue,
+            };
+            tree.insert(&m.path, Entry::new(kind, meta))?;
+            n += 1;
+        }
+    }
+    if !tree.contains("usr/sbin/depmod") && !tree.contains("usr/bin/kmod") {
+        progress::warn(format!(
+            "kernel {} modules copied into the image, but it has no kmod to index them; add \"kmod\" to [distribution] packages",
+            files.release
+        ));
+        return Ok(false);
+    }
+    let unit = template::DEPMOD_UNIT.to_string();
+    tree.insert(
+        "usr/lib/systemd/system/kiln-depmod.service",
+        Entry::new(Kind::File(Data::bytes(unit)), Meta::new(0o644, plan.epoch)),
+    )?;
+    progress::step(format!(
+        "kernel modules: {n} entries of {} in the image, indexed at first boot",
+        files.release
+    ));
+    Ok(true)
+}
+
+/// Default free space in an automatically sized root file system.
+pub const DEFAULT_FREE_SPACE: u64 = 256 << 20;
+
+fn write_image(lp: &LoadedProfile, plan: &Plan, tree: &Tree) -> Result<Manifest> {
+    let o = &lp.profile.output;
+    Ok(match plan.format {
+        Format::Initramfs => {
+            let opts = CpioOptions {
+                compression: o.compression.unwrap_or_default(),
+                level: o.compression_level.as_ref().map(|l| l.value).unwrap_or(3),
+                threads: o.compression_threads.unwrap_or(0),
+            };
+            output::cpio::write(tree, &plan.image, &opts)?
+        }
+        Format::Tar => output::tar::write(tree, &plan.image)?,
+        Format::Disk => {
+            use crate::output::disk;
+            use crate::output::ext4::SizeSpec;
+            use crate::profile::validate::{parse_free_space, parse_root_size, FreeSpace};
+            let free = match &o.free_space {
+                Some(f) => parse_free_space(f).map_err(|m| f.error(m))?,
+                None => FreeSpace::Bytes(DEFAULT_FREE_SPACE),
+            };
+            let size = match &o.root_size {
+                Some(s) => match parse_root_size(s).map_err(|m| s.error(m))? {
+                    Some(bytes) => SizeSpec::Fixed(bytes),
+                    None => SizeSpec::Auto { free, min_bytes: 0 },
+                },
+                None => SizeSpec::Auto { free, min_bytes: 0 },
+            };
+            let root = disk::root_fs_options(&plan.name, size, plan.epoch);
+            let mut extra = Vec::new();
+            for part in &o.partition {
+                let type_guid =
+                    disk::partition_type(part.kind.as_deref().unwrap_or("linux-generic"))
+                        .map_err(|m| part.error(m))?;
+                let content = match part.filesystem.as_deref() {
+                    Some("none") => disk::Content::Blank,
+                    _ => disk::Content::EmptyExt4,
+                };
+                extra.push(disk::PartitionSpec {
+                    label: part.label.clone(),
+                    type_guid,
+                    size: part.size.0,
+                    content,
+                });
+            }
+            let mut out = output::atomic::AtomicFile::create(&plan.image)?;
+            let report = disk::write(tree, out.file(), &plan.name, &root, &extra)
+                .with_context(|| format!("writing {}", plan.image.display()))?;
+            out.commit()?;
+            progress::step(format!(
+                "root file system: {} ({} used, {} inodes); PARTUUID {}",
+                human_bytes(report.root.bytes),
+                human_bytes((report.root.blocks - report.root.free_blocks) * 4096),
+                report.root.inodes_used,
+                disk::root_partuuid(&plan.name)
+            ));
+            if o.qcow2.unwrap_or(false) {
+                qcow2(&plan.image)?;
+            }
+            let name = plan
+                .image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Manifest {
+                image: name,
+                format: "disk".into(),
+                image_sha256: disk::sha256_of(&plan.image)?,
+                entries: report.root.manifest,
+            }
+        }
+    })
+}
+
+/// A qcow2 copy beside the raw image, through qemu-img.
+fn qcow2(raw: &Path) -> Result<()> {
+    let dest = raw.with_extension("qcow2");
+    let tmp = raw.with_extension("qcow2.tmp");
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(raw)
+        .arg(&tmp)
+        .status()
+        .context("running qemu-img (install qemu-utils for qcow2 output)")?;
+    if !st.success() {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("qemu-img convert failed ({st})");
+    }
+    std::fs::rename(&tmp, &dest)?;
+    progress::step(format!("qcow2 copy: {}", dest.display()));
+    Ok(())
 }
 
 /// Copies a tree data source to a file, atomically.

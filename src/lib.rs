@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: profile → plan → tree → writer → image → runner.
 
+pub mod boot_initrd;
 pub mod build;
 pub mod cache;
 pub mod configure;

@@ -1,17 +1,19 @@
 //! The kiln command line.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use kiln::build::{self, BuildOptions};
-use kiln::profile::{self, Accel, Seconds, Size};
+use kiln::build::{self, BuildOptions, Plan};
+use kiln::output::ext4::reader;
+use kiln::profile::{self, Accel, LoadedProfile, Seconds, Size};
 use kiln::progress;
 use kiln::source::debian::{self, DebianOptions};
-use kiln::vm::{kvm, launch, qemu, runner};
+use kiln::vm::{kvm, launch, qemu, results, runner};
 
 #[derive(Parser)]
 #[command(
@@ -19,10 +21,11 @@ use kiln::vm::{kvm, launch, qemu, runner};
     version,
     about = "Rootless, declarative VM image builder and test runner",
     long_about = "kiln reads a TOML profile and, without root, loop devices or mounts, writes an \
-initramfs (newc cpio + zstd) or a GPT disk image with ext4 itself; then boots it in QEMU, runs \
-the profile's test inside and reports its exit status.\n\nExit status of `kiln test`: 0 passed; \
-the test's own status when it failed; 124 timed out; 125 kernel panic; 126 QEMU failed; \
-127 the guest reported no status; 2 bad input (profile, arguments)."
+initramfs (newc cpio + zstd), a tar, or a GPT disk image with ext4 itself, from Debian packages, \
+overlays and files; then boots it in QEMU, runs the profile's test inside and reports its exit \
+status and results.\n\nExit status of `kiln test`: 0 passed; the test's own status when it \
+failed; 124 timed out; 125 kernel panic; 126 QEMU failed; 127 the guest reported no status. \
+Any command: 2 for a bad profile, 1 for other errors."
 )]
 struct Cli {
     /// Print only errors and results, no progress.
@@ -51,6 +54,7 @@ enum Cmd {
         test: bool,
     },
     /// Build, then boot with the serial console on this terminal (Ctrl-A X quits QEMU).
+    /// A disk image keeps what the guest writes.
     Boot {
         #[command(flatten)]
         build: BuildArgs,
@@ -60,7 +64,7 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
-    /// Build, boot, run the profile's test, and exit with its status.
+    /// Build, boot, run the profile's test, bring its results back, exit with its status.
     Test {
         #[command(flatten)]
         build: BuildArgs,
@@ -76,10 +80,27 @@ enum Cmd {
         /// Show the serial console as the guest runs.
         #[arg(short, long)]
         verbose: bool,
+        /// Let the guest's writes reach the disk image (by default they go to a
+        /// throwaway overlay, so every run starts from the built image).
+        #[arg(long)]
+        persist: bool,
     },
-    /// List the entries of an image kiln built (initramfs .cpio/.cpio.zst).
-    Ls { image: PathBuf },
-    /// Resolve the profile's Debian packages and write PROFILE.lock (profiles/x.toml → profiles/x.lock).
+    /// List the entries of an image: initramfs (.cpio, .cpio.zst), ext4, or GPT disk (its root file system).
+    Ls {
+        /// The image file.
+        image: PathBuf,
+    },
+    /// Copy a file or directory out of an ext4 image or GPT disk, without root or mounting.
+    /// Symlinks inside are copied as symlinks; nothing is written outside DEST.
+    Extract {
+        /// The image file (ext4, or a GPT disk whose root partition is read).
+        image: PathBuf,
+        /// Path inside the image, e.g. /etc/os-release or /var/log.
+        path: String,
+        /// Directory to copy into (created if missing).
+        dest: PathBuf,
+    },
+    /// Resolve the profile's Debian packages and write its lock (profiles/x.toml → profiles/x.lock).
     Lock {
         #[command(flatten)]
         build: BuildArgs,
@@ -108,7 +129,7 @@ struct BuildArgs {
     /// Debian mirror URL, instead of the profile's or the host's apt configuration.
     #[arg(long, value_name = "URL")]
     mirror: Option<String>,
-    /// Fail if PROFILE.lock is missing or no longer matches the profile, instead of resolving afresh.
+    /// Fail if the lock is missing or no longer matches the profile, instead of resolving afresh.
     #[arg(long)]
     locked: bool,
     /// Accept an archive whose InRelease Valid-Until has passed (e.g. a snapshot mirror).
@@ -155,7 +176,7 @@ enum AccelArg {
 }
 
 impl RunArgs {
-    fn overrides(&self, timeout: Option<Duration>) -> launch::Overrides {
+    fn overrides(&self, timeout: Option<Duration>, persist: bool) -> launch::Overrides {
         launch::Overrides {
             qemu_binary: self.qemu.clone(),
             machine: self.machine.clone(),
@@ -174,23 +195,23 @@ impl RunArgs {
                 .collect(),
             qemu_args: self.qemu_args.clone(),
             timeout,
+            persist,
         }
     }
 }
 
-/// Errors from bad input exit 2, so scripts can tell them from failed tests.
+/// A bad profile: exit status 2, so scripts can tell it from a failed test.
+#[derive(Debug)]
 struct BadInput;
 
-fn load(b: &BuildArgs) -> Result<profile::LoadedProfile> {
-    profile::load(&b.profile).map_err(|e| anyhow::Error::new(e).context(BadInputMarker))
-}
-
-#[derive(Debug)]
-struct BadInputMarker;
-impl std::fmt::Display for BadInputMarker {
+impl std::fmt::Display for BadInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("invalid profile")
     }
+}
+
+fn load(b: &BuildArgs) -> Result<LoadedProfile> {
+    profile::load(&b.profile).map_err(|e| anyhow::Error::new(e).context(BadInput))
 }
 
 fn debian_options(b: &BuildArgs) -> DebianOptions {
@@ -216,11 +237,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            if e.downcast_ref::<BadInputMarker>().is_some() {
-                // The profile error already says where and what; skip the marker context.
+            if e.downcast_ref::<BadInput>().is_some() {
+                // The profile error already says where and what.
                 let inner = e.chain().nth(1).map(|c| c.to_string()).unwrap_or_default();
                 eprintln!("kiln: error: {inner}");
-                let _ = BadInput;
                 return ExitCode::from(2);
             }
             eprintln!("kiln: error: {e:#}");
@@ -229,12 +249,70 @@ fn main() -> ExitCode {
     }
 }
 
-fn choose_accel(lp: &profile::LoadedProfile, o: &launch::Overrides) -> kvm::AccelChoice {
+fn choose_accel(lp: &LoadedProfile, o: &launch::Overrides) -> kvm::AccelChoice {
     let choice = kvm::choose(launch::accel(lp, o), &launch::qemu_binary(lp, o));
     if let Some(w) = &choice.warning {
         progress::warn(w);
     }
     choice
+}
+
+fn plan_or_build(lp: &LoadedProfile, b: &BuildArgs, no_build: bool) -> Result<Plan> {
+    if no_build {
+        let plan = Plan::new(lp, &build_options(b))?;
+        if !plan.image.exists() {
+            anyhow::bail!(
+                "{} does not exist; run `kiln build {}` first",
+                plan.image.display(),
+                b.profile.display()
+            );
+        }
+        Ok(plan)
+    } else {
+        Ok(build::build(lp, &build_options(b))?.plan)
+    }
+}
+
+fn run_spec(accel: kvm::Accelerator, files: &runner::RunFiles, interactive: bool) -> qemu::RunSpec {
+    qemu::RunSpec {
+        accel,
+        console: if interactive {
+            qemu::Console::Interactive
+        } else {
+            qemu::Console::LogFile(files.console.clone())
+        },
+        status_uart: files.status_uart.clone(),
+        status_virtio: files.status_virtio.clone(),
+    }
+}
+
+/// Adds the results disk to a launch when the profile asks for results.
+fn attach_results(
+    lp: &LoadedProfile,
+    plan: &Plan,
+    l: &mut qemu::Launch,
+    files: &runner::RunFiles,
+) -> Result<Option<PathBuf>> {
+    if plan.results.is_none() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&files.dir)?;
+    let size = lp
+        .profile
+        .test
+        .as_ref()
+        .and_then(|t| t.results_size)
+        .map(|s| s.0)
+        .unwrap_or(results::DEFAULT_SIZE);
+    let img = results::prepare(&files.dir, &plan.name, size, plan.epoch)?;
+    l.disks.push(qemu::Disk {
+        path: img.clone(),
+        format: "raw".into(),
+        serial: "kiln-results".into(),
+        read_only: false,
+        snapshot: false,
+    });
+    Ok(Some(img))
 }
 
 fn run(cli: Cli) -> Result<i32> {
@@ -251,36 +329,35 @@ fn run(cli: Cli) -> Result<i32> {
             test,
         } => {
             let lp = load(&b)?;
-            let plan = build::Plan::new(&lp, &build_options(&b))?;
-            let o = r.overrides(None);
-            let l = launch::launch(&lp, &plan, &o)?;
+            let plan = Plan::new(&lp, &build_options(&b))?;
+            let o = r.overrides(None, !test);
+            let mut l = launch::launch(&lp, &plan, &o)?;
             let files = runner::RunFiles::new(&plan.run_dir);
-            let accel = if print {
-                // Printing must not take two seconds of probing; say what auto would do.
-                match launch::accel(&lp, &o) {
-                    Accel::Kvm => kvm::Accelerator::Kvm,
-                    Accel::Tcg => kvm::Accelerator::Tcg,
-                    Accel::Auto => choose_accel(&lp, &o).accel,
-                }
-            } else {
-                choose_accel(&lp, &o).accel
+            let accel = match (print, launch::accel(&lp, &o)) {
+                // Printing should not spend two seconds probing unless it must.
+                (true, Accel::Kvm) => kvm::Accelerator::Kvm,
+                (true, Accel::Tcg) => kvm::Accelerator::Tcg,
+                _ => choose_accel(&lp, &o).accel,
             };
-            let spec = qemu::RunSpec {
-                accel,
-                console: if test {
-                    qemu::Console::LogFile(files.console.clone())
-                } else {
-                    qemu::Console::Interactive
-                },
-                status_uart: files.status_uart.clone(),
-                status_virtio: files.status_virtio.clone(),
-            };
+            if plan.results.is_some() {
+                l.disks.push(qemu::Disk {
+                    path: files.dir.join("results.img"),
+                    format: "raw".into(),
+                    serial: "kiln-results".into(),
+                    read_only: false,
+                    snapshot: false,
+                });
+            }
+            let spec = run_spec(accel, &files, !test);
             if print {
                 print!("{}", qemu::printable(&qemu::command(&l, &spec)));
                 return Ok(0);
             }
-            let status = runner::run_interactive(&l, &spec, &files)?;
-            Ok(status.unwrap_or(0))
+            if plan.results.is_some() {
+                l.disks.pop();
+                attach_results(&lp, &plan, &mut l, &files)?;
+            }
+            Ok(runner::run_interactive(&l, &spec, &files)?.unwrap_or(0))
         }
         Cmd::Boot {
             build: b,
@@ -288,23 +365,16 @@ fn run(cli: Cli) -> Result<i32> {
             no_build,
         } => {
             let lp = load(&b)?;
-            let plan = if no_build {
-                build::Plan::new(&lp, &build_options(&b))?
-            } else {
-                build::build(&lp, &build_options(&b))?.plan
-            };
-            let o = r.overrides(None);
-            let l = launch::launch(&lp, &plan, &o)?;
+            let plan = plan_or_build(&lp, &b, no_build)?;
+            let o = r.overrides(None, true);
+            let mut l = launch::launch(&lp, &plan, &o)?;
             let accel = choose_accel(&lp, &o).accel;
             let files = runner::RunFiles::new(&plan.run_dir);
-            let spec = qemu::RunSpec {
-                accel,
-                console: qemu::Console::Interactive,
-                status_uart: files.status_uart.clone(),
-                status_virtio: files.status_virtio.clone(),
-            };
+            let results_img = attach_results(&lp, &plan, &mut l, &files)?;
             progress::step("booting; press Ctrl-A X to quit QEMU");
-            match runner::run_interactive(&l, &spec, &files)? {
+            let status = runner::run_interactive(&l, &run_spec(accel, &files, true), &files)?;
+            bring_back(results_img.as_deref(), &files)?;
+            match status {
                 Some(code) => {
                     progress::step(format!("the guest reported exit status {code}"));
                     Ok(code)
@@ -318,37 +388,23 @@ fn run(cli: Cli) -> Result<i32> {
             no_build,
             timeout,
             verbose,
+            persist,
         } => {
             runner::install_interrupt_handler();
             let lp = load(&b)?;
             if lp.profile.test.is_none() {
                 progress::warn(format!(
-                    "{} has no [test]; the run passes only if its own /init reports a status",
+                    "{} has no [test]; the run passes only if its own init reports a status",
                     b.profile.display()
                 ));
             }
-            let plan = if no_build {
-                build::Plan::new(&lp, &build_options(&b))?
-            } else {
-                build::build(&lp, &build_options(&b))?.plan
-            };
-            if no_build && !plan.image.exists() {
-                anyhow::bail!(
-                    "{} does not exist; run `kiln build {}` first",
-                    plan.image.display(),
-                    b.profile.display()
-                );
-            }
-            let o = r.overrides(timeout.map(|t| t.0));
-            let l = launch::launch(&lp, &plan, &o)?;
+            let plan = plan_or_build(&lp, &b, no_build)?;
+            let o = r.overrides(timeout.map(|t| t.0), persist);
+            let mut l = launch::launch(&lp, &plan, &o)?;
             let accel = choose_accel(&lp, &o).accel;
             let files = runner::RunFiles::new(&plan.run_dir);
-            let spec = qemu::RunSpec {
-                accel,
-                console: qemu::Console::LogFile(files.console.clone()),
-                status_uart: files.status_uart.clone(),
-                status_virtio: files.status_virtio.clone(),
-            };
+            files.prepare()?;
+            let results_img = attach_results(&lp, &plan, &mut l, &files)?;
             let limit = launch::timeout(&lp, &o);
             progress::step(format!(
                 "booting {} under {} (time limit {:.0?})",
@@ -356,6 +412,7 @@ fn run(cli: Cli) -> Result<i32> {
                 accel.name().to_uppercase(),
                 limit
             ));
+            let spec = run_spec(accel, &files, false);
             let result = runner::run_test(
                 &l,
                 &spec,
@@ -366,7 +423,33 @@ fn run(cli: Cli) -> Result<i32> {
                 },
             )?;
             report(&result, verbose);
+            if let Err(e) = bring_back(results_img.as_deref(), &files) {
+                progress::warn(format!("could not read the results disk: {e:#}"));
+            }
             Ok(result.outcome.exit_code())
+        }
+        Cmd::Ls { image } => {
+            list(&image)?;
+            Ok(0)
+        }
+        Cmd::Extract { image, path, dest } => {
+            let fs = reader::open(&image)?;
+            let r = reader::extract(&fs, &path, &dest)?;
+            progress::step(format!(
+                "extracted {} files, {} directories, {} symlinks into {}",
+                r.files,
+                r.dirs,
+                r.symlinks,
+                dest.display()
+            ));
+            if !r.skipped.is_empty() {
+                progress::warn(format!(
+                    "{} device nodes, FIFOs or sockets not copied (they need root to create): {}",
+                    r.skipped.len(),
+                    r.skipped.join(" ")
+                ));
+            }
+            Ok(0)
         }
         Cmd::Lock { build: b, update } => {
             let lp = load(&b)?;
@@ -377,7 +460,8 @@ fn run(cli: Cli) -> Result<i32> {
                 );
             };
             let path = debian::lock::lock_path(&lp.path);
-            let want = debian::lock::inputs_hash(d, &lp.profile.kernel);
+            let want =
+                debian::lock::inputs_hash(d, &lp.profile.kernel, debian::needs_boot_initrd(&lp));
             if !update {
                 if let Some(l) = debian::lock::read(&path)? {
                     if l.inputs == want {
@@ -402,11 +486,16 @@ fn run(cli: Cli) -> Result<i32> {
             ));
             Ok(0)
         }
-        Cmd::Ls { image } => {
-            list(&image)?;
-            Ok(0)
-        }
     }
+}
+
+/// Copies the results disk's contents to OUT/NAME.run/results.
+fn bring_back(img: Option<&Path>, files: &runner::RunFiles) -> Result<()> {
+    let Some(img) = img else { return Ok(()) };
+    let dest = files.dir.join("results");
+    let r = results::collect(img, &dest)?;
+    println!("kiln: results: {} files in {}", r.files, dest.display());
+    Ok(())
 }
 
 fn report(result: &runner::RunResult, verbose: bool) {
@@ -474,22 +563,46 @@ fn mode_string(mode: u32) -> String {
     s
 }
 
-fn list(image: &std::path::Path) -> Result<()> {
-    let entries =
-        kiln::output::cpio::list(image).with_context(|| format!("listing {}", image.display()))?;
+fn is_cpio(image: &Path) -> Result<bool> {
+    let mut magic = [0u8; 6];
+    let n = std::fs::File::open(image)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
+        .with_context(|| format!("reading {}", image.display()))?;
+    Ok(n >= 4 && (magic[..4] == [0x28, 0xb5, 0x2f, 0xfd] || &magic[..n.min(6)] == b"070701"))
+}
+
+fn list(image: &Path) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    use std::io::Write;
-    for e in entries {
-        let size = if e.mode & 0o170000 == 0o020000 || e.mode & 0o170000 == 0o060000 {
-            format!("{},{}", e.rdev.0, e.rdev.1)
-        } else {
-            e.size.to_string()
-        };
-        let name = if e.name == "." {
-            "/".to_string()
-        } else {
-            format!("/{}", e.name.trim_start_matches("./"))
-        };
+    if is_cpio(image)? {
+        for e in kiln::output::cpio::list(image)
+            .with_context(|| format!("listing {}", image.display()))?
+        {
+            let size = if matches!(e.mode & 0o170000, 0o020000 | 0o060000) {
+                format!("{},{}", e.rdev.0, e.rdev.1)
+            } else {
+                e.size.to_string()
+            };
+            let name = if e.name == "." {
+                "/".to_string()
+            } else {
+                format!("/{}", e.name.trim_start_matches("./"))
+            };
+            let target = e.target.map(|t| format!(" -> {t}")).unwrap_or_default();
+            writeln!(
+                out,
+                "{} {:>5} {:>5} {:>10} {}{}",
+                mode_string(e.mode),
+                e.uid,
+                e.gid,
+                size,
+                name,
+                target
+            )?;
+        }
+        return Ok(());
+    }
+    let fs = reader::open(image)?;
+    for e in reader::list(&fs)? {
         let target = e.target.map(|t| format!(" -> {t}")).unwrap_or_default();
         writeln!(
             out,
@@ -497,8 +610,8 @@ fn list(image: &std::path::Path) -> Result<()> {
             mode_string(e.mode),
             e.uid,
             e.gid,
-            size,
-            name,
+            e.size,
+            e.path,
             target
         )?;
     }

@@ -16,9 +16,16 @@ fn manifest(path: &Path) -> serde_json::Value {
 /// What apt-get would install for the same request, in a throwaway apt root (no chroot,
 /// no root, the host's mirror, Recommends off as kiln does).
 fn apt_selection(dir: &Path, suite: &str, minbase_plus: &[&str]) -> BTreeSet<String> {
-    let mirror = kiln::source::debian::mirror::default_mirror(Path::new("/etc/apt")).expect("a Debian mirror in /etc/apt");
+    let mirror = kiln::source::debian::mirror::default_mirror(Path::new("/etc/apt"))
+        .expect("a Debian mirror in /etc/apt");
     let root = dir.join("aptroot");
-    for d in ["etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial", "var/lib/dpkg", "var/cache/apt/archives/partial"] {
+    for d in [
+        "etc/apt/sources.list.d",
+        "etc/apt/preferences.d",
+        "var/lib/apt/lists/partial",
+        "var/lib/dpkg",
+        "var/cache/apt/archives/partial",
+    ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
@@ -38,9 +45,21 @@ fn apt_selection(dir: &Path, suite: &str, minbase_plus: &[&str]) -> BTreeSet<Str
     .iter()
     .flat_map(|o| ["-o".to_string(), o.clone()])
     .collect();
-    let st = Command::new("apt-get").args(&opts).arg("update").output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let dump = Command::new("apt-cache").args(&opts).arg("dumpavail").output().unwrap();
+    let st = Command::new("apt-get")
+        .args(&opts)
+        .arg("update")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let dump = Command::new("apt-cache")
+        .args(&opts)
+        .arg("dumpavail")
+        .output()
+        .unwrap();
     let mut want: BTreeSet<String> = BTreeSet::new();
     let mut name = String::new();
     for line in String::from_utf8_lossy(&dump.stdout).lines() {
@@ -52,14 +71,32 @@ fn apt_selection(dir: &Path, suite: &str, minbase_plus: &[&str]) -> BTreeSet<Str
     }
     want.insert("apt".into());
     want.extend(minbase_plus.iter().map(|s| s.to_string()));
-    let out = Command::new("apt-get").args(&opts).args(["install", "--simulate"]).args(&want).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("Inst ")).map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
+    let out = Command::new("apt-get")
+        .args(&opts)
+        .args(["install", "--simulate"])
+        .args(&want)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Inst "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
 }
 
 fn locked_names(lock: &str) -> BTreeSet<String> {
     let v: toml::Value = toml::from_str(lock).unwrap();
-    v["package"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+    v["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -78,30 +115,65 @@ fn trixie_minbase_with_systemd_and_openssh_matches_apt_and_unpacks_faithfully() 
     let explained: BTreeSet<String> = BTreeSet::new();
     let only_kiln: BTreeSet<_> = kiln_set.difference(&apt_set).cloned().collect();
     let only_apt: BTreeSet<_> = apt_set.difference(&kiln_set).cloned().collect();
-    assert!(only_kiln.is_subset(&explained) && only_apt.is_subset(&explained), "kiln only: {only_kiln:?}\napt only: {only_apt:?}");
+    assert!(
+        only_kiln.is_subset(&explained) && only_apt.is_subset(&explained),
+        "kiln only: {only_kiln:?}\napt only: {only_apt:?}"
+    );
     assert!(kiln_set.len() > 80, "{}", kiln_set.len());
 
-    let o = run(kiln().arg("build").arg(&p).arg("-o").arg(d.path().join("out")).arg("--locked"));
+    let o = run(kiln()
+        .arg("build")
+        .arg(&p)
+        .arg("-o")
+        .arg(d.path().join("out"))
+        .arg("--locked"));
     assert!(o.status.success());
     let m = manifest(&d.path().join("out/sys.manifest.json"));
     let entries = m["entries"].as_array().unwrap();
-    let find = |path: &str| entries.iter().find(|e| e["path"] == path).unwrap_or_else(|| panic!("{path} missing"));
+    let find = |path: &str| {
+        entries
+            .iter()
+            .find(|e| e["path"] == path)
+            .unwrap_or_else(|| panic!("{path} missing"))
+    };
     let systemd = find("/usr/lib/systemd/systemd");
-    assert_eq!((systemd["uid"].as_u64(), systemd["gid"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (systemd["uid"].as_u64(), systemd["gid"].as_u64()),
+        (Some(0), Some(0))
+    );
 
     // The mode is the package's: compare with dpkg-deb's listing of the same .deb.
-    let lock: toml::Value = toml::from_str(&std::fs::read_to_string(p.with_extension("lock")).unwrap()).unwrap();
-    let sha = lock["package"].as_array().unwrap().iter().find(|x| x["name"].as_str() == Some("systemd")).unwrap()["sha256"].as_str().unwrap().to_string();
+    let lock: toml::Value =
+        toml::from_str(&std::fs::read_to_string(p.with_extension("lock")).unwrap()).unwrap();
+    let sha = lock["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"].as_str() == Some("systemd"))
+        .unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let deb = kiln::cache::Cache::open().unwrap().blob_path(&sha);
-    let listing = Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap();
-    let line = String::from_utf8_lossy(&listing.stdout).lines().find(|l| l.ends_with(" ./usr/lib/systemd/systemd")).unwrap().to_string();
+    let listing = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .find(|l| l.ends_with(" ./usr/lib/systemd/systemd"))
+        .unwrap()
+        .to_string();
     assert!(line.starts_with("-rwxr-xr-x root/root"), "{line}");
     assert_eq!(systemd["mode"], "0755");
     // Set-uid bits survive too.
     assert_eq!(find("/usr/bin/passwd")["mode"], "4755");
     // The dpkg database lists every package.
     assert!(find("/var/lib/dpkg/status")["size"].as_u64().unwrap() > 10_000);
-    assert!(entries.iter().any(|e| e["path"] == "/var/lib/dpkg/info/openssh-server.list"));
+    assert!(entries
+        .iter()
+        .any(|e| e["path"] == "/var/lib/dpkg/info/openssh-server.list"));
     // Accounts from base-passwd plus sysusers (sshd's privilege separation user).
     assert!(entries.iter().any(|e| e["path"] == "/etc/passwd"));
 }
@@ -110,17 +182,30 @@ fn trixie_minbase_with_systemd_and_openssh_matches_apt_and_unpacks_faithfully() 
 fn the_busybox_profile_boots_with_the_packaged_kernel_and_passes() {
     let d = tempfile::tempdir().unwrap();
     let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/busybox.toml");
-    let o = run(kiln().arg("test").arg(&profile).arg("-o").arg(d.path()).args(["--accel", "tcg"]));
+    let o = run(kiln()
+        .arg("test")
+        .arg(&profile)
+        .arg("-o")
+        .arg(d.path())
+        .args(["--accel", "tcg"]));
     assert_eq!(o.status.code(), Some(0));
     let s = stdout(&o);
-    assert!(s.contains("PASSED") && s.contains("+deb13-cloud-amd64"), "{s}");
+    assert!(
+        s.contains("PASSED") && s.contains("+deb13-cloud-amd64"),
+        "{s}"
+    );
 }
 
 #[test]
 fn the_debian_minimal_profile_boots_and_verifies_its_packages() {
     let d = tempfile::tempdir().unwrap();
     let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/debian-minimal.toml");
-    let o = run(kiln().arg("test").arg(&profile).arg("-o").arg(d.path()).args(["--accel", "tcg"]));
+    let o = run(kiln()
+        .arg("test")
+        .arg(&profile)
+        .arg("-o")
+        .arg(d.path())
+        .args(["--accel", "tcg"]));
     assert_eq!(o.status.code(), Some(0));
     let s = stdout(&o);
     assert!(s.contains("dpkg --verify: all package files intact"), "{s}");
@@ -140,9 +225,17 @@ fn a_locked_profile_builds_to_the_same_bytes_twice() {
     let mut shas = Vec::new();
     for i in 0..2 {
         let out = d.path().join(format!("out{i}"));
-        let o = run(kiln().arg("build").arg(&p).arg("-o").arg(&out).arg("--locked"));
+        let o = run(kiln()
+            .arg("build")
+            .arg(&p)
+            .arg("-o")
+            .arg(&out)
+            .arg("--locked"));
         assert!(o.status.success());
-        shas.push((sha256_file(&out.join("pinned.cpio.zst")), sha256_file(&out.join("pinned.vmlinuz"))));
+        shas.push((
+            sha256_file(&out.join("pinned.cpio.zst")),
+            sha256_file(&out.join("pinned.vmlinuz")),
+        ));
     }
     assert_eq!(shas[0], shas[1]);
 }

@@ -60,6 +60,25 @@ pub fn configure(tree: &mut Tree, input: &ConfigureInput) -> Result<()> {
     if has_systemd(tree) {
         // systemd fills it in on first boot; a fixed id would make every VM the same machine.
         put(tree, "etc/machine-id", "uninitialized\n", epoch)?;
+        // With these set, systemd-firstboot has nothing to ask on the console at first boot.
+        if !tree.contains("etc/locale.conf") {
+            put(tree, "etc/locale.conf", "LANG=C.UTF-8\n", epoch)?;
+        }
+        if !tree.contains("etc/vconsole.conf") {
+            put(tree, "etc/vconsole.conf", "KEYMAP=us\n", epoch)?;
+        }
+        if !tree.contains("etc/localtime") {
+            tree.insert(
+                "etc/localtime",
+                Entry::new(
+                    Kind::Symlink("/usr/share/zoneinfo/Etc/UTC".into()),
+                    Meta::new(0o777, epoch),
+                ),
+            )?;
+        }
+        if !tree.contains("etc/fstab") {
+            put(tree, "etc/fstab", "# The root file system is mounted from the kernel command line (root=PARTUUID=…).\n", epoch)?;
+        }
         if s.autologin.unwrap_or(false) {
             systemd::autologin(tree, epoch)?;
         }

@@ -38,7 +38,11 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
     let mut hashes: HashMap<&str, String> = HashMap::new();
     let mut manifest = Vec::with_capacity(tree.len());
     for (path, e) in tree.iter() {
-        let name = if path.is_empty() { "./".to_string() } else { format!("./{path}") };
+        let name = if path.is_empty() {
+            "./".to_string()
+        } else {
+            format!("./{path}")
+        };
         let mut h = tar::Header::new_gnu();
         h.set_mode(e.meta.mode);
         h.set_uid(e.meta.uid as u64);
@@ -46,7 +50,12 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
         h.set_mtime(e.meta.mtime.max(0) as u64);
         h.set_size(0);
         if !e.meta.xattrs.is_empty() {
-            let recs: Vec<(String, &[u8])> = e.meta.xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice())).collect();
+            let recs: Vec<(String, &[u8])> = e
+                .meta
+                .xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+                .collect();
             b.append_pax_extensions(recs.iter().map(|(k, v)| (k.as_str(), *v)))?;
         }
         let mut sha = None;
@@ -58,9 +67,16 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
             Kind::File(d) => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(d.len());
-                let src = d.open().with_context(|| format!("reading {} for /{path}", d.describe()))?;
-                let mut r = HashReader { inner: src, hasher: Sha256::new(), n: 0 };
-                b.append_data(&mut h, &name, &mut r).with_context(|| format!("writing /{path}"))?;
+                let src = d
+                    .open()
+                    .with_context(|| format!("reading {} for /{path}", d.describe()))?;
+                let mut r = HashReader {
+                    inner: src,
+                    hasher: Sha256::new(),
+                    n: 0,
+                };
+                b.append_data(&mut h, &name, &mut r)
+                    .with_context(|| format!("writing /{path}"))?;
                 pb.inc(r.n);
                 let s = hex::encode(r.hasher.finalize());
                 hashes.insert(path.as_str(), s.clone());
@@ -76,7 +92,11 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
                 b.append_link(&mut h, &name, t)?;
             }
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
-                h.set_entry_type(if matches!(e.kind, Kind::CharDev { .. }) { tar::EntryType::Char } else { tar::EntryType::Block });
+                h.set_entry_type(if matches!(e.kind, Kind::CharDev { .. }) {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                });
                 h.set_device_major(*major)?;
                 h.set_device_minor(*minor)?;
                 b.append_data(&mut h, &name, std::io::empty())?;
@@ -86,7 +106,9 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
                 b.append_data(&mut h, &name, std::io::empty())?;
             }
             Kind::Socket => {
-                crate::progress::warn(format!("/{path} is a socket, which tar cannot hold; left out"));
+                crate::progress::warn(format!(
+                    "/{path} is a socket, which tar cannot hold; left out"
+                ));
                 continue;
             }
         }
@@ -103,7 +125,15 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
     let (mut w, image_sha256) = hashed.finish();
     w.flush()?;
     drop(w);
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     out.commit()?;
-    Ok(Manifest { image: name, format: "tar".into(), image_sha256, entries: manifest })
+    Ok(Manifest {
+        image: name,
+        format: "tar".into(),
+        image_sha256,
+        entries: manifest,
+    })
 }

@@ -149,6 +149,9 @@ pub struct Kernel {
     pub modules: Vec<String>,
     /// Also install the kernel package into the image.
     pub install: Option<bool>,
+    /// Copy the packaged kernel's modules into the image (with a first-boot depmod), so
+    /// udev can load drivers. Default: true for disk images.
+    pub install_modules: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

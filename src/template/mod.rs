@@ -12,6 +12,7 @@ pub const INITRAMFS_INIT: &str = include_str!("initramfs-init.sh.hbs");
 pub const TEST_WRAPPER: &str = include_str!("run-test.sh.hbs");
 pub const DISK_INIT: &str = include_str!("disk-init.sh.hbs");
 pub const TEST_UNIT: &str = include_str!("kiln-test.service.hbs");
+pub const DEPMOD_UNIT: &str = include_str!("kiln-depmod.service.hbs");
 
 pub struct Renderer {
     hb: Handlebars<'static>,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::qemu::{Launch, BASE_CMDLINE};
+use super::qemu::{Disk, Launch, BASE_CMDLINE};
 use crate::build::{KernelPlan, Plan};
 use crate::profile::{Accel, Format, LoadedProfile, Size};
 
@@ -22,6 +22,8 @@ pub struct Overrides {
     /// Extra QEMU arguments.
     pub qemu_args: Vec<String>,
     pub timeout: Option<Duration>,
+    /// Let the guest's writes reach the disk image (otherwise they go to a throwaway overlay).
+    pub persist: bool,
 }
 
 pub const DEFAULT_MEMORY: u64 = 1 << 30;
@@ -74,12 +76,31 @@ pub fn launch(lp: &LoadedProfile, plan: &Plan, o: &Overrides) -> Result<Launch> 
             kernel.display()
         );
     }
+    let mut disks = Vec::new();
     let initrd = match plan.format {
         Format::Initramfs => Some(plan.image.clone()),
-        Format::Disk => None,
-        Format::Tar => bail!("{}: a tar image cannot be booted; use output.format = \"initramfs\" or \"disk\"", lp.path.display()),
+        Format::Disk => {
+            disks.push(Disk {
+                path: plan.image.clone(),
+                format: "raw".into(),
+                serial: "kiln-root".into(),
+                read_only: false,
+                snapshot: !o.persist,
+            });
+            plan.boot_initrd.clone()
+        }
+        Format::Tar => bail!(
+            "{}: a tar image cannot be booted; use output.format = \"initramfs\" or \"disk\"",
+            lp.path.display()
+        ),
     };
     let mut cmdline: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
+    if let Some(uuid) = &plan.root_partuuid {
+        cmdline.push(format!("root=PARTUUID={uuid}"));
+        cmdline.push("rw".into());
+        // A test VM must never stop at systemd-firstboot's questions on the console.
+        cmdline.push("systemd.firstboot=off".into());
+    }
     cmdline.extend(lp.profile.kernel.cmdline.iter().cloned());
     cmdline.extend(o.append.iter().cloned());
     let mut extra_args = q.args.clone();
@@ -96,7 +117,7 @@ pub fn launch(lp: &LoadedProfile, plan: &Plan, o: &Overrides) -> Result<Launch> 
         cpus: o.cpus.or(q.cpus).unwrap_or(2),
         kernel,
         initrd,
-        disks: Vec::new(),
+        disks,
         cmdline,
         extra_args,
     })

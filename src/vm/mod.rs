@@ -3,4 +3,5 @@
 pub mod kvm;
 pub mod launch;
 pub mod qemu;
+pub mod results;
 pub mod runner;

@@ -29,6 +29,8 @@ pub struct Disk {
     /// virtio-blk serial; the guest finds a disk by it in /sys/block/*/serial.
     pub serial: String,
     pub read_only: bool,
+    /// Writes go to a temporary overlay QEMU discards; the image stays as built.
+    pub snapshot: bool,
 }
 
 /// How this particular run wires the console and the status channel.
@@ -116,6 +118,9 @@ pub fn command(l: &Launch, r: &RunSpec) -> Vec<String> {
         );
         if d.read_only {
             drive.push_str(",readonly=on");
+        }
+        if d.snapshot {
+            drive.push_str(",snapshot=on");
         }
         push(&["-drive", &drive]);
         push(&[
@@ -228,12 +233,14 @@ mod tests {
             format: "raw".into(),
             serial: "kiln-root".into(),
             read_only: false,
+            snapshot: false,
         });
         l.disks.push(Disk {
             path: "/out/r.img".into(),
             format: "raw".into(),
             serial: "kiln-results".into(),
             read_only: false,
+            snapshot: false,
         });
         let a = command(&l, &run(Accelerator::Tcg));
         assert_eq!(

@@ -307,13 +307,26 @@ pub fn test_output(path: &Path) -> Option<Vec<String>> {
     let text = std::fs::read(path).ok()?;
     let text = String::from_utf8_lossy(&text);
     let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
-    lines.by_ref().find(|l| l.ends_with("kiln: running test"))?;
+    let start = lines.by_ref().find(|l| l.contains("kiln: running test"))?;
+    // Under systemd the test's lines come through the journal as "[time] run-test[pid]: …",
+    // interleaved with everything else on the console; keep only those, unprefixed.
+    let journal_prefix = start.find("run-test[").map(|_| "run-test[");
     let mut out = Vec::new();
     for l in lines {
         if l.contains("kiln: test exited with status") {
             break;
         }
-        out.push(l.to_string());
+        match journal_prefix {
+            Some(p) => {
+                if let Some(i) = l.find(p) {
+                    let rest = &l[i..];
+                    if let Some(j) = rest.find("]: ") {
+                        out.push(rest[j + 3..].to_string());
+                    }
+                }
+            }
+            None => out.push(l.to_string()),
+        }
     }
     Some(out)
 }
@@ -406,5 +419,28 @@ mod tests {
         assert_eq!(Outcome::Failed(3).exit_code(), 3);
         assert_eq!(Outcome::Failed(300).exit_code(), 255);
         assert_eq!(Outcome::TimedOut(Duration::from_secs(1)).exit_code(), 124);
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn test_output_from_a_systemd_console() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.log");
+        std::fs::write(
+            &p,
+            "[ 1.0] boot\n[ 16.8] run-test[311]: kiln: running test[ 16.9] ACPI: noise\n[ 17.0] run-test[396]: hello\n[ 17.1] audit: x\n[!p]104[6n[ 20.8] run-test[396]: second\n[ 21.3] run-test[311]: kiln: test exited with status 0\n",
+        )
+        .unwrap();
+        assert_eq!(test_output(&p).unwrap(), vec!["hello", "second"]);
+        std::fs::write(
+            &p,
+            "kiln: running test\nraw line\nkiln: test exited with status 1\n",
+        )
+        .unwrap();
+        assert_eq!(test_output(&p).unwrap(), vec!["raw line"]);
     }
 }

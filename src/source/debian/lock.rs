@@ -62,8 +62,9 @@ pub fn components(d: &Distribution) -> Vec<String> {
 
 /// The resolution inputs, hashed. Mirror and keyring are not inputs: they say where
 /// files come from and who vouches for them, not which files.
-pub fn inputs_hash(d: &Distribution, k: &Kernel) -> String {
+pub fn inputs_hash(d: &Distribution, k: &Kernel, boot_initrd: bool) -> String {
     let v = serde_json::json!({
+        "boot_initrd": boot_initrd,
         "suite": d.suite,
         "components": components(d),
         "architecture": architecture(d),

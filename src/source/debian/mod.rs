@@ -188,6 +188,13 @@ pub fn resolve_kernel(index: &Index, name: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// Whether the build makes an initramfs to boot a disk (a packaged kernel and a disk image):
+/// it needs busybox from the archive besides the kernel.
+pub fn needs_boot_initrd(lp: &LoadedProfile) -> bool {
+    lp.profile.kernel.package.is_some()
+        && lp.profile.output.format.unwrap_or_default() == crate::profile::Format::Disk
+}
+
 /// Resolves a profile's packages against the archive, fresh.
 pub fn resolve_fresh(
     lp: &LoadedProfile,
@@ -215,7 +222,7 @@ pub fn resolve_fresh(
     for c in &res.conflicts {
         progress::warn(format!("package conflict: {c}"));
     }
-    let kernel = match &k.package {
+    let mut kernel: Vec<LockedPackage> = match &k.package {
         Some(kp) if !kernel_in_image => resolve_kernel(&archive.index, &kp.value)
             .map_err(|e| kp.error(format!("{e:#}")))?
             .into_iter()
@@ -223,6 +230,16 @@ pub fn resolve_fresh(
             .collect(),
         _ => Vec::new(),
     };
+    if needs_boot_initrd(lp) {
+        let r = resolve::resolve(
+            &archive.index,
+            &["busybox-static".to_string()],
+            crate::profile::Base::None,
+            &[],
+        )
+        .map_err(|e| anyhow::anyhow!("resolving busybox for the boot initramfs: {e}"))?;
+        kernel.extend(r.selected.iter().map(|&i| locked(&archive.index, i)));
+    }
     progress::step(format!(
         "resolved {} packages from {} {}",
         res.selected.len(),
@@ -231,7 +248,7 @@ pub fn resolve_fresh(
     ));
     Ok(LockFile {
         version: lock::LOCK_VERSION,
-        inputs: lock::inputs_hash(d, k),
+        inputs: lock::inputs_hash(d, k, needs_boot_initrd(lp)),
         suite: d.suite.clone(),
         architecture: lock::architecture(d),
         release_date: archive.release.date.clone(),
@@ -254,7 +271,7 @@ pub fn selection(
     http: &http::Http,
 ) -> Result<LockFile> {
     let path = lock::lock_path(&lp.path);
-    let want = lock::inputs_hash(d, &lp.profile.kernel);
+    let want = lock::inputs_hash(d, &lp.profile.kernel, needs_boot_initrd(lp));
     match lock::read(&path)? {
         Some(l) if l.inputs == want => {
             progress::step(format!("using {} ({} packages, {} {})", path.display(), l.packages.len(), l.suite, l.release_date));

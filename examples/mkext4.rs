@@ -26,7 +26,9 @@ fn main() -> anyhow::Result<()> {
         time: 1_700_000_000,
         force_64bit: args.iter().any(|a| a == "--64bit"),
     };
+    let t0 = std::time::Instant::now();
     let p = Prepared::new(&tree, &opts)?;
+    eprintln!("prepare {:?}", t0.elapsed());
     let f = std::fs::File::create(&args[2])?;
     f.set_len(p.bytes())?;
     let r = p.write(&Target {

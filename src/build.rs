@@ -299,7 +299,11 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         "built {} ({}, sha256 {}) in {:.1}s",
         plan.image.display(),
         human_bytes(size),
-        &manifest.image_sha256[..16],
+        manifest
+            .image_sha256
+            .as_deref()
+            .map(|h| &h[..16])
+            .unwrap_or("not computed"),
         start.elapsed().as_secs_f64()
     ));
     Ok(Built { plan, manifest })
@@ -437,7 +441,7 @@ fn write_image(lp: &LoadedProfile, plan: &Plan, tree: &Tree) -> Result<Manifest>
             Manifest {
                 image: name,
                 format: "disk".into(),
-                image_sha256: disk::sha256_of(&plan.image)?,
+                image_sha256: None,
                 entries: report.root.manifest,
             }
         }

@@ -239,3 +239,59 @@ fn a_locked_profile_builds_to_the_same_bytes_twice() {
     }
     assert_eq!(shas[0], shas[1]);
 }
+
+#[test]
+fn the_disk_profile_boots_systemd_from_kiln_ext4_and_brings_results_back() {
+    let d = tempfile::tempdir().unwrap();
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/debian-minimal-disk.toml");
+    let o = run(kiln().arg("build").arg(&profile).arg("-o").arg(d.path()));
+    assert!(o.status.success());
+    let img = d.path().join("debian-minimal-disk.raw");
+    let v = Command::new("sgdisk").arg("-v").arg(&img).output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
+    let f = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset=1048576", img.display()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        f.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&f.stdout)
+    );
+    let before = sha256_file(&img);
+    let o = run(kiln()
+        .arg("test")
+        .arg(&profile)
+        .arg("-o")
+        .arg(d.path())
+        .args(["--no-build", "--accel", "tcg"]));
+    let s = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{s}");
+    assert!(
+        s.contains("PID 1 is systemd") && s.contains("root: /dev/vda1 ext4"),
+        "{s}"
+    );
+    assert!(s.contains("dpkg --verify: all package files intact"), "{s}");
+    let uname = std::fs::read_to_string(d.path().join("debian-minimal-disk.run/results/uname.txt"))
+        .unwrap();
+    assert!(
+        uname.contains("minimal-disk") && uname.contains("cloud-amd64"),
+        "{uname}"
+    );
+    // Test runs write to a throwaway overlay: the image is as built.
+    assert_eq!(sha256_file(&img), before);
+    // kiln reads its own disk back.
+    let ls = run(kiln().arg("ls").arg(&img));
+    assert!(stdout(&ls).contains("/usr/lib/systemd/systemd"));
+    let ex = run(kiln()
+        .arg("extract")
+        .arg(&img)
+        .arg("/etc/os-release")
+        .arg(d.path().join("x")));
+    assert!(ex.status.success());
+    assert!(std::fs::read_to_string(d.path().join("x/os-release"))
+        .unwrap()
+        .contains("trixie"));
+}

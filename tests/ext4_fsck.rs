@@ -421,7 +421,7 @@ mod random {
         std::env::var("KILN_PROPTEST_CASES")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(64)
+            .unwrap_or(256)
     }
 
     proptest! {

@@ -44,10 +44,11 @@ impl AtomicFile {
         self.tmp.path()
     }
 
-    /// Flushes to disk and renames into place. Dropping without committing deletes the temporary file.
+    /// Renames into place. Dropping without committing deletes the temporary file.
+    /// No fsync: a build output is not a database, and flushing a multi-gigabyte image
+    /// would dominate the build; rename alone already hides partial files.
     pub fn commit(self) -> Result<PathBuf> {
         let AtomicFile { tmp, dest } = self;
-        tmp.as_file().sync_all().context("flushing output")?;
         // Temporary files are created 0600; an image should be as readable as any other output.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;

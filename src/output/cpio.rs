@@ -103,7 +103,7 @@ pub fn write(tree: &Tree, dest: &Path, opts: &CpioOptions) -> Result<Manifest> {
     Ok(Manifest {
         image: name,
         format: "initramfs".into(),
-        image_sha256,
+        image_sha256: Some(image_sha256),
         entries,
     })
 }

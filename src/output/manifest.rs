@@ -31,7 +31,10 @@ pub struct ManifestEntry {
 pub struct Manifest {
     pub image: String,
     pub format: String,
-    pub image_sha256: String,
+    /// sha256 of the whole image; left out for disk images, whose hashing (gigabytes of
+    /// mostly holes) would cost more than writing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_sha256: Option<String>,
     pub entries: Vec<ManifestEntry>,
 }
 

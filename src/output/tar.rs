@@ -133,7 +133,7 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
     Ok(Manifest {
         image: name,
         format: "tar".into(),
-        image_sha256,
+        image_sha256: Some(image_sha256),
         entries: manifest,
     })
 }

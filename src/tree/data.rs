@@ -90,7 +90,7 @@ impl Data {
     pub fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
         let len = self.len();
         match self {
-            Data::Host { path, .. } if len > 0 => {
+            Data::Host { path, .. } if len > SMALL => {
                 let f = File::open(path)?;
                 host_data_ranges(&f, len)
             }
@@ -99,6 +99,10 @@ impl Data {
         }
     }
 }
+
+/// Files up to this size are read whole: asking the file system for their holes costs
+/// more than reading them, and all-zero blocks are found by content anyway.
+const SMALL: u64 = 256 * 1024;
 
 fn host_data_ranges(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
     use std::os::fd::AsRawFd;
@@ -149,6 +153,22 @@ pub enum DataReader {
 }
 
 impl DataReader {
+    /// Like `Data::data_ranges`, on the already open source.
+    pub fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
+        match self {
+            DataReader::Bytes { data, .. } if data.is_empty() => Ok(Vec::new()),
+            DataReader::Bytes { data, .. } => Ok(vec![(0, data.len() as u64)]),
+            DataReader::File { len, .. } if *len == 0 => Ok(Vec::new()),
+            DataReader::File {
+                file,
+                start: 0,
+                len,
+                ..
+            } if *len > SMALL => host_data_ranges(file, *len),
+            DataReader::File { len, .. } => Ok(vec![(0, *len)]),
+        }
+    }
+
     /// Reads at an absolute offset within the data without moving the stream position.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         match self {

@@ -403,9 +403,36 @@ fn runs_to_extents(runs: &[(u64, u64, u64)]) -> Vec<Extent> {
 struct Io<'a> {
     target: &'a Target<'a>,
     alloc: Allocator<'a>,
+    /// Data waiting to be written at block `queued_at`: consecutive small files are
+    /// allocated consecutively, so they go out in one write.
+    queued: Vec<u8>,
+    queued_at: u64,
 }
 
+const QUEUE_LIMIT: usize = 8 << 20;
+
 impl Io<'_> {
+    fn write(&mut self, block: u64, data: &[u8]) -> Result<()> {
+        let end = self.queued_at + self.queued.len() as u64 / BLOCK;
+        if !self.queued.is_empty() && (block != end || self.queued.len() + data.len() > QUEUE_LIMIT)
+        {
+            self.flush()?;
+        }
+        if self.queued.is_empty() {
+            self.queued_at = block;
+        }
+        self.queued.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.queued.is_empty() {
+            self.target.write_block(self.queued_at, &self.queued)?;
+            self.queued.clear();
+        }
+        Ok(())
+    }
+
     fn alloc(&mut self, want: u64) -> Result<(u64, u64)> {
         self.alloc
             .run(want)
@@ -424,8 +451,7 @@ impl Io<'_> {
         while done < n {
             let (start, len) = self.alloc(n - done)?;
             let off = (done * BLOCK) as usize;
-            self.target
-                .write_block(start, &data[off..off + (len * BLOCK) as usize])?;
+            self.write(start, &data[off..off + (len * BLOCK) as usize])?;
             runs.push((logical + done, start, len));
             done += len;
         }
@@ -446,7 +472,7 @@ impl Io<'_> {
             })?
         };
         for (at, b) in blocks {
-            self.target.write_block(at, &b)?;
+            self.write(at, &b)?;
         }
         Ok((ib, tree_blocks))
     }
@@ -511,18 +537,100 @@ impl Pending {
 
 /// Streams a file's bytes into the file system; all-zero blocks become holes. Returns
 /// the inode's block map and the content's sha256.
-fn write_file(io: &mut Io, d: &Data, seed: u32, buf: &mut [u8]) -> Result<(Written, String)> {
+/// Whether a block is all zeros, sixteen bytes at a time.
+fn is_zero(block: &[u8]) -> bool {
+    let mut chunks = block.chunks_exact(16);
+    chunks
+        .by_ref()
+        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
+}
+
+/// Files at most this large are read whole, ahead of time, by worker threads.
+const PREFETCH_MAX: u64 = 1 << 20;
+
+struct Prefetched {
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+fn prefetch(d: &Data) -> Result<Prefetched> {
+    let r = d
+        .open()
+        .with_context(|| format!("reading {}", d.describe()))?;
+    let mut bytes = vec![0u8; d.len() as usize];
+    r.read_exact_at(&mut bytes, 0)
+        .with_context(|| format!("reading {}", d.describe()))?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok(Prefetched { bytes, sha256 })
+}
+
+/// Writes a file held in memory; all-zero blocks stay holes. Runs of data blocks go
+/// out straight from `data`, without an intermediate copy.
+fn write_bytes(io: &mut Io, data: &[u8], seed: u32, bufs: &mut Buffers) -> Result<Written> {
+    let mut runs = Vec::new();
+    let bs = BLOCK as usize;
+    let full = data.len() / bs;
+    let mut written = 0u64;
+    let mut run_start: Option<usize> = None;
+    for k in 0..=full {
+        let data_block = k < full && !is_zero(&data[k * bs..(k + 1) * bs]);
+        match (data_block, run_start) {
+            (true, None) => run_start = Some(k),
+            (false, Some(s)) => {
+                io.put_blocks(s as u64, &data[s * bs..k * bs], &mut runs)?;
+                written += (k - s) as u64;
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    let tail = &data[full * bs..];
+    if !tail.is_empty() && !is_zero(tail) {
+        let last = &mut bufs.read[..bs];
+        last.fill(0);
+        last[..tail.len()].copy_from_slice(tail);
+        io.put_blocks(full as u64, last, &mut runs)?;
+        written += 1;
+    }
+    let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
+    Ok(Written {
+        i_block,
+        blocks: written + tree_blocks,
+        flags: EXTENTS_FL,
+    })
+}
+
+/// Buffers reused from file to file.
+struct Buffers {
+    read: Vec<u8>,
+    zeros: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            read: vec![0u8; CHUNK],
+            zeros: vec![0u8; CHUNK],
+            pending: Vec::with_capacity(CHUNK + BLOCK as usize),
+        }
+    }
+}
+
+fn write_file(io: &mut Io, d: &Data, seed: u32, bufs: &mut Buffers) -> Result<(Written, String)> {
     let size = d.len();
-    let ranges = aligned_ranges(
-        &d.data_ranges()
-            .with_context(|| format!("reading {}", d.describe()))?,
-        size,
-    );
     let reader = d
         .open()
         .with_context(|| format!("reading {}", d.describe()))?;
+    let ranges = aligned_ranges(
+        &reader
+            .data_ranges()
+            .with_context(|| format!("reading {}", d.describe()))?,
+        size,
+    );
     let mut hasher = Sha256::new();
-    let zeros = vec![0u8; CHUNK];
+    let zeros = &bufs.zeros;
     let hash_zeros = |hasher: &mut Sha256, mut n: u64| {
         while n > 0 {
             let k = n.min(CHUNK as u64) as usize;
@@ -530,9 +638,11 @@ fn write_file(io: &mut Io, d: &Data, seed: u32, buf: &mut [u8]) -> Result<(Writt
             n -= k as u64;
         }
     };
+    let buf = &mut bufs.read;
     let mut runs = Vec::new();
+    bufs.pending.clear();
     let mut pending = Pending {
-        data: Vec::with_capacity(CHUNK),
+        data: std::mem::take(&mut bufs.pending),
         logical: 0,
         written: 0,
     };
@@ -550,7 +660,7 @@ fn write_file(io: &mut Io, d: &Data, seed: u32, buf: &mut [u8]) -> Result<(Writt
                 .with_context(|| format!("reading {}", d.describe()))?;
             hasher.update(&chunk[..real]);
             for (k, block) in chunk.chunks(BLOCK as usize).enumerate() {
-                if block.iter().any(|&x| x != 0) {
+                if !is_zero(block) {
                     pending.push(io, &mut runs, at / BLOCK + k as u64, block)?;
                 } else {
                     pending.flush(io, &mut runs)?;
@@ -562,6 +672,7 @@ fn write_file(io: &mut Io, d: &Data, seed: u32, buf: &mut [u8]) -> Result<(Writt
     }
     pending.flush(io, &mut runs)?;
     hash_zeros(&mut hasher, size - pos);
+    bufs.pending = std::mem::take(&mut pending.data);
     let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
     Ok((
         Written {
@@ -648,6 +759,8 @@ impl Prepared<'_> {
         let mut io = Io {
             target,
             alloc: Allocator::new(g),
+            queued: Vec::with_capacity(QUEUE_LIMIT),
+            queued_at: 0,
         };
         let max_ino = self.inodes_used() as u32;
         if max_ino as u64 > g.inodes() {
@@ -697,110 +810,155 @@ impl Prepared<'_> {
 
         let mut used_dirs = vec![0u32; g.groups as usize];
         let mut hashes: HashMap<u32, String> = HashMap::new();
-        let mut buf = vec![0u8; CHUNK];
+        let mut bufs = Buffers::new();
         let pb = crate::progress::bytes(self.tree.content_bytes(), "writing ext4");
-        for n in &self.nodes {
-            let seed = inode_seed(self.fs_seed, n.ino, 0);
-            let (mode_bits, uid, gid, mtime) = match n.entry {
-                Some(e) => (e.meta.mode, e.meta.uid, e.meta.gid, e.meta.mtime),
-                None => (0o700, 0, 0, time),
-            };
-            let kind_bits = match n.entry {
-                Some(e) => e.kind.file_type_bits(),
-                None => 0o040000,
-            };
-            let mut spec = InodeSpec {
-                mode: (kind_bits | (mode_bits & 0o7777)) as u16,
-                uid,
-                gid,
-                links: if n.what == What::Dir && n.links >= 65000 {
-                    1
-                } else {
-                    n.links.min(65000) as u16
-                },
-                time: mtime,
-                ..Default::default()
-            };
-            match n.what {
-                What::Dir => {
-                    let (blocks, indexed) = &self.dir_blocks[&n.ino];
-                    let mut runs = Vec::new();
-                    let joined: Vec<u8> = blocks.concat();
-                    io.put_blocks(0, &joined, &mut runs)?;
-                    let (ib, tb) = io.finish_extents(&runs, seed)?;
-                    spec.i_block = ib;
-                    spec.blocks = blocks.len() as u64 + tb;
-                    spec.size = blocks.len() as u64 * BLOCK;
-                    spec.flags = EXTENTS_FL | if *indexed { INDEX_FL } else { 0 };
-                    used_dirs[((n.ino - 1) / g.inodes_per_group) as usize] += 1;
-                }
-                What::File => {
-                    let Some(Entry {
+        // Small files are read and hashed ahead by worker threads, in inode order, while
+        // this thread allocates and writes; large ones stream through here.
+        let small: Vec<&Data> = self
+            .nodes
+            .iter()
+            .filter_map(|n| match (n.what, n.entry) {
+                (
+                    What::File,
+                    Some(Entry {
                         kind: Kind::File(d),
                         ..
-                    }) = n.entry
-                    else {
-                        continue;
-                    };
-                    let (w, sha) = write_file(&mut io, d, seed, &mut buf)?;
-                    pb.inc(d.len());
-                    spec.i_block = w.i_block;
-                    spec.blocks = w.blocks;
-                    spec.flags = w.flags;
-                    spec.size = d.len();
-                    hashes.insert(n.ino, sha);
-                }
-                What::FastLink | What::SlowLink => {
-                    let Some(Entry {
-                        kind: Kind::Symlink(t),
-                        ..
-                    }) = n.entry
-                    else {
-                        continue;
-                    };
-                    spec.size = t.len() as u64;
-                    if n.what == What::FastLink {
-                        spec.i_block[..t.len()].copy_from_slice(t.as_bytes());
+                    }),
+                ) if d.len() <= PREFETCH_MAX => Some(d),
+                _ => None,
+            })
+            .collect();
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        std::thread::scope(|scope| -> Result<()> {
+            let mut rxs = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Prefetched>>(8);
+                rxs.push(rx);
+                let small = &small;
+                scope.spawn(move || {
+                    let mut i = w;
+                    while i < small.len() {
+                        if tx.send(prefetch(small[i])).is_err() {
+                            return;
+                        }
+                        i += workers;
+                    }
+                });
+            }
+            let mut k = 0usize;
+            for n in &self.nodes {
+                let seed = inode_seed(self.fs_seed, n.ino, 0);
+                let (mode_bits, uid, gid, mtime) = match n.entry {
+                    Some(e) => (e.meta.mode, e.meta.uid, e.meta.gid, e.meta.mtime),
+                    None => (0o700, 0, 0, time),
+                };
+                let kind_bits = match n.entry {
+                    Some(e) => e.kind.file_type_bits(),
+                    None => 0o040000,
+                };
+                let mut spec = InodeSpec {
+                    mode: (kind_bits | (mode_bits & 0o7777)) as u16,
+                    uid,
+                    gid,
+                    links: if n.what == What::Dir && n.links >= 65000 {
+                        1
                     } else {
-                        let mut b = vec![0u8; BLOCK as usize];
-                        b[..t.len()].copy_from_slice(t.as_bytes());
+                        n.links.min(65000) as u16
+                    },
+                    time: mtime,
+                    ..Default::default()
+                };
+                match n.what {
+                    What::Dir => {
+                        let (blocks, indexed) = &self.dir_blocks[&n.ino];
                         let mut runs = Vec::new();
-                        io.put_blocks(0, &b, &mut runs)?;
+                        let joined: Vec<u8> = blocks.concat();
+                        io.put_blocks(0, &joined, &mut runs)?;
                         let (ib, tb) = io.finish_extents(&runs, seed)?;
                         spec.i_block = ib;
-                        spec.blocks = 1 + tb;
-                        spec.flags = EXTENTS_FL;
+                        spec.blocks = blocks.len() as u64 + tb;
+                        spec.size = blocks.len() as u64 * BLOCK;
+                        spec.flags = EXTENTS_FL | if *indexed { INDEX_FL } else { 0 };
+                        used_dirs[((n.ino - 1) / g.inodes_per_group) as usize] += 1;
                     }
-                }
-                What::Dev => {
-                    if let Some(Entry {
-                        kind: Kind::CharDev { major, minor } | Kind::BlockDev { major, minor },
-                        ..
-                    }) = n.entry
-                    {
-                        spec.i_block = inode::device_block(*major, *minor);
+                    What::File => {
+                        let Some(Entry {
+                            kind: Kind::File(d),
+                            ..
+                        }) = n.entry
+                        else {
+                            unreachable!("a file node holds a file")
+                        };
+                        let (w, sha) = if d.len() <= PREFETCH_MAX {
+                            let p = rxs[k % workers]
+                                .recv()
+                                .map_err(|_| anyhow::anyhow!("a reader thread stopped"))??;
+                            k += 1;
+                            (write_bytes(&mut io, &p.bytes, seed, &mut bufs)?, p.sha256)
+                        } else {
+                            write_file(&mut io, d, seed, &mut bufs)?
+                        };
+                        pb.inc(d.len());
+                        spec.i_block = w.i_block;
+                        spec.blocks = w.blocks;
+                        spec.flags = w.flags;
+                        spec.size = d.len();
+                        hashes.insert(n.ino, sha);
                     }
+                    What::FastLink | What::SlowLink => {
+                        let Some(Entry {
+                            kind: Kind::Symlink(t),
+                            ..
+                        }) = n.entry
+                        else {
+                            continue;
+                        };
+                        spec.size = t.len() as u64;
+                        if n.what == What::FastLink {
+                            spec.i_block[..t.len()].copy_from_slice(t.as_bytes());
+                        } else {
+                            let mut b = vec![0u8; BLOCK as usize];
+                            b[..t.len()].copy_from_slice(t.as_bytes());
+                            let mut runs = Vec::new();
+                            io.put_blocks(0, &b, &mut runs)?;
+                            let (ib, tb) = io.finish_extents(&runs, seed)?;
+                            spec.i_block = ib;
+                            spec.blocks = 1 + tb;
+                            spec.flags = EXTENTS_FL;
+                        }
+                    }
+                    What::Dev => {
+                        if let Some(Entry {
+                            kind: Kind::CharDev { major, minor } | Kind::BlockDev { major, minor },
+                            ..
+                        }) = n.entry
+                        {
+                            spec.i_block = inode::device_block(*major, *minor);
+                        }
+                    }
+                    What::Special => {}
                 }
-                What::Special => {}
-            }
-            if let Some(e) = n.entry {
-                if !e.meta.xattrs.is_empty() {
-                    match xattr::inline_area(&e.meta.xattrs)? {
-                        Some(area) => spec.inline_xattrs = Some(area),
-                        None => {
-                            let (at, _) = io.alloc(1)?;
-                            target.write_block(
-                                at,
-                                &xattr::block(&e.meta.xattrs, at, self.fs_seed)?,
-                            )?;
-                            spec.file_acl = at;
-                            spec.blocks += 1;
+                if let Some(e) = n.entry {
+                    if !e.meta.xattrs.is_empty() {
+                        match xattr::inline_area(&e.meta.xattrs)? {
+                            Some(area) => spec.inline_xattrs = Some(area),
+                            None => {
+                                let (at, _) = io.alloc(1)?;
+                                io.write(at, &xattr::block(&e.meta.xattrs, at, self.fs_seed)?)?;
+                                spec.file_acl = at;
+                                spec.blocks += 1;
+                            }
                         }
                     }
                 }
+                put_inode(n.ino, &inode::encode(&spec, seed));
             }
-            put_inode(n.ino, &inode::encode(&spec, seed));
-        }
+            Ok(())
+        })?;
+        io.flush()?;
         pb.finish_and_clear();
 
         // Every block below the allocator's cursor is in use, and so is all metadata.

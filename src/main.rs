@@ -357,6 +357,7 @@ fn run(cli: Cli) -> Result<i32> {
                 l.disks.pop();
                 attach_results(&lp, &plan, &mut l, &files)?;
             }
+            launch::check_files(&lp, &l)?;
             Ok(runner::run_interactive(&l, &spec, &files)?.unwrap_or(0))
         }
         Cmd::Boot {
@@ -368,6 +369,7 @@ fn run(cli: Cli) -> Result<i32> {
             let plan = plan_or_build(&lp, &b, no_build)?;
             let o = r.overrides(None, true);
             let mut l = launch::launch(&lp, &plan, &o)?;
+            launch::check_files(&lp, &l)?;
             let accel = choose_accel(&lp, &o).accel;
             let files = runner::RunFiles::new(&plan.run_dir);
             let results_img = attach_results(&lp, &plan, &mut l, &files)?;
@@ -401,6 +403,7 @@ fn run(cli: Cli) -> Result<i32> {
             let plan = plan_or_build(&lp, &b, no_build)?;
             let o = r.overrides(timeout.map(|t| t.0), persist);
             let mut l = launch::launch(&lp, &plan, &o)?;
+            launch::check_files(&lp, &l)?;
             let accel = choose_accel(&lp, &o).accel;
             let files = runner::RunFiles::new(&plan.run_dir);
             files.prepare()?;

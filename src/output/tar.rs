@@ -84,7 +84,7 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
             }
             Kind::HardLink(t) => {
                 h.set_entry_type(tar::EntryType::Link);
-                b.append_link(&mut h, &name, format!("./{t}"))?;
+                b.append_link(&mut h, &name, t)?;
                 sha = hashes.get(t.as_str()).cloned();
             }
             Kind::Symlink(t) => {

@@ -55,27 +55,12 @@ pub fn launch(lp: &LoadedProfile, plan: &Plan, o: &Overrides) -> Result<Launch> 
     let q = &lp.profile.qemu;
     let kernel = match &plan.kernel {
         KernelPlan::Host(k) => k.clone(),
-        KernelPlan::Package { vmlinuz, package } => {
-            if !vmlinuz.exists() {
-                bail!(
-                    "{} (from {package}) does not exist yet; run `kiln build {}` first",
-                    vmlinuz.display(),
-                    lp.path.display()
-                );
-            }
-            vmlinuz.clone()
-        }
+        KernelPlan::Package { vmlinuz, .. } => vmlinuz.clone(),
         KernelPlan::None => bail!(
             "{}: no kernel to boot; set [kernel] path in the profile or pass --kernel PATH",
             lp.path.display()
         ),
     };
-    if !kernel.exists() {
-        bail!(
-            "kernel {} does not exist; build it or pass another with --kernel",
-            kernel.display()
-        );
-    }
     let mut disks = Vec::new();
     let initrd = match plan.format {
         Format::Initramfs => Some(plan.image.clone()),
@@ -121,4 +106,25 @@ pub fn launch(lp: &LoadedProfile, plan: &Plan, o: &Overrides) -> Result<Launch> 
         cmdline,
         extra_args,
     })
+}
+
+/// Before starting QEMU: every file the command names must exist.
+pub fn check_files(lp: &LoadedProfile, l: &Launch) -> Result<()> {
+    if !l.kernel.exists() {
+        bail!(
+            "kernel {} does not exist; run `kiln build {}` (for a packaged kernel), build it, or pass another with --kernel",
+            l.kernel.display(),
+            lp.path.display()
+        );
+    }
+    for f in l.initrd.iter().chain(l.disks.iter().map(|d| &d.path)) {
+        if !f.exists() {
+            bail!(
+                "{} does not exist; run `kiln build {}` first",
+                f.display(),
+                lp.path.display()
+            );
+        }
+    }
+    Ok(())
 }

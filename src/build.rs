@@ -338,18 +338,9 @@ fn install_kernel_modules(
             if !m.path.contains("lib/modules/") {
                 continue;
             }
-            let meta = Meta::new(m.mode, m.mtime.min(plan.epoch)).owner(m.uid, m.gid);
-            let kind = match m.kind {
-                'd' => Kind::Dir,
-                'f' => Kind::File(Data::Slice {
-                    file: tar.clone(),
-                    offset: m.offset,
-                    len: m.size,
-                }),
-                'l' => Kind::Symlink(m.link.clone().unwrap_or_default()),
-                _ => continue,
-            };
-            tree.insert(&m.path, Entry::new(kind, meta))?;
+            if let Some(e) = install::member_entry(tree, m, &tar, plan.epoch)? {
+                tree.insert(&m.path, e)?;
+            }
             n += 1;
         }
     }

@@ -92,20 +92,7 @@ pub fn write(tree: &Tree, dest: &Path, opts: &CpioOptions) -> Result<Manifest> {
         }
     };
     pb.finish_and_clear();
-    let (mut buffered, image_sha256) = hashed.finish();
-    buffered.flush()?;
-    drop(buffered);
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.commit()?;
-    Ok(Manifest {
-        image: name,
-        format: "initramfs".into(),
-        image_sha256: Some(image_sha256),
-        entries,
-    })
+    super::seal(hashed, out, dest, "initramfs", entries)
 }
 
 fn write_entries<W: Write>(
@@ -228,12 +215,7 @@ fn write_entries<W: Write>(
             Kind::File(_) | Kind::HardLink(_) => hashes.get(data_path).cloned(),
             _ => None,
         };
-        let mut m = ManifestEntry::from_entry(path, e, sha);
-        if let Kind::HardLink(t) = &e.kind {
-            if let Some(Kind::File(d)) = tree.get(t).map(|x| &x.kind) {
-                m.size = Some(d.len());
-            }
-        }
+        let m = ManifestEntry::in_tree(tree, path, e, sha);
         manifest.push(m);
     }
     Ok(manifest)

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::tree::{Entry, Kind};
+use crate::tree::{Entry, Kind, Tree};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestEntry {
@@ -62,6 +62,19 @@ impl ManifestEntry {
                 m.minor = Some(*minor);
             }
             _ => {}
+        }
+        m
+    }
+}
+
+impl ManifestEntry {
+    /// The entry for `path` in `tree`; a hard link reports the size of the file it names.
+    pub fn in_tree(tree: &Tree, path: &str, e: &Entry, sha256: Option<String>) -> ManifestEntry {
+        let mut m = ManifestEntry::from_entry(path, e, sha256);
+        if let Kind::HardLink(t) = &e.kind {
+            if let Some(Kind::File(d)) = tree.get(t).map(|x| &x.kind) {
+                m.size = Some(d.len());
+            }
         }
         m
     }

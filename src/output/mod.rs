@@ -45,6 +45,30 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
+/// Finishes a streamed image: flushes it, renames it into place, and returns its manifest.
+pub fn seal(
+    hashed: HashWriter<std::io::BufWriter<std::fs::File>>,
+    out: atomic::AtomicFile,
+    dest: &std::path::Path,
+    format: &str,
+    entries: Vec<manifest::ManifestEntry>,
+) -> anyhow::Result<manifest::Manifest> {
+    let (mut w, image_sha256) = hashed.finish();
+    w.flush()?;
+    drop(w);
+    let image = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.commit()?;
+    Ok(manifest::Manifest {
+        image,
+        format: format.into(),
+        image_sha256: Some(image_sha256),
+        entries,
+    })
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

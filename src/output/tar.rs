@@ -2,7 +2,7 @@
 //! importing an image elsewhere, or comparing with tools that emit tar.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -112,28 +112,10 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
                 continue;
             }
         }
-        let mut m = ManifestEntry::from_entry(path, e, sha);
-        if let Kind::HardLink(t) = &e.kind {
-            if let Some(Kind::File(d)) = tree.get(t).map(|x| &x.kind) {
-                m.size = Some(d.len());
-            }
-        }
+        let m = ManifestEntry::in_tree(tree, path, e, sha);
         manifest.push(m);
     }
     let hashed = b.into_inner()?;
     pb.finish_and_clear();
-    let (mut w, image_sha256) = hashed.finish();
-    w.flush()?;
-    drop(w);
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.commit()?;
-    Ok(Manifest {
-        image: name,
-        format: "tar".into(),
-        image_sha256: Some(image_sha256),
-        entries: manifest,
-    })
+    super::seal(hashed, out, dest, "tar", manifest)
 }

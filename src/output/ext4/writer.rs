@@ -1085,12 +1085,7 @@ impl Prepared<'_> {
                 Kind::File(_) | Kind::HardLink(_) => hashes.get(&ino).cloned(),
                 _ => None,
             };
-            let mut m = ManifestEntry::from_entry(p, e, sha);
-            if let Kind::HardLink(t) = &e.kind {
-                if let Some(Kind::File(d)) = self.tree.get(t).map(|x| &x.kind) {
-                    m.size = Some(d.len());
-                }
-            }
+            let m = ManifestEntry::in_tree(self.tree, p, e, sha);
             manifest.push(m);
         }
         let _ = self.content_blocks;

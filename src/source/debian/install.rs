@@ -32,6 +32,42 @@ pub struct Package<'a> {
     pub unpacked: &'a Unpacked,
 }
 
+/// The tree entry for a package member: its bytes stay in the cached data.tar, its
+/// ownership and mode come from the tar header, its mtime is clamped to `epoch`.
+pub fn member_entry(
+    tree: &Tree,
+    m: &super::deb::Member,
+    data_tar: &Arc<std::path::PathBuf>,
+    epoch: i64,
+) -> Result<Option<Entry>> {
+    let meta = Meta::new(m.mode, m.mtime.min(epoch)).owner(m.uid, m.gid);
+    let kind = match m.kind {
+        'd' => Kind::Dir,
+        'f' => Kind::File(Data::Slice {
+            file: data_tar.clone(),
+            offset: m.offset,
+            len: m.size,
+        }),
+        'l' => Kind::Symlink(m.link.clone().unwrap_or_default()),
+        'h' => {
+            let target =
+                path::relative(m.link.as_deref().unwrap_or("")).map_err(anyhow::Error::msg)?;
+            Kind::HardLink(tree.resolve_parent(&target)?)
+        }
+        'c' => Kind::CharDev {
+            major: m.major,
+            minor: m.minor,
+        },
+        'b' => Kind::BlockDev {
+            major: m.major,
+            minor: m.minor,
+        },
+        'p' => Kind::Fifo,
+        _ => return Ok(None),
+    };
+    Ok(Some(Entry::new(kind, meta)))
+}
+
 /// The merged-/usr symlinks every Debian release since bookworm expects.
 pub fn merged_usr(tree: &mut Tree, mtime: i64) -> Result<()> {
     for (link, target) in [
@@ -74,30 +110,8 @@ pub fn install(tree: &mut Tree, pkgs: &[Package], epoch: i64) -> Result<InstallR
             if m.path.is_empty() {
                 continue;
             }
-            let meta = Meta::new(m.mode, m.mtime.min(epoch)).owner(m.uid, m.gid);
-            let kind = match m.kind {
-                'd' => Kind::Dir,
-                'f' => Kind::File(Data::Slice {
-                    file: data_tar.clone(),
-                    offset: m.offset,
-                    len: m.size,
-                }),
-                'l' => Kind::Symlink(m.link.clone().unwrap_or_default()),
-                'h' => {
-                    let target = path::relative(m.link.as_deref().unwrap_or(""))
-                        .map_err(anyhow::Error::msg)?;
-                    Kind::HardLink(tree.resolve_parent(&target)?)
-                }
-                'c' => Kind::CharDev {
-                    major: m.major,
-                    minor: m.minor,
-                },
-                'b' => Kind::BlockDev {
-                    major: m.major,
-                    minor: m.minor,
-                },
-                'p' => Kind::Fifo,
-                _ => continue,
+            let Some(Entry { kind, meta }) = member_entry(tree, m, &data_tar, epoch)? else {
+                continue;
             };
             if !matches!(kind, Kind::Dir) {
                 let landed = tree.resolve_parent(&m.path)?;

@@ -85,7 +85,7 @@ enum Cmd {
         #[arg(long)]
         persist: bool,
     },
-    /// List the entries of an image: initramfs (.cpio, .cpio.zst), ext4, or GPT disk (its root file system).
+    /// List the entries of an image: initramfs (.cpio, .cpio.zst), tar, ext4, or GPT disk (its root file system).
     Ls {
         /// The image file.
         image: PathBuf,
@@ -237,6 +237,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
+            // `kiln ls … | head` closes the pipe early; that is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
             if e.downcast_ref::<BadInput>().is_some() {
                 // The profile error already says where and what.
                 let inner = e.chain().nth(1).map(|c| c.to_string()).unwrap_or_default();
@@ -574,6 +581,13 @@ fn is_cpio(image: &Path) -> Result<bool> {
     Ok(n >= 4 && (magic[..4] == [0x28, 0xb5, 0x2f, 0xfd] || &magic[..n.min(6)] == b"070701"))
 }
 
+fn is_tar(image: &Path) -> Result<bool> {
+    let mut magic = [0u8; 5];
+    let f = std::fs::File::open(image)?;
+    use std::os::unix::fs::FileExt;
+    Ok(f.read_exact_at(&mut magic, 257).is_ok() && &magic == b"ustar")
+}
+
 fn list(image: &Path) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if is_cpio(image)? {
@@ -598,6 +612,56 @@ fn list(image: &Path) -> Result<()> {
                 e.uid,
                 e.gid,
                 size,
+                name,
+                target
+            )?;
+        }
+        return Ok(());
+    }
+    if is_tar(image)? {
+        let mut a = tar::Archive::new(std::fs::File::open(image)?);
+        for e in a
+            .entries()
+            .with_context(|| format!("reading {}", image.display()))?
+        {
+            let e = e?;
+            let h = e.header();
+            let t = match h.entry_type() {
+                tar::EntryType::Directory => 0o040000,
+                tar::EntryType::Symlink => 0o120000,
+                tar::EntryType::Char => 0o020000,
+                tar::EntryType::Block => 0o060000,
+                tar::EntryType::Fifo => 0o010000,
+                _ => 0o100000,
+            };
+            let name = format!(
+                "/{}",
+                String::from_utf8_lossy(&e.path_bytes())
+                    .trim_start_matches("./")
+                    .trim_end_matches('/')
+            );
+            let target = match h.entry_type() {
+                tar::EntryType::Symlink => format!(
+                    " -> {}",
+                    e.link_name()?
+                        .map(|l| l.display().to_string())
+                        .unwrap_or_default()
+                ),
+                tar::EntryType::Link => format!(
+                    " link to /{}",
+                    e.link_name()?
+                        .map(|l| l.display().to_string())
+                        .unwrap_or_default()
+                ),
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "{} {:>5} {:>5} {:>10} {}{}",
+                mode_string(t | (h.mode()? & 0o7777)),
+                h.uid()?,
+                h.gid()?,
+                e.size(),
                 name,
                 target
             )?;

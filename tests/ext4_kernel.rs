@@ -472,3 +472,80 @@ fn the_same_disk_profile_builds_to_the_same_bytes() {
     }
     assert_eq!(shas[0], shas[1]);
 }
+
+#[test]
+fn kiln_reads_file_systems_mke2fs_made() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/os-release"), "ID=made-by-mke2fs\n").unwrap();
+    std::os::unix::fs::symlink("etc/os-release", src.join("link")).unwrap();
+    for i in 0..2000 {
+        std::fs::write(src.join(format!("f{i}")), format!("{i}")).unwrap();
+    }
+    let img = d.path().join("mk.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let st = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(&src)
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = run(kiln().arg("ls").arg(&img));
+    let s = stdout(&o);
+    assert!(
+        s.contains("/etc/os-release")
+            && s.contains("/link -> etc/os-release")
+            && s.contains("/f1999"),
+        "{s}"
+    );
+    let o = run(kiln()
+        .arg("extract")
+        .arg(&img)
+        .arg("/link")
+        .arg(d.path().join("x")));
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("x/link")).unwrap(),
+        "ID=made-by-mke2fs\n"
+    );
+}
+
+#[test]
+fn a_qcow2_copy_holds_the_same_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "q.toml",
+        "version = 1\n[output]\nformat = \"disk\"\nqcow2 = true\nfree_space = \"8M\"\n[[file]]\npath = \"/hello\"\ncontent = \"hi\\n\"\n",
+    );
+    let o = run(kiln()
+        .arg("build")
+        .arg(&p)
+        .arg("-o")
+        .arg(d.path().join("out")));
+    assert!(o.status.success());
+    let raw = d.path().join("out/q.raw");
+    let qcow = d.path().join("out/q.qcow2");
+    let info = Command::new("qemu-img")
+        .arg("info")
+        .arg(&qcow)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("file format: qcow2"));
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+}

@@ -4,11 +4,14 @@
 //! flex_bg, dir_nlink, extra_isize, ext_attr, dir_index, metadata_csum (crc32c), a clean
 //! jbd2 journal, and 64bit when the block count needs it.
 
+mod content;
 pub mod csum;
 pub mod dir;
 pub mod inode;
+mod io;
 pub mod journal;
 pub mod layout;
+mod meta;
 pub mod reader;
 pub mod writer;
 pub mod xattr;

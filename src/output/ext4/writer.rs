@@ -12,13 +12,15 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
-use super::csum::{crc32c_raw, fs_seed, inode_seed};
+use super::content::{prefetch, write_bytes, write_file, Buffers, Prefetched, PREFETCH_MAX};
+use super::csum::{fs_seed, inode_seed};
 use super::dir::{self, DirEntry};
-use super::inode::{self, Extent, InodeSpec, EXTENTS_FL, INDEX_FL, MAX_EXTENT_LEN};
+use super::inode::{self, InodeSpec, EXTENTS_FL, INDEX_FL};
+use super::io::{Io, QUEUE_LIMIT};
 use super::layout::{self, Allocator, Geometry, BLOCKS_PER_GROUP};
-use super::{journal, put16, put32, xattr, BLOCK, FIRST_INO, INODE_SIZE, JOURNAL_INO, ROOT_INO};
+use super::meta;
+use super::{journal, xattr, BLOCK, FIRST_INO, INODE_SIZE, JOURNAL_INO, ROOT_INO};
 use crate::output::manifest::ManifestEntry;
 use crate::profile::validate::FreeSpace;
 use crate::tree::{path, Data, Entry, Kind, Tree};
@@ -62,7 +64,7 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn write_block(&self, block: u64, data: &[u8]) -> Result<()> {
+    pub(super) fn write_block(&self, block: u64, data: &[u8]) -> Result<()> {
         self.file
             .write_all_at(data, self.offset + block * BLOCK)
             .with_context(|| format!("writing block {block}"))
@@ -93,17 +95,14 @@ struct Node<'t> {
 /// A tree, ready to be written: inode numbers, directory blocks, and the size it needs.
 pub struct Prepared<'t> {
     tree: &'t Tree,
-    opts: Ext4Options,
+    pub(super) opts: Ext4Options,
     nodes: Vec<Node<'t>>,
     /// Stored path → inode number, for every path (hard links included).
     ino_of: HashMap<&'t str, u32>,
     dir_blocks: HashMap<u32, (Vec<Vec<u8>>, bool)>,
-    /// Upper bound of blocks the contents need (data, directories, trees, xattr blocks).
-    content_blocks: u64,
     pub geometry: Geometry,
     journal_blocks: u64,
-    fs_seed: u32,
-    hash_seed: [u32; 4],
+    pub(super) fs_seed: u32,
 }
 
 fn file_type(k: &Kind) -> u8 {
@@ -284,11 +283,9 @@ impl<'t> Prepared<'t> {
             nodes,
             ino_of,
             dir_blocks,
-            content_blocks: content,
             geometry,
             journal_blocks,
             fs_seed,
-            hash_seed,
         })
     }
 
@@ -360,394 +357,6 @@ fn size(
             bail!("could not find a size for the file system")
         }
     }
-}
-
-struct Written {
-    i_block: [u8; 60],
-    blocks: u64,
-    flags: u32,
-}
-
-fn runs_to_extents(runs: &[(u64, u64, u64)]) -> Vec<Extent> {
-    // (logical, physical, len) runs → extents of at most 32768 blocks, merged when adjacent.
-    let mut out: Vec<Extent> = Vec::new();
-    for &(mut logical, mut phys, mut len) in runs {
-        while len > 0 {
-            if let Some(last) = out.last_mut() {
-                if last.logical as u64 + last.len as u64 == logical
-                    && last.start + last.len as u64 == phys
-                    && (last.len as u64) < MAX_EXTENT_LEN
-                {
-                    let add = len.min(MAX_EXTENT_LEN - last.len as u64);
-                    last.len += add as u16;
-                    logical += add;
-                    phys += add;
-                    len -= add;
-                    continue;
-                }
-            }
-            let n = len.min(MAX_EXTENT_LEN);
-            out.push(Extent {
-                logical: logical as u32,
-                len: n as u16,
-                start: phys,
-            });
-            logical += n;
-            phys += n;
-            len -= n;
-        }
-    }
-    out
-}
-
-struct Io<'a> {
-    target: &'a Target<'a>,
-    alloc: Allocator<'a>,
-    /// Data waiting to be written at block `queued_at`: consecutive small files are
-    /// allocated consecutively, so they go out in one write.
-    queued: Vec<u8>,
-    queued_at: u64,
-}
-
-const QUEUE_LIMIT: usize = 8 << 20;
-
-impl Io<'_> {
-    fn write(&mut self, block: u64, data: &[u8]) -> Result<()> {
-        let end = self.queued_at + self.queued.len() as u64 / BLOCK;
-        if !self.queued.is_empty() && (block != end || self.queued.len() + data.len() > QUEUE_LIMIT)
-        {
-            self.flush()?;
-        }
-        if self.queued.is_empty() {
-            self.queued_at = block;
-        }
-        self.queued.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.queued.is_empty() {
-            self.target.write_block(self.queued_at, &self.queued)?;
-            self.queued.clear();
-        }
-        Ok(())
-    }
-
-    fn alloc(&mut self, want: u64) -> Result<(u64, u64)> {
-        self.alloc
-            .run(want)
-            .context("the file system is full; raise its size (or the free space margin)")
-    }
-
-    /// Allocates and writes `blocks` consecutive logical blocks starting at `logical`.
-    fn put_blocks(
-        &mut self,
-        logical: u64,
-        data: &[u8],
-        runs: &mut Vec<(u64, u64, u64)>,
-    ) -> Result<()> {
-        let mut done = 0u64;
-        let n = data.len() as u64 / BLOCK;
-        while done < n {
-            let (start, len) = self.alloc(n - done)?;
-            let off = (done * BLOCK) as usize;
-            self.write(start, &data[off..off + (len * BLOCK) as usize])?;
-            runs.push((logical + done, start, len));
-            done += len;
-        }
-        Ok(())
-    }
-
-    fn finish_extents(&mut self, runs: &[(u64, u64, u64)], seed: u32) -> Result<([u8; 60], u64)> {
-        let extents = runs_to_extents(runs);
-        let mut tree_blocks = 0u64;
-        let (ib, blocks) = {
-            let alloc = &mut self.alloc;
-            inode::extent_tree(&extents, seed, || {
-                tree_blocks += 1;
-                alloc
-                    .run(1)
-                    .map(|(s, _)| s)
-                    .context("the file system is full")
-            })?
-        };
-        for (at, b) in blocks {
-            self.write(at, &b)?;
-        }
-        Ok((ib, tree_blocks))
-    }
-}
-
-const CHUNK: usize = 1 << 20;
-
-/// Block-aligned, merged data ranges of a file of `size` bytes.
-fn aligned_ranges(ranges: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &(off, len) in ranges {
-        let a = off / BLOCK * BLOCK;
-        let b = ((off + len).div_ceil(BLOCK) * BLOCK).min(size.div_ceil(BLOCK) * BLOCK);
-        if b <= a {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if last.1 >= a => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
-}
-
-/// Collects consecutive non-zero blocks and writes them as runs.
-struct Pending {
-    data: Vec<u8>,
-    logical: u64,
-    written: u64,
-}
-
-impl Pending {
-    fn flush(&mut self, io: &mut Io, runs: &mut Vec<(u64, u64, u64)>) -> Result<()> {
-        if !self.data.is_empty() {
-            io.put_blocks(self.logical, &self.data, runs)?;
-            self.written += self.data.len() as u64 / BLOCK;
-            self.data.clear();
-        }
-        Ok(())
-    }
-
-    fn push(
-        &mut self,
-        io: &mut Io,
-        runs: &mut Vec<(u64, u64, u64)>,
-        logical: u64,
-        block: &[u8],
-    ) -> Result<()> {
-        if !self.data.is_empty() && self.logical + self.data.len() as u64 / BLOCK != logical {
-            self.flush(io, runs)?;
-        }
-        if self.data.is_empty() {
-            self.logical = logical;
-        }
-        self.data.extend_from_slice(block);
-        if self.data.len() >= CHUNK {
-            self.flush(io, runs)?;
-        }
-        Ok(())
-    }
-}
-
-/// Streams a file's bytes into the file system; all-zero blocks become holes. Returns
-/// the inode's block map and the content's sha256.
-/// Whether a block is all zeros, sixteen bytes at a time.
-fn is_zero(block: &[u8]) -> bool {
-    let mut chunks = block.chunks_exact(16);
-    chunks
-        .by_ref()
-        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
-        && chunks.remainder().iter().all(|&b| b == 0)
-}
-
-/// Files at most this large are read whole, ahead of time, by worker threads.
-const PREFETCH_MAX: u64 = 1 << 20;
-
-struct Prefetched {
-    bytes: Vec<u8>,
-    sha256: String,
-}
-
-fn prefetch(d: &Data) -> Result<Prefetched> {
-    let r = d
-        .open()
-        .with_context(|| format!("reading {}", d.describe()))?;
-    let mut bytes = vec![0u8; d.len() as usize];
-    r.read_exact_at(&mut bytes, 0)
-        .with_context(|| format!("reading {}", d.describe()))?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    Ok(Prefetched { bytes, sha256 })
-}
-
-/// Writes a file held in memory; all-zero blocks stay holes. Runs of data blocks go
-/// out straight from `data`, without an intermediate copy.
-fn write_bytes(io: &mut Io, data: &[u8], seed: u32, bufs: &mut Buffers) -> Result<Written> {
-    let mut runs = Vec::new();
-    let bs = BLOCK as usize;
-    let full = data.len() / bs;
-    let mut written = 0u64;
-    let mut run_start: Option<usize> = None;
-    for k in 0..=full {
-        let data_block = k < full && !is_zero(&data[k * bs..(k + 1) * bs]);
-        match (data_block, run_start) {
-            (true, None) => run_start = Some(k),
-            (false, Some(s)) => {
-                io.put_blocks(s as u64, &data[s * bs..k * bs], &mut runs)?;
-                written += (k - s) as u64;
-                run_start = None;
-            }
-            _ => {}
-        }
-    }
-    let tail = &data[full * bs..];
-    if !tail.is_empty() && !is_zero(tail) {
-        let last = &mut bufs.read[..bs];
-        last.fill(0);
-        last[..tail.len()].copy_from_slice(tail);
-        io.put_blocks(full as u64, last, &mut runs)?;
-        written += 1;
-    }
-    let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
-    Ok(Written {
-        i_block,
-        blocks: written + tree_blocks,
-        flags: EXTENTS_FL,
-    })
-}
-
-/// Buffers reused from file to file.
-struct Buffers {
-    read: Vec<u8>,
-    zeros: Vec<u8>,
-    pending: Vec<u8>,
-}
-
-impl Buffers {
-    fn new() -> Buffers {
-        Buffers {
-            read: vec![0u8; CHUNK],
-            zeros: vec![0u8; CHUNK],
-            pending: Vec::with_capacity(CHUNK + BLOCK as usize),
-        }
-    }
-}
-
-fn write_file(io: &mut Io, d: &Data, seed: u32, bufs: &mut Buffers) -> Result<(Written, String)> {
-    let size = d.len();
-    let reader = d
-        .open()
-        .with_context(|| format!("reading {}", d.describe()))?;
-    let ranges = aligned_ranges(
-        &reader
-            .data_ranges()
-            .with_context(|| format!("reading {}", d.describe()))?,
-        size,
-    );
-    let mut hasher = Sha256::new();
-    let zeros = &bufs.zeros;
-    let hash_zeros = |hasher: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let k = n.min(CHUNK as u64) as usize;
-            hasher.update(&zeros[..k]);
-            n -= k as u64;
-        }
-    };
-    let buf = &mut bufs.read;
-    let mut runs = Vec::new();
-    bufs.pending.clear();
-    let mut pending = Pending {
-        data: std::mem::take(&mut bufs.pending),
-        logical: 0,
-        written: 0,
-    };
-    let mut pos = 0u64;
-    for (a, b) in ranges {
-        hash_zeros(&mut hasher, a - pos);
-        let mut at = a;
-        while at < b {
-            let span = (b - at).min(CHUNK as u64) as usize;
-            let real = (size.min(at + span as u64) - at) as usize;
-            let chunk = &mut buf[..span];
-            chunk[real..].fill(0);
-            reader
-                .read_exact_at(&mut chunk[..real], at)
-                .with_context(|| format!("reading {}", d.describe()))?;
-            hasher.update(&chunk[..real]);
-            for (k, block) in chunk.chunks(BLOCK as usize).enumerate() {
-                if !is_zero(block) {
-                    pending.push(io, &mut runs, at / BLOCK + k as u64, block)?;
-                } else {
-                    pending.flush(io, &mut runs)?;
-                }
-            }
-            at += span as u64;
-        }
-        pos = b.min(size);
-    }
-    pending.flush(io, &mut runs)?;
-    hash_zeros(&mut hasher, size - pos);
-    bufs.pending = std::mem::take(&mut pending.data);
-    let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
-    Ok((
-        Written {
-            i_block,
-            blocks: pending.written + tree_blocks,
-            flags: EXTENTS_FL,
-        },
-        hex::encode(hasher.finalize()),
-    ))
-}
-
-fn superblock(
-    p: &Prepared,
-    free_blocks: u64,
-    free_inodes: u64,
-    journal_iblock: &[u8; 60],
-    journal_size: u64,
-    group: u64,
-) -> Vec<u8> {
-    let g = &p.geometry;
-    let o = &p.opts;
-    let mut s = vec![0u8; 1024];
-    put32(&mut s, 0x00, g.inodes() as u32);
-    put32(&mut s, 0x04, g.blocks as u32);
-    put32(&mut s, 0x0C, free_blocks as u32);
-    put32(&mut s, 0x10, free_inodes as u32);
-    put32(&mut s, 0x14, 0);
-    put32(&mut s, 0x18, 2);
-    put32(&mut s, 0x1C, 2);
-    put32(&mut s, 0x20, BLOCKS_PER_GROUP as u32);
-    put32(&mut s, 0x24, BLOCKS_PER_GROUP as u32);
-    put32(&mut s, 0x28, g.inodes_per_group);
-    let t = o.time.clamp(0, u32::MAX as i64) as u32;
-    put32(&mut s, 0x30, t);
-    put16(&mut s, 0x36, 0xFFFF);
-    put16(&mut s, 0x38, 0xEF53);
-    put16(&mut s, 0x3A, 1);
-    put16(&mut s, 0x3C, 1);
-    put32(&mut s, 0x40, t);
-    put32(&mut s, 0x4C, 1);
-    put32(&mut s, 0x54, FIRST_INO);
-    put16(&mut s, 0x58, INODE_SIZE as u16);
-    put16(&mut s, 0x5A, group as u16);
-    put32(&mut s, 0x5C, 0x4 | 0x8 | 0x20);
-    let incompat = 0x2 | 0x40 | 0x200 | if g.is_64bit { 0x80 } else { 0 };
-    put32(&mut s, 0x60, incompat);
-    put32(&mut s, 0x64, 0x1 | 0x2 | 0x8 | 0x20 | 0x40 | 0x400);
-    s[0x68..0x78].copy_from_slice(&o.uuid);
-    let label = o.label.as_bytes();
-    let n = label.len().min(16);
-    s[0x78..0x78 + n].copy_from_slice(&label[..n]);
-    put32(&mut s, 0xE0, JOURNAL_INO);
-    s[0xEC..0xFC].copy_from_slice(&o.hash_seed);
-    s[0xFC] = 1;
-    s[0xFD] = 1;
-    put16(
-        &mut s,
-        0xFE,
-        if g.is_64bit { g.desc_size as u16 } else { 0 },
-    );
-    put32(&mut s, 0x100, 0x0004 | 0x0008);
-    put32(&mut s, 0x108, t);
-    s[0x10C..0x10C + 60].copy_from_slice(journal_iblock);
-    put32(&mut s, 0x10C + 60, (journal_size >> 32) as u32);
-    put32(&mut s, 0x10C + 64, journal_size as u32);
-    put32(&mut s, 0x150, (g.blocks >> 32) as u32);
-    put32(&mut s, 0x158, (free_blocks >> 32) as u32);
-    put16(&mut s, 0x15C, super::EXTRA_ISIZE);
-    put16(&mut s, 0x15E, super::EXTRA_ISIZE);
-    put32(&mut s, 0x160, 0x2);
-    s[0x174] = g.log_groups_per_flex;
-    s[0x175] = 1;
-    let c = crc32c_raw(!0, &s[..0x3FC]);
-    put32(&mut s, 0x3FC, c);
-    s
 }
 
 impl Prepared<'_> {
@@ -961,122 +570,18 @@ impl Prepared<'_> {
         io.flush()?;
         pb.finish_and_clear();
 
-        // Every block below the allocator's cursor is in use, and so is all metadata.
-        let cursor = io.alloc.next;
-        let used_in = |gs: u64, ge: u64| -> u64 {
-            let below = cursor.clamp(gs, ge) - gs;
-            let reserved_above: u64 = g
-                .reserved
-                .iter()
-                .map(|&(s, l)| {
-                    let (a, b) = (s.max(gs).max(cursor), (s + l).min(ge));
-                    b.saturating_sub(a)
-                })
-                .sum();
-            below + reserved_above
-        };
-        let mut total_free_blocks = 0u64;
-        let mut total_free_inodes = 0u64;
-        let mut gdt = vec![0u8; (g.gdt_blocks * BLOCK) as usize];
-        let ipg = g.inodes_per_group as u64;
-        for grp in 0..g.groups {
-            let gs = g.group_start(grp);
-            let ge = gs + g.group_len(grp);
-            // Block bitmap: in use below the cursor or reserved; padding past the end.
-            let mut bb = vec![0u8; BLOCK as usize];
-            let set = |bm: &mut [u8], i: u64| bm[(i / 8) as usize] |= 1 << (i % 8);
-            for i in 0..(ge - gs) {
-                let b = gs + i;
-                if b < cursor || g.is_reserved(b) {
-                    set(&mut bb, i);
-                }
-            }
-            for i in (ge - gs)..BLOCKS_PER_GROUP {
-                set(&mut bb, i);
-            }
-            let used = used_in(gs, ge);
-            let free_blocks = (ge - gs) - used;
-            total_free_blocks += free_blocks;
-            // Inode bitmap: inodes 1..=max_ino are all in use.
-            let first = grp * ipg + 1;
-            let used_inodes = (max_ino as u64 + 1).saturating_sub(first).min(ipg);
-            let mut ib = vec![0u8; BLOCK as usize];
-            for i in 0..used_inodes {
-                set(&mut ib, i);
-            }
-            for i in ipg..BLOCK * 8 {
-                set(&mut ib, i);
-            }
-            let free_inodes = ipg - used_inodes;
-            total_free_inodes += free_inodes;
-            let m = g.meta[grp as usize];
-            target.write_block(m.block_bitmap, &bb)?;
-            target.write_block(m.inode_bitmap, &ib)?;
-            if used_inodes > 0 {
-                let from = ((first - 1) as usize) * INODE_SIZE;
-                let to = from + used_inodes as usize * INODE_SIZE;
-                let mut bytes = table[from..to].to_vec();
-                bytes.resize((to - from).div_ceil(BLOCK as usize) * BLOCK as usize, 0);
-                target.write_block(m.inode_table, &bytes)?;
-            }
-            let bb_csum = crc32c_raw(self.fs_seed, &bb[..(BLOCKS_PER_GROUP / 8) as usize]);
-            let ib_csum = crc32c_raw(self.fs_seed, &ib[..(ipg / 8) as usize]);
-            let d = &mut gdt[grp as usize * g.desc_size..(grp as usize + 1) * g.desc_size];
-            put32(d, 0x00, m.block_bitmap as u32);
-            put32(d, 0x04, m.inode_bitmap as u32);
-            put32(d, 0x08, m.inode_table as u32);
-            put16(d, 0x0C, free_blocks as u16);
-            put16(d, 0x0E, free_inodes as u16);
-            put16(d, 0x10, used_dirs[grp as usize] as u16);
-            put16(d, 0x12, 0x4);
-            put16(d, 0x18, bb_csum as u16);
-            put16(d, 0x1A, ib_csum as u16);
-            put16(d, 0x1C, (ipg - used_inodes) as u16);
-            if g.is_64bit {
-                put32(d, 0x20, (m.block_bitmap >> 32) as u32);
-                put32(d, 0x24, (m.inode_bitmap >> 32) as u32);
-                put32(d, 0x28, (m.inode_table >> 32) as u32);
-                put16(d, 0x2C, (free_blocks >> 16) as u16);
-                put16(d, 0x2E, (free_inodes >> 16) as u16);
-                put16(d, 0x30, (used_dirs[grp as usize] >> 16) as u16);
-                put16(d, 0x32, ((ipg - used_inodes) >> 16) as u16);
-                put16(d, 0x38, (bb_csum >> 16) as u16);
-                put16(d, 0x3A, (ib_csum >> 16) as u16);
-            }
-            let c = crc32c_raw(self.fs_seed, &(grp as u32).to_le_bytes());
-            let c = crc32c_raw(c, &d[..0x1E]);
-            let c = crc32c_raw(c, &[0, 0]);
-            let c = if g.desc_size > 0x20 {
-                crc32c_raw(c, &d[0x20..])
-            } else {
-                c
-            };
-            put16(d, 0x1E, c as u16);
-        }
-        for grp in 0..g.groups {
-            if !layout::has_super(grp) {
-                continue;
-            }
-            let sb = superblock(
-                self,
-                total_free_blocks,
-                total_free_inodes,
-                &j_iblock,
-                jsize,
-                grp,
-            );
-            let at = g.group_start(grp);
-            if grp == 0 {
-                let mut b0 = vec![0u8; BLOCK as usize];
-                b0[1024..2048].copy_from_slice(&sb);
-                target.write_block(0, &b0)?;
-            } else {
-                let mut b = vec![0u8; BLOCK as usize];
-                b[..1024].copy_from_slice(&sb);
-                target.write_block(at, &b)?;
-            }
-            target.write_block(at + 1, &gdt)?;
-        }
+        let (total_free_blocks, _) = meta::write_groups(
+            self,
+            target,
+            &meta::Summary {
+                cursor: io.alloc.next,
+                table: &table,
+                max_ino,
+                used_dirs: &used_dirs,
+                journal_iblock: &j_iblock,
+                journal_size: jsize,
+            },
+        )?;
 
         let mut manifest = Vec::with_capacity(self.tree.len());
         for (p, e) in self.tree.iter() {
@@ -1088,8 +593,6 @@ impl Prepared<'_> {
             let m = ManifestEntry::in_tree(self.tree, p, e, sha);
             manifest.push(m);
         }
-        let _ = self.content_blocks;
-        let _ = self.hash_seed;
         Ok(Ext4Report {
             bytes: g.blocks * BLOCK,
             blocks: g.blocks,

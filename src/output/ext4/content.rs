@@ -1,0 +1,226 @@
+//! File contents: streamed from their sources (or read ahead whole by worker threads
+//! for small files), hashed for the manifest, written with all-zero blocks left as holes.
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::inode::EXTENTS_FL;
+use super::io::{Io, Written};
+use super::BLOCK;
+use crate::tree::Data;
+
+pub(super) const CHUNK: usize = 1 << 20;
+
+/// Block-aligned, merged data ranges of a file of `size` bytes.
+fn aligned_ranges(ranges: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &(off, len) in ranges {
+        let a = off / BLOCK * BLOCK;
+        let b = ((off + len).div_ceil(BLOCK) * BLOCK).min(size.div_ceil(BLOCK) * BLOCK);
+        if b <= a {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 >= a => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Collects consecutive non-zero blocks and writes them as runs.
+struct Pending {
+    data: Vec<u8>,
+    logical: u64,
+    written: u64,
+}
+
+impl Pending {
+    fn flush(&mut self, io: &mut Io, runs: &mut Vec<(u64, u64, u64)>) -> Result<()> {
+        if !self.data.is_empty() {
+            io.put_blocks(self.logical, &self.data, runs)?;
+            self.written += self.data.len() as u64 / BLOCK;
+            self.data.clear();
+        }
+        Ok(())
+    }
+
+    fn push(
+        &mut self,
+        io: &mut Io,
+        runs: &mut Vec<(u64, u64, u64)>,
+        logical: u64,
+        block: &[u8],
+    ) -> Result<()> {
+        if !self.data.is_empty() && self.logical + self.data.len() as u64 / BLOCK != logical {
+            self.flush(io, runs)?;
+        }
+        if self.data.is_empty() {
+            self.logical = logical;
+        }
+        self.data.extend_from_slice(block);
+        if self.data.len() >= CHUNK {
+            self.flush(io, runs)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a block is all zeros, sixteen bytes at a time.
+fn is_zero(block: &[u8]) -> bool {
+    let mut chunks = block.chunks_exact(16);
+    chunks
+        .by_ref()
+        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
+}
+
+/// Files at most this large are read whole, ahead of time, by worker threads.
+pub(super) const PREFETCH_MAX: u64 = 1 << 20;
+
+pub(super) struct Prefetched {
+    pub(super) bytes: Vec<u8>,
+    pub(super) sha256: String,
+}
+
+pub(super) fn prefetch(d: &Data) -> Result<Prefetched> {
+    let r = d
+        .open()
+        .with_context(|| format!("reading {}", d.describe()))?;
+    let mut bytes = vec![0u8; d.len() as usize];
+    r.read_exact_at(&mut bytes, 0)
+        .with_context(|| format!("reading {}", d.describe()))?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok(Prefetched { bytes, sha256 })
+}
+
+/// Writes a file held in memory; all-zero blocks stay holes. Runs of data blocks go
+/// out straight from `data`, without an intermediate copy.
+pub(super) fn write_bytes(
+    io: &mut Io,
+    data: &[u8],
+    seed: u32,
+    bufs: &mut Buffers,
+) -> Result<Written> {
+    let mut runs = Vec::new();
+    let bs = BLOCK as usize;
+    let full = data.len() / bs;
+    let mut written = 0u64;
+    let mut run_start: Option<usize> = None;
+    for k in 0..=full {
+        let data_block = k < full && !is_zero(&data[k * bs..(k + 1) * bs]);
+        match (data_block, run_start) {
+            (true, None) => run_start = Some(k),
+            (false, Some(s)) => {
+                io.put_blocks(s as u64, &data[s * bs..k * bs], &mut runs)?;
+                written += (k - s) as u64;
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    let tail = &data[full * bs..];
+    if !tail.is_empty() && !is_zero(tail) {
+        let last = &mut bufs.read[..bs];
+        last.fill(0);
+        last[..tail.len()].copy_from_slice(tail);
+        io.put_blocks(full as u64, last, &mut runs)?;
+        written += 1;
+    }
+    let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
+    Ok(Written {
+        i_block,
+        blocks: written + tree_blocks,
+        flags: EXTENTS_FL,
+    })
+}
+
+/// Buffers reused from file to file.
+pub(super) struct Buffers {
+    read: Vec<u8>,
+    zeros: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+impl Buffers {
+    pub(super) fn new() -> Buffers {
+        Buffers {
+            read: vec![0u8; CHUNK],
+            zeros: vec![0u8; CHUNK],
+            pending: Vec::with_capacity(CHUNK + BLOCK as usize),
+        }
+    }
+}
+
+/// Streams a file's bytes into the file system; all-zero blocks become holes. Returns
+/// the inode's block map and the content's sha256.
+pub(super) fn write_file(
+    io: &mut Io,
+    d: &Data,
+    seed: u32,
+    bufs: &mut Buffers,
+) -> Result<(Written, String)> {
+    let size = d.len();
+    let reader = d
+        .open()
+        .with_context(|| format!("reading {}", d.describe()))?;
+    let ranges = aligned_ranges(
+        &reader
+            .data_ranges()
+            .with_context(|| format!("reading {}", d.describe()))?,
+        size,
+    );
+    let mut hasher = Sha256::new();
+    let zeros = &bufs.zeros;
+    let hash_zeros = |hasher: &mut Sha256, mut n: u64| {
+        while n > 0 {
+            let k = n.min(CHUNK as u64) as usize;
+            hasher.update(&zeros[..k]);
+            n -= k as u64;
+        }
+    };
+    let buf = &mut bufs.read;
+    let mut runs = Vec::new();
+    bufs.pending.clear();
+    let mut pending = Pending {
+        data: std::mem::take(&mut bufs.pending),
+        logical: 0,
+        written: 0,
+    };
+    let mut pos = 0u64;
+    for (a, b) in ranges {
+        hash_zeros(&mut hasher, a - pos);
+        let mut at = a;
+        while at < b {
+            let span = (b - at).min(CHUNK as u64) as usize;
+            let real = (size.min(at + span as u64) - at) as usize;
+            let chunk = &mut buf[..span];
+            chunk[real..].fill(0);
+            reader
+                .read_exact_at(&mut chunk[..real], at)
+                .with_context(|| format!("reading {}", d.describe()))?;
+            hasher.update(&chunk[..real]);
+            for (k, block) in chunk.chunks(BLOCK as usize).enumerate() {
+                if !is_zero(block) {
+                    pending.push(io, &mut runs, at / BLOCK + k as u64, block)?;
+                } else {
+                    pending.flush(io, &mut runs)?;
+                }
+            }
+            at += span as u64;
+        }
+        pos = b.min(size);
+    }
+    pending.flush(io, &mut runs)?;
+    hash_zeros(&mut hasher, size - pos);
+    bufs.pending = std::mem::take(&mut pending.data);
+    let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
+    Ok((
+        Written {
+            i_block,
+            blocks: pending.written + tree_blocks,
+            flags: EXTENTS_FL,
+        },
+        hex::encode(hasher.finalize()),
+    ))
+}

@@ -137,15 +137,4 @@ impl Cache {
         tmp.persist(&dest).map_err(|e| e.error)?;
         Ok(dest)
     }
-
-    /// Stores bytes already in memory under their hash.
-    pub fn store_bytes(&self, bytes: &[u8]) -> Result<(String, PathBuf)> {
-        let sha = hex::encode(Sha256::digest(bytes));
-        let p = self.store(&sha, Some(bytes.len() as u64), "data", |f| {
-            use std::io::Write;
-            f.write_all(bytes)?;
-            Ok(())
-        })?;
-        Ok((sha, p))
-    }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -225,11 +224,6 @@ pub fn read_partitions(file: &File) -> Result<Vec<PartitionInfo>> {
         bail!("the partition table is empty");
     }
     Ok(out)
-}
-
-/// sha256 of a (sparse) image file.
-pub fn sha256_of(path: &Path) -> Result<String> {
-    Ok(crate::cache::sha256_file(path)?.0)
 }
 
 #[cfg(test)]

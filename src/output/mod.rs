@@ -68,7 +68,3 @@ pub fn seal(
         entries,
     })
 }
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}

@@ -68,16 +68,6 @@ pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
     })
 }
 
-/// Parses TOML text as a whole profile; used by tests and by `kiln` for stdin-less checks.
-pub fn load_str(path: &Path, text: &str) -> Result<Profile, ProfileError> {
-    let file = Arc::new(SourceFile {
-        path: path.to_path_buf(),
-        text: text.to_string(),
-    });
-    let node = Node::parse(file)?;
-    from_node(&node)
-}
-
 struct Loader {
     /// Files being loaded, outermost first, to detect cycles.
     stack: Vec<PathBuf>,

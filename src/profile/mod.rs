@@ -9,6 +9,6 @@ pub mod types;
 pub mod validate;
 
 pub use diag::{Loc, ProfileError};
-pub use load::{load, load_str, LoadedProfile};
+pub use load::{load, LoadedProfile};
 pub use schema::*;
 pub use types::{Located, Mode, RelPath, Seconds, Size};

@@ -132,10 +132,6 @@ impl Size {
             .map(Size)
             .ok_or_else(|| format!("`{s}` is too large"))
     }
-
-    pub fn mib(self) -> u64 {
-        self.0 / (1 << 20)
-    }
 }
 
 impl fmt::Display for Size {

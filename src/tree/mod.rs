@@ -154,10 +154,6 @@ impl Tree {
         self.entries.get(path)
     }
 
-    pub fn get_mut(&mut self, path: &str) -> Option<&mut Entry> {
-        self.entries.get_mut(path)
-    }
-
     pub fn contains(&self, path: &str) -> bool {
         self.entries.contains_key(path)
     }
@@ -165,31 +161,6 @@ impl Tree {
     /// All entries in path order: every directory before its contents.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Entry)> {
         self.entries.iter()
-    }
-
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Entry)> {
-        self.entries.iter_mut()
-    }
-
-    /// Entries directly inside directory `dir`.
-    pub fn children<'a>(
-        &'a self,
-        dir: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        let start = prefix.clone();
-        self.entries
-            .range(start..)
-            .skip_while(move |(k, _)| k.is_empty() && dir.is_empty())
-            .take_while(move |(k, _)| k.starts_with(&prefix))
-            .filter(move |(k, _)| {
-                let rest = &k[if dir.is_empty() { 0 } else { dir.len() + 1 }..];
-                !rest.is_empty() && !rest.contains('/')
-            })
     }
 
     /// Resolves symlinks in the directory part of `path` (never the last component), as the
@@ -456,17 +427,5 @@ mod tests {
         t.insert("a", file("y")).unwrap();
         assert!(!t.contains("a/b"));
         assert!(!t.contains("a/b/c"));
-    }
-
-    #[test]
-    fn children_lists_direct_entries_only() {
-        let mut t = Tree::new(0);
-        t.insert("a/b", file("x")).unwrap();
-        t.insert("a/c/d", file("x")).unwrap();
-        t.insert("ab", file("x")).unwrap();
-        let kids: Vec<_> = t.children("a").map(|(k, _)| k.as_str()).collect();
-        assert_eq!(kids, vec!["a/b", "a/c"]);
-        let top: Vec<_> = t.children("").map(|(k, _)| k.as_str()).collect();
-        assert_eq!(top, vec!["a", "ab"]);
     }
 }

@@ -200,24 +200,6 @@ impl<'g> Allocator<'g> {
             return Some((start, n));
         }
     }
-
-    /// Blocks still free above the cursor.
-    pub fn remaining(&self) -> u64 {
-        let reserved_above: u64 = self
-            .geo
-            .reserved
-            .iter()
-            .map(|&(s, l)| {
-                let e = s + l;
-                if e <= self.next {
-                    0
-                } else {
-                    e - s.max(self.next)
-                }
-            })
-            .sum();
-        self.geo.blocks.saturating_sub(self.next) - reserved_above
-    }
 }
 
 /// mke2fs's journal sizes by file system size.

@@ -16,7 +16,7 @@ pub mod reader;
 pub mod writer;
 pub mod xattr;
 
-pub use writer::{plan_size, write, Ext4Options, Ext4Report, SizeSpec};
+pub use writer::{write, Ext4Options, Ext4Report, SizeSpec};
 
 pub const BLOCK: u64 = 4096;
 pub const INODE_SIZE: usize = 256;

@@ -604,11 +604,6 @@ impl Prepared<'_> {
     }
 }
 
-/// The size an image of `tree` would have.
-pub fn plan_size(tree: &Tree, opts: &Ext4Options) -> Result<u64> {
-    Ok(Prepared::new(tree, opts)?.bytes())
-}
-
 /// Writes `tree` as an ext4 file system at `target`.
 pub fn write(tree: &Tree, target: &Target, opts: &Ext4Options) -> Result<Ext4Report> {
     Prepared::new(tree, opts)?.write(target)

@@ -318,11 +318,9 @@ fn install_kernel_modules(
     p: &Packages,
 ) -> Result<bool> {
     let k = &lp.profile.kernel;
+    // An installed kernel package brings its own modules.
     let wanted = k.install_modules.unwrap_or(plan.format == Format::Disk);
-    if !wanted
-        || k.install.unwrap_or(false)
-        || plan.format == Format::Tar && k.install_modules.is_none()
-    {
+    if !wanted || k.install.unwrap_or(false) {
         return Ok(false);
     }
     let Some(files) = &p.kernel else {

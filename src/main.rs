@@ -294,24 +294,30 @@ fn run_spec(accel: kvm::Accelerator, files: &runner::RunFiles, interactive: bool
 }
 
 /// Adds the results disk to a launch when the profile asks for results.
+/// With `create` false (printing a command), only names the disk.
 fn attach_results(
     lp: &LoadedProfile,
     plan: &Plan,
     l: &mut qemu::Launch,
     files: &runner::RunFiles,
+    create: bool,
 ) -> Result<Option<PathBuf>> {
     if plan.results.is_none() {
         return Ok(None);
     }
-    std::fs::create_dir_all(&files.dir)?;
-    let size = lp
-        .profile
-        .test
-        .as_ref()
-        .and_then(|t| t.results_size)
-        .map(|s| s.0)
-        .unwrap_or(results::DEFAULT_SIZE);
-    let img = results::prepare(&files.dir, &plan.name, size, plan.epoch)?;
+    let img = if create {
+        std::fs::create_dir_all(&files.dir)?;
+        let size = lp
+            .profile
+            .test
+            .as_ref()
+            .and_then(|t| t.results_size)
+            .map(|s| s.0)
+            .unwrap_or(results::DEFAULT_SIZE);
+        results::prepare(&files.dir, &plan.name, size, plan.epoch)?
+    } else {
+        files.dir.join("results.img")
+    };
     l.disks.push(qemu::Disk {
         path: img.clone(),
         format: "raw".into(),
@@ -346,23 +352,11 @@ fn run(cli: Cli) -> Result<i32> {
                 (true, Accel::Tcg) => kvm::Accelerator::Tcg,
                 _ => choose_accel(&lp, &o).accel,
             };
-            if plan.results.is_some() {
-                l.disks.push(qemu::Disk {
-                    path: files.dir.join("results.img"),
-                    format: "raw".into(),
-                    serial: "kiln-results".into(),
-                    read_only: false,
-                    snapshot: false,
-                });
-            }
+            attach_results(&lp, &plan, &mut l, &files, !print)?;
             let spec = run_spec(accel, &files, !test);
             if print {
                 print!("{}", qemu::printable(&qemu::command(&l, &spec)));
                 return Ok(0);
-            }
-            if plan.results.is_some() {
-                l.disks.pop();
-                attach_results(&lp, &plan, &mut l, &files)?;
             }
             launch::check_files(&lp, &l)?;
             Ok(runner::run_interactive(&l, &spec, &files)?.unwrap_or(0))
@@ -379,7 +373,7 @@ fn run(cli: Cli) -> Result<i32> {
             launch::check_files(&lp, &l)?;
             let accel = choose_accel(&lp, &o).accel;
             let files = runner::RunFiles::new(&plan.run_dir);
-            let results_img = attach_results(&lp, &plan, &mut l, &files)?;
+            let results_img = attach_results(&lp, &plan, &mut l, &files, true)?;
             progress::step("booting; press Ctrl-A X to quit QEMU");
             let status = runner::run_interactive(&l, &run_spec(accel, &files, true), &files)?;
             bring_back(results_img.as_deref(), &files)?;
@@ -414,7 +408,7 @@ fn run(cli: Cli) -> Result<i32> {
             let accel = choose_accel(&lp, &o).accel;
             let files = runner::RunFiles::new(&plan.run_dir);
             files.prepare()?;
-            let results_img = attach_results(&lp, &plan, &mut l, &files)?;
+            let results_img = attach_results(&lp, &plan, &mut l, &files, true)?;
             let limit = launch::timeout(&lp, &o);
             progress::step(format!(
                 "booting {} under {} (time limit {:.0?})",
@@ -470,19 +464,13 @@ fn run(cli: Cli) -> Result<i32> {
                 );
             };
             let path = debian::lock::lock_path(&lp.path);
-            let want =
-                debian::lock::inputs_hash(d, &lp.profile.kernel, debian::needs_boot_initrd(&lp));
-            if !update {
-                if let Some(l) = debian::lock::read(&path)? {
-                    if l.inputs == want {
-                        progress::step(format!(
-                            "{} is up to date ({} packages); use --update to refresh it",
-                            path.display(),
-                            l.packages.len()
-                        ));
-                        return Ok(0);
-                    }
-                }
+            if let (false, debian::LockState::Current(l)) = (update, debian::lock_state(&lp, d)?) {
+                progress::step(format!(
+                    "{} is up to date ({} packages); use --update to refresh it",
+                    path.display(),
+                    l.packages.len()
+                ));
+                return Ok(0);
             }
             let cache = kiln::cache::Cache::open()?;
             let http = debian::http::Http::new()?;
@@ -573,6 +561,28 @@ fn mode_string(mode: u32) -> String {
     s
 }
 
+/// One `kiln ls` line: mode, owner, size (or device numbers), path and link target.
+fn row(
+    out: &mut impl Write,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: &dyn std::fmt::Display,
+    path: &str,
+    target: &str,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} {:>5} {:>5} {:>10} {}{}",
+        mode_string(mode),
+        uid,
+        gid,
+        size,
+        path,
+        target
+    )
+}
+
 fn is_cpio(image: &Path) -> Result<bool> {
     let mut magic = [0u8; 6];
     let n = std::fs::File::open(image)
@@ -605,16 +615,7 @@ fn list(image: &Path) -> Result<()> {
                 format!("/{}", e.name.trim_start_matches("./"))
             };
             let target = e.target.map(|t| format!(" -> {t}")).unwrap_or_default();
-            writeln!(
-                out,
-                "{} {:>5} {:>5} {:>10} {}{}",
-                mode_string(e.mode),
-                e.uid,
-                e.gid,
-                size,
-                name,
-                target
-            )?;
+            row(&mut out, e.mode, e.uid, e.gid, &size, &name, &target)?;
         }
         return Ok(());
     }
@@ -655,15 +656,14 @@ fn list(image: &Path) -> Result<()> {
                 ),
                 _ => String::new(),
             };
-            writeln!(
-                out,
-                "{} {:>5} {:>5} {:>10} {}{}",
-                mode_string(t | (h.mode()? & 0o7777)),
-                h.uid()?,
-                h.gid()?,
-                e.size(),
-                name,
-                target
+            row(
+                &mut out,
+                t | (h.mode()? & 0o7777),
+                h.uid()? as u32,
+                h.gid()? as u32,
+                &e.size(),
+                &name,
+                &target,
             )?;
         }
         return Ok(());
@@ -671,16 +671,7 @@ fn list(image: &Path) -> Result<()> {
     let fs = reader::open(image)?;
     for e in reader::list(&fs)? {
         let target = e.target.map(|t| format!(" -> {t}")).unwrap_or_default();
-        writeln!(
-            out,
-            "{} {:>5} {:>5} {:>10} {}{}",
-            mode_string(e.mode),
-            e.uid,
-            e.gid,
-            e.size,
-            e.path,
-            target
-        )?;
+        row(&mut out, e.mode, e.uid, e.gid, &e.size, &e.path, &target)?;
     }
     Ok(())
 }

@@ -177,17 +177,8 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
     if let (Some(path), Some(_)) = (&p.kernel.path, &p.kernel.package) {
         return Err(path.error("[kernel] takes `path` or `package`, not both"));
     }
-    if p.kernel.package.is_some() && p.distribution.is_none() {
-        let k = p
-            .kernel
-            .package
-            .as_ref()
-            .map(|k| k.error(""))
-            .unwrap_or_else(|| ProfileError::new(""));
-        return Err(ProfileError {
-            message: "[kernel] package needs a [distribution] to fetch it from".into(),
-            ..k
-        });
+    if let (Some(kp), None) = (&p.kernel.package, &p.distribution) {
+        return Err(kp.error("[kernel] package needs a [distribution] to fetch it from"));
     }
     if let Some(t) = &p.test {
         match (&t.command, &t.script) {

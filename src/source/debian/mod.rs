@@ -261,6 +261,22 @@ pub fn resolve_fresh(
     })
 }
 
+/// Whether a profile's lock exists and still matches it.
+pub enum LockState {
+    Current(LockFile),
+    Stale,
+    Missing,
+}
+
+pub fn lock_state(lp: &LoadedProfile, d: &Distribution) -> Result<LockState> {
+    let want = lock::inputs_hash(d, &lp.profile.kernel, needs_boot_initrd(lp));
+    Ok(match lock::read(&lock::lock_path(&lp.path))? {
+        Some(l) if l.inputs == want => LockState::Current(l),
+        Some(_) => LockState::Stale,
+        None => LockState::Missing,
+    })
+}
+
 /// The package selection for a build: the lock when it matches the profile, else a fresh
 /// resolution (or an error with --locked).
 pub fn selection(
@@ -271,24 +287,23 @@ pub fn selection(
     http: &http::Http,
 ) -> Result<LockFile> {
     let path = lock::lock_path(&lp.path);
-    let want = lock::inputs_hash(d, &lp.profile.kernel, needs_boot_initrd(lp));
-    match lock::read(&path)? {
-        Some(l) if l.inputs == want => {
+    match lock_state(lp, d)? {
+        LockState::Current(l) => {
             progress::step(format!("using {} ({} packages, {} {})", path.display(), l.packages.len(), l.suite, l.release_date));
             Ok(l)
         }
-        Some(_) if opts.locked => bail!(
+        LockState::Stale if opts.locked => bail!(
             "{} no longer matches {} (its packages, base, suite or kernel changed); run `kiln lock --update {}`",
             path.display(),
             lp.path.display(),
             lp.path.display()
         ),
-        None if opts.locked => bail!("--locked: {} does not exist; run `kiln lock {}`", path.display(), lp.path.display()),
-        Some(_) => {
+        LockState::Missing if opts.locked => bail!("--locked: {} does not exist; run `kiln lock {}`", path.display(), lp.path.display()),
+        LockState::Stale => {
             progress::warn(format!("{} is out of date; resolving afresh (run `kiln lock --update` to refresh it)", path.display()));
             resolve_fresh(lp, d, opts, cache, http)
         }
-        None => resolve_fresh(lp, d, opts, cache, http),
+        LockState::Missing => resolve_fresh(lp, d, opts, cache, http),
     }
 }
 

@@ -218,7 +218,13 @@ pub fn resolve_fresh(
         d.base.unwrap_or_default(),
         &d.exclude,
     )
-    .map_err(|e| anyhow::anyhow!("{}: resolving packages: {e}", lp.path.display()))?;
+    .map_err(|e| match &lp.profile.distribution {
+        // Point at the [distribution] table that asked for the packages.
+        Some(dist) => {
+            anyhow::Error::new(dist.field_error("packages", format!("resolving packages: {e}")))
+        }
+        None => anyhow::anyhow!("{}: resolving packages: {e}", lp.path.display()),
+    })?;
     for c in &res.conflicts {
         progress::warn(format!("package conflict: {c}"));
     }

@@ -96,7 +96,7 @@ impl Cache {
         }
         let (actual, _) = sha256_file(&p)?;
         if actual != sha256 {
-            crate::progress::warn(format!(
+            crate::util::progress::warn(format!(
                 "cache entry {} was corrupt (sha256 {actual}); fetching it again",
                 p.display()
             ));

@@ -1,15 +1,37 @@
 //! kiln: a rootless, declarative VM image builder and test runner.
 //!
-//! Data flows one way: profile → plan → tree → writer → image → runner.
+//! Data flows one way, and modules import only from the layers before them:
+//!
+//! 1. [`util`], [`tree`]: generic helpers, and the in-memory image tree.
+//! 2. [`output`], [`template`], [`cache`]: writers (tree → image bytes), template
+//!    rendering, the content-addressed cache.
+//! 3. [`profile`]: the TOML format, resolved into typed values (including writer options).
+//! 4. [`source`], [`configure`]: where entries come from (packages behind a seam,
+//!    overlays, host files, kernels), and declarative system set-up.
+//! 5. [`plan`], [`build`]: every decision before a byte is written, then the build.
+//! 6. [`vm`]: the QEMU command as a pure function of the plan and run configuration.
+//! 7. [`run`]: a run as a library: events, outcomes, run directories, reporters.
+//! 8. [`commands`]: one function per verb; `main.rs` parses and dispatches.
 
-pub mod boot_initrd;
-pub mod build;
-pub mod cache;
-pub mod configure;
-pub mod output;
-pub mod profile;
-pub mod progress;
-pub mod source;
-pub mod template;
+#![warn(missing_docs)]
+
+pub mod util;
 pub mod tree;
+
+pub mod cache;
+pub mod output;
+pub mod template;
+
+pub mod profile;
+
+pub mod configure;
+pub mod source;
+
+pub mod build;
+pub mod plan;
+
 pub mod vm;
+
+pub mod run;
+
+pub mod commands;

@@ -8,7 +8,7 @@ pub mod users;
 use anyhow::{Context, Result};
 
 use crate::profile::System;
-use crate::progress;
+use crate::util::progress;
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
 
 pub struct ConfigureInput<'a> {

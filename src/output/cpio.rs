@@ -12,10 +12,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::atomic::AtomicFile;
+use crate::util::atomic::AtomicFile;
 use super::manifest::{Manifest, ManifestEntry};
 use super::HashWriter;
-use crate::profile::Compression;
+pub use super::options::Compression;
 use crate::tree::{Kind, Tree};
 
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub fn write(tree: &Tree, dest: &Path, opts: &CpioOptions) -> Result<Manifest> {
     let file = out.file().try_clone()?;
     let hashed = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
     let total = tree.content_bytes();
-    let pb = crate::progress::bytes(total, "writing initramfs");
+    let pb = crate::util::progress::bytes(total, "writing initramfs");
     let (hashed, entries) = match opts.compression {
         Compression::None => {
             let mut w = NoFlush(BufWriter::with_capacity(1 << 20, hashed));
@@ -280,4 +280,10 @@ pub struct ListedEntry {
     pub ino: u32,
     pub nlink: u32,
     pub target: Option<String>,
+}
+
+impl super::ImageWriter for CpioOptions {
+    fn write(&self, tree: &Tree, dest: &Path) -> Result<Manifest> {
+        write(tree, dest, self)
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -12,26 +13,31 @@ use uuid::Uuid;
 
 use super::ext4::writer::{Prepared, Target};
 use super::ext4::{Ext4Options, SizeSpec};
+use super::manifest::Manifest;
+use super::options::{FreeSpace, PartitionFs, PartitionType, RootSize};
+use super::ImageWriter;
+use crate::util::atomic::AtomicFile;
+use crate::util::progress;
+use crate::util::size::human_bytes;
 use crate::tree::Tree;
 
 pub const ROOT_X86_64: Uuid = Uuid::from_u128(0x4f68bce3_e8cd_4db1_96e7_fbcaf984b709);
 pub const SECTOR: u64 = 512;
 pub const MIB: u64 = 1 << 20;
 
-/// Partition type GUIDs by Discoverable Partitions Specification name, or a GUID as given.
-pub fn partition_type(name: &str) -> Result<Uuid, String> {
-    let s = match name {
-        "root" | "root-x86-64" => "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
-        "esp" => "c12a7328-f81f-11d2-ba4b-00a0c93ec93b",
-        "linux-generic" => "0fc63daf-8483-4772-8e79-3d69d8477de4",
-        "var" => "4d21b016-b534-45c2-a9fb-5c16e091fd2d",
-        "tmp" => "7ec6f557-3bc5-4aca-b293-16ef5df639d1",
-        "home" => "933ac7e1-2eb4-4f13-b844-0e14e2aef915",
-        "srv" => "3b8f8425-20e0-4f3b-907f-1a25a76f98e8",
-        "swap" => "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f",
-        other => other,
-    };
-    Uuid::parse_str(s).map_err(|_| format!("partition type `{name}`: use root, esp, linux-generic, var, tmp, home, srv, swap or a GUID"))
+/// The GPT type GUID of a partition type.
+pub fn type_guid(t: PartitionType) -> Uuid {
+    match t {
+        PartitionType::RootX86_64 => ROOT_X86_64,
+        PartitionType::Esp => Uuid::from_u128(0xc12a7328_f81f_11d2_ba4b_00a0c93ec93b),
+        PartitionType::LinuxGeneric => Uuid::from_u128(0x0fc63daf_8483_4772_8e79_3d69d8477de4),
+        PartitionType::Var => Uuid::from_u128(0x4d21b016_b534_45c2_a9fb_5c16e091fd2d),
+        PartitionType::Tmp => Uuid::from_u128(0x7ec6f557_3bc5_4aca_b293_16ef5df639d1),
+        PartitionType::Home => Uuid::from_u128(0x933ac7e1_2eb4_4f13_b844_0e14e2aef915),
+        PartitionType::Srv => Uuid::from_u128(0x3b8f8425_20e0_4f3b_907f_1a25a76f98e8),
+        PartitionType::Swap => Uuid::from_u128(0x0657fd6d_a4ab_43c4_84e5_0933c84b4f4f),
+        PartitionType::Guid(g) => g,
+    }
 }
 
 /// A stable UUID for `role` of image `name` (version 4 and RFC 4122 variant bits set,
@@ -45,20 +51,17 @@ pub fn derive_uuid(name: &str, role: &str) -> Uuid {
     Uuid::from_bytes(b)
 }
 
-/// What a partition holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
-    Root,
-    EmptyExt4,
-    Blank,
-}
-
+/// An extra partition after the root partition.
 #[derive(Debug, Clone)]
 pub struct PartitionSpec {
+    /// The GPT partition name.
     pub label: String,
-    pub type_guid: Uuid,
+    /// Its type.
+    pub kind: PartitionType,
+    /// Its size in bytes, rounded up to whole MiB.
     pub size: u64,
-    pub content: Content,
+    /// What it holds.
+    pub content: PartitionFs,
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +128,7 @@ pub fn write(
         parts.push(PartitionInfo {
             number: i as u32 + 2,
             name: p.label.clone(),
-            type_guid: p.type_guid,
+            type_guid: type_guid(p.kind),
             part_guid: derive_uuid(name, &format!("part-{}", p.label)),
             first_lba: at / SECTOR,
             last_lba: (at + size) / SECTOR - 1,
@@ -140,7 +143,7 @@ pub fn write(
         offset: parts[0].first_lba * SECTOR,
     })?;
     for (p, spec) in parts[1..].iter().zip(extra) {
-        if spec.content == Content::EmptyExt4 {
+        if spec.content == PartitionFs::Ext4 {
             let opts = Ext4Options {
                 size: SizeSpec::Fixed((p.last_lba + 1 - p.first_lba) * SECTOR),
                 uuid: *derive_uuid(name, &format!("fs-{}", p.name)).as_bytes(),
@@ -149,11 +152,7 @@ pub fn write(
                 time: root.time,
                 force_64bit: false,
             };
-            let empty = Tree::new(root.time);
-            Prepared::new(&empty, &opts)?.write(&Target {
-                file,
-                offset: p.first_lba * SECTOR,
-            })?;
+            super::ext4::writer::write_empty(file, p.first_lba * SECTOR, &opts)?;
         }
     }
     let disk_guid = derive_uuid(name, "disk");
@@ -164,6 +163,57 @@ pub fn write(
         partitions: parts,
         root: report,
     })
+}
+
+/// Everything the disk writer needs besides the tree.
+#[derive(Debug, Clone)]
+pub struct DiskOptions {
+    /// The image name, from which every GUID and UUID derives.
+    pub name: String,
+    /// The root file system's size.
+    pub root_size: RootSize,
+    /// Free space in an automatically sized root file system.
+    pub free_space: FreeSpace,
+    /// Partitions after the root partition.
+    pub partitions: Vec<PartitionSpec>,
+    /// Timestamp of the file systems themselves.
+    pub time: i64,
+    /// Also write a qcow2 copy beside the raw image.
+    pub qcow2: bool,
+}
+
+impl ImageWriter for DiskOptions {
+    fn write(&self, tree: &Tree, dest: &Path) -> Result<Manifest> {
+        let size = match self.root_size {
+            RootSize::Fixed(bytes) => SizeSpec::Fixed(bytes),
+            RootSize::Auto => SizeSpec::Auto {
+                free: self.free_space,
+                min_bytes: 0,
+            },
+        };
+        let root = root_fs_options(&self.name, size, self.time);
+        let mut out = AtomicFile::create(dest)?;
+        let report = write(tree, out.file(), &self.name, &root, &self.partitions)
+            .with_context(|| format!("writing {}", dest.display()))?;
+        out.commit()?;
+        progress::step(format!(
+            "root file system: {} ({} used, {} inodes); PARTUUID {}",
+            human_bytes(report.root.bytes),
+            human_bytes((report.root.blocks - report.root.free_blocks) * 4096),
+            report.root.inodes_used,
+            root_partuuid(&self.name)
+        ));
+        if self.qcow2 {
+            let q = super::qcow2::convert(dest)?;
+            progress::step(format!("qcow2 copy: {}", q.display()));
+        }
+        Ok(Manifest {
+            image: super::file_name(dest),
+            format: "disk".into(),
+            image_sha256: None,
+            entries: report.root.manifest,
+        })
+    }
 }
 
 fn write_gpt(file: &File, disk_guid: Uuid, parts: &[PartitionInfo]) -> Result<()> {
@@ -236,7 +286,10 @@ mod tests {
         assert_eq!(a, derive_uuid("img", "part-root"));
         assert_ne!(a, derive_uuid("img2", "part-root"));
         assert_eq!(a.get_version_num(), 4);
-        assert_eq!(partition_type("root").unwrap(), ROOT_X86_64);
-        assert!(partition_type("nonsense").is_err());
+        assert_eq!(type_guid(PartitionType::RootX86_64), ROOT_X86_64);
+        assert_eq!(
+            type_guid(PartitionType::Esp).to_string(),
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::atomic::AtomicFile;
+use crate::util::atomic::AtomicFile;
 use super::manifest::{Manifest, ManifestEntry};
 use super::HashWriter;
 use crate::tree::{Kind, Tree};
@@ -33,7 +33,7 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
     tree.check_links()?;
     let mut out = AtomicFile::create(dest)?;
     let file = out.file().try_clone()?;
-    let pb = crate::progress::bytes(tree.content_bytes(), "writing tar");
+    let pb = crate::util::progress::bytes(tree.content_bytes(), "writing tar");
     let mut b = tar::Builder::new(HashWriter::new(BufWriter::with_capacity(1 << 20, file)));
     let mut hashes: HashMap<&str, String> = HashMap::new();
     let mut manifest = Vec::with_capacity(tree.len());
@@ -106,7 +106,7 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
                 b.append_data(&mut h, &name, std::io::empty())?;
             }
             Kind::Socket => {
-                crate::progress::warn(format!(
+                crate::util::progress::warn(format!(
                     "/{path} is a socket, which tar cannot hold; left out"
                 ));
                 continue;
@@ -118,4 +118,14 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
     let hashed = b.into_inner()?;
     pb.finish_and_clear();
     super::seal(hashed, out, dest, "tar", manifest)
+}
+
+/// The tar writer, as an [`ImageWriter`](super::ImageWriter).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TarWriter;
+
+impl super::ImageWriter for TarWriter {
+    fn write(&self, tree: &Tree, dest: &Path) -> Result<Manifest> {
+        write(tree, dest)
+    }
 }

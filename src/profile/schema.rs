@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::types::{Located, Mode, RelPath, Seconds, Size};
+pub use crate::output::options::{Compression, FreeSpace, PartitionFs, PartitionType, RootSize};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -60,14 +61,6 @@ pub enum Format {
     Tar,
 }
 
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    Zstd,
-    None,
-}
-
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
@@ -78,9 +71,9 @@ pub struct Output {
     /// zstd worker threads; 0 means one per CPU.
     pub compression_threads: Option<u32>,
     /// Size of the root file system: "auto" or a size.
-    pub root_size: Option<Located<String>>,
+    pub root_size: Option<RootSize>,
     /// Free space added to an automatically sized root file system: "20%" or a size.
-    pub free_space: Option<Located<String>>,
+    pub free_space: Option<FreeSpace>,
     /// Extra partitions after the root partition.
     #[serde(default)]
     pub partition: Vec<Located<PartitionSpec>>,
@@ -95,10 +88,10 @@ pub struct PartitionSpec {
     pub label: String,
     /// Discoverable Partitions type: "linux-generic", "var", "home", "srv", "tmp", "swap", "esp", or a GUID.
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<PartitionType>,
     pub size: Size,
     /// "ext4" to create an empty ext4 file system in it, "none" to leave it blank.
-    pub filesystem: Option<String>,
+    pub filesystem: Option<PartitionFs>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,6 +102,18 @@ pub enum Base {
     Essential,
     Minbase,
     Important,
+}
+
+impl Base {
+    /// The name as a profile writes it; stable, so lock hashes can use it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Base::None => "none",
+            Base::Essential => "essential",
+            Base::Minbase => "minbase",
+            Base::Important => "important",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]

@@ -109,28 +109,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
 pub struct Size(pub u64);
 
 impl Size {
+    /// Parses digits with an optional binary suffix: "512M", "2G", "4096".
     pub fn parse(s: &str) -> Result<Size, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, suffix) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size; write e.g. \"512M\" or \"2G\""))?;
-        let mult: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
-            "" | "B" => 1,
-            "K" | "KB" | "KIB" => 1 << 10,
-            "M" | "MB" | "MIB" => 1 << 20,
-            "G" | "GB" | "GIB" => 1 << 30,
-            "T" | "TB" | "TIB" => 1 << 40,
-            _ => {
-                return Err(format!(
-                    "`{s}` has an unknown size suffix; use K, M, G or T (powers of 1024)"
-                ))
-            }
-        };
-        n.checked_mul(mult)
-            .map(Size)
-            .ok_or_else(|| format!("`{s}` is too large"))
+        crate::output::options::parse_size(s).map(Size)
     }
 }
 

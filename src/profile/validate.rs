@@ -4,7 +4,7 @@
 use super::diag::ProfileError;
 use super::node::Node;
 use super::schema::{DeviceKind, Format, Profile};
-use super::types::{Located, Size};
+use super::types::Located;
 use crate::tree::path;
 
 fn image_path<T>(item: &Located<T>, field: &str, value: &str) -> Result<String, ProfileError> {
@@ -25,33 +25,6 @@ fn exists<T>(
         Err(e) => Err(item
             .field_error(field, format!("cannot use `{}`: {e}", p.display()))
             .help("paths in a profile are relative to the profile file that names them")),
-    }
-}
-
-/// Free space for an automatically sized file system: a percentage of the content or a size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FreeSpace {
-    Percent(u32),
-    Bytes(u64),
-}
-
-pub fn parse_free_space(s: &str) -> Result<FreeSpace, String> {
-    match s.trim().strip_suffix('%') {
-        Some(p) => p
-            .trim()
-            .parse::<u32>()
-            .map(FreeSpace::Percent)
-            .map_err(|_| format!("`{s}` is not a percentage such as \"25%\"")),
-        None => Size::parse(s).map(|s| FreeSpace::Bytes(s.0)),
-    }
-}
-
-/// `auto` (None) or a fixed size.
-pub fn parse_root_size(s: &str) -> Result<Option<u64>, String> {
-    if s.trim() == "auto" {
-        Ok(None)
-    } else {
-        Size::parse(s).map(|s| Some(s.0))
     }
 }
 
@@ -149,12 +122,6 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
             return Err(level.error("zstd levels go from 1 to 22"));
         }
     }
-    if let Some(s) = &p.output.root_size {
-        parse_root_size(s).map_err(|m| s.error(m))?;
-    }
-    if let Some(s) = &p.output.free_space {
-        parse_free_space(s).map_err(|m| s.error(m))?;
-    }
     let format = p.output.format.unwrap_or_default();
     if format != Format::Disk {
         if let Some(part) = p.output.partition.first() {
@@ -164,14 +131,6 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
     for part in &p.output.partition {
         if part.label.is_empty() || part.label.encode_utf16().count() > 36 {
             return Err(part.error("a partition label needs 1 to 36 characters"));
-        }
-        if let Some(fs) = &part.filesystem {
-            if fs != "ext4" && fs != "none" {
-                return Err(part.error(format!("filesystem `{fs}`: use \"ext4\" or \"none\"")));
-            }
-        }
-        if let Some(t) = &part.kind {
-            crate::output::disk::partition_type(t).map_err(|m| part.error(m))?;
         }
     }
     if let (Some(path), Some(_)) = (&p.kernel.path, &p.kernel.package) {

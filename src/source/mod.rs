@@ -1,8 +1,104 @@
-//! Where tree entries come from: overlay directories, host binaries with their
-//! libraries, profile-declared files, and Debian packages.
+//! Where tree entries come from: packages of a distribution (behind the
+//! [`PackageSource`] seam), overlay directories, host binaries with their libraries,
+//! profile-declared files, and kernels.
 
 pub mod debian;
 pub mod declared;
 pub mod elf;
+pub mod kernel;
 pub mod overlay;
 pub mod remove;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::profile::LoadedProfile;
+use crate::tree::Tree;
+use kernel::KernelFiles;
+
+/// Command-line settings for package handling, whichever the distribution.
+#[derive(Debug, Clone, Default)]
+pub struct PackageOptions {
+    /// Overrides the profile's and the host's mirror.
+    pub mirror: Option<String>,
+    /// Accept an archive index whose validity period has passed.
+    pub ignore_valid_until: bool,
+    /// Fail instead of re-resolving when the lock no longer matches the profile.
+    pub locked: bool,
+    /// Parallel downloads (0: the default).
+    pub jobs: usize,
+}
+
+/// What `kiln lock` did.
+#[derive(Debug, Clone)]
+pub enum LockOutcome {
+    /// The lock already matched the profile; nothing was written.
+    UpToDate {
+        /// The lock file.
+        path: PathBuf,
+        /// Packages in it.
+        packages: usize,
+    },
+    /// A fresh resolution was written.
+    Written {
+        /// The lock file.
+        path: PathBuf,
+        /// Packages for the image.
+        packages: usize,
+        /// Packages for the kernel and the boot initramfs.
+        kernel_packages: usize,
+    },
+}
+
+/// A distribution's packages, from resolution to the tree. Debian implements it; another
+/// distribution is another implementation, not edits across the build.
+pub trait PackageSource {
+    /// Resolves against the archive (ignoring a current lock only when `update` is set)
+    /// and writes the profile's lock.
+    fn lock(&self, update: bool) -> Result<LockOutcome>;
+
+    /// Resolves (or reads the lock), downloads into the cache and unpacks, once; the
+    /// methods below work on what this fetched.
+    fn fetch(&self) -> Result<Box<dyn FetchedPackages>>;
+}
+
+/// Packages fetched for one build.
+pub trait FetchedPackages {
+    /// The image's packages into `tree`, with what their maintainer scripts would have
+    /// set up declaratively (accounts base, alternatives, package database). Returns the
+    /// units the scripts would have enabled.
+    fn install(&self, tree: &mut Tree, epoch: i64) -> Result<Vec<String>>;
+
+    /// The kernel the profile asked for, when it comes from a package.
+    fn kernel(&self) -> Option<&KernelFiles>;
+
+    /// Copies the packaged kernel's whole module tree into `tree` (for disks, so udev
+    /// can load drivers). Returns the number of entries copied.
+    fn install_kernel_modules(&self, tree: &mut Tree, epoch: i64) -> Result<usize>;
+
+    /// A static shell and core utilities (busybox) for the initramfs that boots a disk.
+    fn install_boot_shell(&self, tree: &mut Tree, epoch: i64) -> Result<()>;
+}
+
+/// The package source a profile's `[distribution]` names, if it has one.
+pub fn for_profile<'a>(
+    lp: &'a LoadedProfile,
+    opts: &'a PackageOptions,
+) -> Result<Option<Box<dyn PackageSource + 'a>>> {
+    let Some(d) = &lp.profile.distribution else {
+        return Ok(None);
+    };
+    match d.name.as_deref().unwrap_or("debian") {
+        "debian" => Ok(Some(Box::new(debian::Debian::new(lp, d, opts)))),
+        other => bail!(
+            "{}: distribution `{other}` is not supported; use \"debian\"",
+            lp.path.display()
+        ),
+    }
+}
+
+/// `profiles/x.toml` → `profiles/x.lock`.
+pub fn lock_path(profile: &Path) -> PathBuf {
+    profile.with_extension("lock")
+}

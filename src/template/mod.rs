@@ -7,6 +7,8 @@ use anyhow::{Context, Result};
 use handlebars::{Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason};
 use serde_json::Value;
 
+use crate::util::shell::shell_quote;
+
 /// kiln's built-in templates.
 pub const INITRAMFS_INIT: &str = include_str!("initramfs-init.sh.hbs");
 pub const TEST_WRAPPER: &str = include_str!("run-test.sh.hbs");
@@ -35,16 +37,6 @@ fn sh_helper(
     };
     out.write(&shell_quote(&s))?;
     Ok(())
-}
-
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl Default for Renderer {

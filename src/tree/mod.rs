@@ -3,10 +3,13 @@
 //! host's file system, which is why kiln needs no root.
 
 pub mod data;
+pub mod mode;
 pub mod path;
 
 use std::collections::BTreeMap;
 use std::fmt;
+
+pub use mode::FileType;
 
 pub use data::Data;
 
@@ -59,17 +62,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The file type of this kind (a hard link is a regular file).
+    pub fn file_type(&self) -> FileType {
+        match self {
+            Kind::Dir => FileType::Dir,
+            Kind::File(_) | Kind::HardLink(_) => FileType::Regular,
+            Kind::Symlink(_) => FileType::Symlink,
+            Kind::CharDev { .. } => FileType::Char,
+            Kind::BlockDev { .. } => FileType::Block,
+            Kind::Fifo => FileType::Fifo,
+            Kind::Socket => FileType::Socket,
+        }
+    }
+
     /// The S_IFMT bits of this kind.
     pub fn file_type_bits(&self) -> u32 {
-        match self {
-            Kind::Dir => 0o040000,
-            Kind::File(_) | Kind::HardLink(_) => 0o100000,
-            Kind::Symlink(_) => 0o120000,
-            Kind::CharDev { .. } => 0o020000,
-            Kind::BlockDev { .. } => 0o060000,
-            Kind::Fifo => 0o010000,
-            Kind::Socket => 0o140000,
-        }
+        self.file_type().bits()
     }
 
     pub fn name(&self) -> &'static str {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::profile::Accel;
+use crate::plan::Accel;
 
 /// Real mode → protected mode → paging → long mode → `out 0xf4`. Built from kvm_probe.S.
 const PROBE_CODE: &str = "fa31c08ed8b800f08ed8660f0116b0000f20c06683c8010f22c066ea22000f00080066b810008ed88ec08ed0bf0010000031c0b9000c0000f3abc7050010000003200000c7050020000003300000c7050030000083000000b8001000000f22d80f20e083c8200f22e0b9800000c00f320d000100000f300f20c00d000000800f22c0ea89000f001800b042e6f4f4ebfd0000000000000000ffff0000009acf00ffff00000092cf00ffff0000009aaf001f0090000f";
@@ -95,7 +95,7 @@ fn probe_cached(qemu: &str) -> Result<(), String> {
             Ok(()) => "ok\n".to_string(),
             Err(e) => format!("{e}\n"),
         };
-        let _ = crate::output::atomic::write(c, text.as_bytes());
+        let _ = crate::util::atomic::write(c, text.as_bytes());
     }
     result
 }

@@ -1,7 +1,8 @@
-//! Booting images: the QEMU command, the KVM probe, and supervising a run.
+//! Booting images: the QEMU command as a pure function of the plan, the run
+//! configuration and the run's files (one file per device), and the KVM probe.
 
+pub mod disk;
 pub mod kvm;
 pub mod launch;
 pub mod qemu;
-pub mod results;
-pub mod runner;
+pub mod serial;

@@ -3,59 +3,53 @@
 
 use std::path::PathBuf;
 
+pub use super::disk::Disk;
 use super::kvm::Accelerator;
-use crate::template::shell_quote;
+pub use super::serial::{Console, StatusChannel};
+use crate::util::shell::shell_quote;
 
-/// Everything about a machine that comes from the profile and the built image.
+/// Everything about a machine that comes from the plan, the run configuration and the
+/// built image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Launch {
+    /// The QEMU binary.
     pub binary: String,
+    /// Machine type.
     pub machine: String,
     /// None: "host" under KVM, "max" under TCG.
     pub cpu: Option<String>,
+    /// Guest memory in MiB.
     pub memory_mib: u64,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// The kernel image.
     pub kernel: PathBuf,
+    /// The initramfs, if any.
     pub initrd: Option<PathBuf>,
+    /// Disks, in the order the guest sees them.
     pub disks: Vec<Disk>,
+    /// The kernel command line, word by word.
     pub cmdline: Vec<String>,
+    /// Further QEMU arguments, appended last so they can override.
     pub extra_args: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Disk {
-    pub path: PathBuf,
-    pub format: String,
-    /// virtio-blk serial; the guest finds a disk by it in /sys/block/*/serial.
-    pub serial: String,
-    pub read_only: bool,
-    /// Writes go to a temporary overlay QEMU discards; the image stays as built.
-    pub snapshot: bool,
-}
-
-/// How this particular run wires the console and the status channel.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Console {
-    /// The serial console on the terminal (Ctrl-A X quits).
-    Interactive,
-    /// The serial console into a log file.
-    LogFile(PathBuf),
-}
-
+/// How this particular run wires the accelerator, the console and the status channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSpec {
+    /// The accelerator chosen.
     pub accel: Accelerator,
+    /// Where the console goes.
     pub console: Console,
-    /// Where the second UART's output goes: the guest writes KILN_EXIT_STATUS=N there.
-    pub status_uart: PathBuf,
-    /// Where the virtio-serial status port's output goes.
-    pub status_virtio: PathBuf,
+    /// Where the status channel's output goes.
+    pub status: StatusChannel,
 }
 
 /// The kernel command line kiln always starts from: the console on the first UART,
 /// and a panic that ends the VM at once (with -no-reboot) instead of hanging it.
 pub const BASE_CMDLINE: [&str; 2] = ["console=ttyS0", "panic=-1"];
 
+/// The whole QEMU command, binary first.
 pub fn command(l: &Launch, r: &RunSpec) -> Vec<String> {
     let mut a: Vec<String> = vec![l.binary.clone()];
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
@@ -80,53 +74,10 @@ pub fn command(l: &Launch, r: &RunSpec) -> Vec<String> {
         push(&["-initrd", &initrd.to_string_lossy()]);
     }
     push(&["-append", &l.cmdline.join(" ")]);
-    match &r.console {
-        Console::Interactive => push(&["-serial", "mon:stdio"]),
-        Console::LogFile(p) => {
-            push(&[
-                "-chardev",
-                &format!("file,id=console,path={}", p.to_string_lossy()),
-            ]);
-            push(&["-serial", "chardev:console"]);
-        }
-    }
-    push(&[
-        "-chardev",
-        &format!(
-            "file,id=kiln-status,path={}",
-            r.status_uart.to_string_lossy()
-        ),
-    ]);
-    push(&["-serial", "chardev:kiln-status"]);
-    push(&["-device", "virtio-serial-pci,id=kiln-vs"]);
-    push(&[
-        "-chardev",
-        &format!(
-            "file,id=kiln-status-vport,path={}",
-            r.status_virtio.to_string_lossy()
-        ),
-    ]);
-    push(&[
-        "-device",
-        "virtserialport,bus=kiln-vs.0,chardev=kiln-status-vport,name=org.kiln.status",
-    ]);
+    a.extend(r.console.args());
+    a.extend(r.status.args());
     for (i, d) in l.disks.iter().enumerate() {
-        let mut drive = format!(
-            "file={},format={},if=none,id=disk{i}",
-            d.path.to_string_lossy(),
-            d.format
-        );
-        if d.read_only {
-            drive.push_str(",readonly=on");
-        }
-        if d.snapshot {
-            drive.push_str(",snapshot=on");
-        }
-        push(&["-drive", &drive]);
-        push(&[
-            "-device",
-            &format!("virtio-blk-pci,drive=disk{i},serial={}", d.serial),
-        ]);
+        a.extend(d.args(i));
     }
     a.extend(l.extra_args.iter().cloned());
     a
@@ -178,8 +129,10 @@ mod tests {
         RunSpec {
             accel,
             console: Console::LogFile("/run/console.log".into()),
-            status_uart: "/run/status".into(),
-            status_virtio: "/run/status-virtio".into(),
+            status: StatusChannel {
+                uart: "/run/status".into(),
+                virtio: "/run/status-virtio".into(),
+            },
         }
     }
 

@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ext4_view::{Ext4, Ext4Read};
 
 use crate::output::disk;
+use crate::tree::mode::FileType;
 
 /// A byte range of a file, seen as a device.
 struct Window {
@@ -79,21 +80,21 @@ pub struct Listed {
 fn mode_with_type(md: &ext4_view::Metadata) -> u32 {
     let ft = md.file_type();
     let t = if ft.is_dir() {
-        0o040000
+        FileType::Dir
     } else if ft.is_symlink() {
-        0o120000
+        FileType::Symlink
     } else if ft.is_char_dev() {
-        0o020000
+        FileType::Char
     } else if ft.is_block_dev() {
-        0o060000
+        FileType::Block
     } else if ft.is_fifo() {
-        0o010000
+        FileType::Fifo
     } else if ft.is_socket() {
-        0o140000
+        FileType::Socket
     } else {
-        0o100000
+        FileType::Regular
     };
-    t | (md.mode() as u32 & 0o7777)
+    t.bits() | (md.mode() as u32 & 0o7777)
 }
 
 /// Every entry below `/`, in path order.
@@ -249,7 +250,7 @@ pub fn extract(fs: &Ext4, src: &str, dest: &Path) -> Result<Extracted> {
                 .trim_start_matches('/');
             let out = check_inside(&dest, &name.join(rel_in_src))?;
             copy_one(fs, &e, &out, &mut report)?;
-            if e.mode & 0o170000 == 0o040000 {
+            if FileType::from_mode(e.mode) == FileType::Dir {
                 dirs.push((out, e.mode, e.uid, e.gid));
             }
         }
@@ -274,8 +275,8 @@ pub fn extract(fs: &Ext4, src: &str, dest: &Path) -> Result<Extracted> {
 }
 
 fn copy_one(fs: &Ext4, e: &Listed, out: &Path, report: &mut Extracted) -> Result<()> {
-    match e.mode & 0o170000 {
-        0o040000 => {
+    match FileType::from_mode(e.mode) {
+        FileType::Dir => {
             if std::fs::symlink_metadata(out).is_ok_and(|m| !m.is_dir()) {
                 std::fs::remove_file(out)?;
             }
@@ -283,7 +284,7 @@ fn copy_one(fs: &Ext4, e: &Listed, out: &Path, report: &mut Extracted) -> Result
             std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))?;
             report.dirs += 1;
         }
-        0o120000 => {
+        FileType::Symlink => {
             remove_existing(out)?;
             let target = e.target.clone().unwrap_or_default();
             std::os::unix::fs::symlink(&target, out)
@@ -291,7 +292,7 @@ fn copy_one(fs: &Ext4, e: &Listed, out: &Path, report: &mut Extracted) -> Result
             set_owner(out, e.uid, e.gid);
             report.symlinks += 1;
         }
-        0o100000 => {
+        FileType::Regular => {
             remove_existing(out)?;
             let mut f = fs
                 .open(e.path.as_str())

@@ -22,7 +22,7 @@ use super::layout::{self, Allocator, Geometry, BLOCKS_PER_GROUP};
 use super::meta;
 use super::{journal, xattr, BLOCK, FIRST_INO, INODE_SIZE, JOURNAL_INO, ROOT_INO};
 use crate::output::manifest::ManifestEntry;
-use crate::profile::validate::FreeSpace;
+use crate::output::options::FreeSpace;
 use crate::tree::{path, Data, Entry, Kind, Tree};
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +55,17 @@ pub struct Ext4Report {
     pub inodes: u64,
     pub inodes_used: u64,
     pub manifest: Vec<ManifestEntry>,
+}
+
+/// Writes an empty file system of fixed size at `offset` in `file` (a results disk, an
+/// extra partition). The file must read as zeros there.
+pub fn write_empty(file: &File, offset: u64, opts: &Ext4Options) -> Result<Ext4Report> {
+    let empty = Tree::new(opts.time);
+    let p = Prepared::new(&empty, opts)?;
+    if file.metadata()?.len() < offset + p.bytes() {
+        file.set_len(offset + p.bytes())?;
+    }
+    p.write(&Target { file, offset })
 }
 
 /// Where the file system is written: a file and the byte offset of block 0 in it.
@@ -420,7 +431,7 @@ impl Prepared<'_> {
         let mut used_dirs = vec![0u32; g.groups as usize];
         let mut hashes: HashMap<u32, String> = HashMap::new();
         let mut bufs = Buffers::new();
-        let pb = crate::progress::bytes(self.tree.content_bytes(), "writing ext4");
+        let pb = crate::util::progress::bytes(self.tree.content_bytes(), "writing ext4");
         // Small files are read and hashed ahead by worker threads, in inode order, while
         // this thread allocates and writes; large ones stream through here.
         let small: Vec<&Data> = self

@@ -65,17 +65,7 @@ impl Unpacked {
 }
 
 fn decompressor<'a>(name: &str, r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
-    Ok(if name.ends_with(".xz") {
-        Box::new(liblzma::read::XzDecoder::new(r))
-    } else if name.ends_with(".zst") {
-        Box::new(zstd::stream::Decoder::new(r)?)
-    } else if name.ends_with(".gz") {
-        Box::new(flate2::read::GzDecoder::new(r))
-    } else if name.ends_with(".tar") {
-        Box::new(r)
-    } else {
-        bail!("member {name} uses a compression kiln does not read (xz, zstd, gzip or none)")
-    })
+    crate::util::decompress::by_suffix(name, ".tar", r)
 }
 
 fn read_control(name: &str, r: impl Read) -> Result<(String, BTreeMap<String, Vec<u8>>)> {
@@ -175,7 +165,7 @@ pub fn unpack(cache: &Cache, deb: &Path, sha256: &str) -> Result<Unpacked> {
                 u.data_tar = data_path;
                 return Ok(u);
             }
-            crate::progress::warn(format!(
+            crate::util::progress::warn(format!(
                 "cached unpack of {} was damaged; unpacking again",
                 deb.display()
             ));

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use super::deb::Unpacked;
 use super::deps;
 use super::lock::LockedPackage;
-use crate::progress;
+use crate::util::progress;
 use crate::tree::{path, Data, Entry, Kind, Meta, Tree};
 
 /// What installing did that a user may want to know.

@@ -5,8 +5,6 @@ pub mod control;
 pub mod deb;
 pub mod deps;
 pub mod dpkg;
-pub mod fetch;
-pub mod http;
 pub mod index;
 pub mod install;
 pub mod kernel;
@@ -23,24 +21,24 @@ use anyhow::{bail, Context, Result};
 
 use crate::cache::Cache;
 use crate::profile::{Distribution, Kernel, LoadedProfile};
-use crate::progress;
+use crate::util::progress;
+use crate::util::{download as fetch, http};
 use deb::Unpacked;
 use index::Index;
 use lock::{LockFile, LockedPackage};
 
+pub use source::{Debian, DebianFetched};
+
+mod source;
+
+/// The keyring that signs Debian's archive, as the debian-archive-keyring package installs it.
 pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
+/// The package that gives a disk's boot initramfs its shell and tools.
+pub const BOOT_SHELL: &str = "busybox-static";
+
 /// Command-line settings for package handling.
-#[derive(Debug, Clone, Default)]
-pub struct DebianOptions {
-    /// Overrides the profile's and the host's mirror.
-    pub mirror: Option<String>,
-    pub ignore_valid_until: bool,
-    /// Fail instead of re-resolving when the lock no longer matches the profile.
-    pub locked: bool,
-    /// Parallel downloads.
-    pub jobs: usize,
-}
+pub type DebianOptions = crate::source::PackageOptions;
 
 pub fn mirror(d: &Distribution, opts: &DebianOptions) -> Result<String> {
     if let Some(m) = opts.mirror.clone().or_else(|| d.mirror.clone()) {
@@ -95,13 +93,7 @@ fn fetch_index(
     let f = std::fs::File::open(&blob)?;
     let mut text = String::new();
     use std::io::Read;
-    let mut r: Box<dyn Read> = if path.ends_with(".xz") {
-        Box::new(liblzma::read::XzDecoder::new(std::io::BufReader::new(f)))
-    } else if path.ends_with(".gz") {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)))
-    } else {
-        Box::new(f)
-    };
+    let mut r = crate::util::decompress::Codec::from_name(&path).reader(std::io::BufReader::new(f))?;
     r.read_to_string(&mut text)
         .with_context(|| format!("decompressing {path}"))?;
     Ok(text)
@@ -179,7 +171,7 @@ pub fn resolve_kernel(index: &Index, name: &str) -> Result<Vec<usize>> {
         }
         out.push(i);
         for alts in &index.get(i).depends {
-            if let Some(d) = alts.iter().find(|d| d.name.starts_with("linux-image-")) {
+            if let Some(d) = alts.iter().find(|d| kernel::is_kernel_package(&d.name)) {
                 queue.push(d.clone());
             }
         }
@@ -239,7 +231,7 @@ pub fn resolve_fresh(
     if needs_boot_initrd(lp) {
         let r = resolve::resolve(
             &archive.index,
-            &["busybox-static".to_string()],
+            &[BOOT_SHELL.to_string()],
             crate::profile::Base::None,
             &[],
         )
@@ -276,7 +268,7 @@ pub enum LockState {
 
 pub fn lock_state(lp: &LoadedProfile, d: &Distribution) -> Result<LockState> {
     let want = lock::inputs_hash(d, &lp.profile.kernel, needs_boot_initrd(lp));
-    Ok(match lock::read(&lock::lock_path(&lp.path))? {
+    Ok(match lock::read(&crate::source::lock_path(&lp.path))? {
         Some(l) if l.inputs == want => LockState::Current(l),
         Some(_) => LockState::Stale,
         None => LockState::Missing,
@@ -292,7 +284,7 @@ pub fn selection(
     cache: &Cache,
     http: &http::Http,
 ) -> Result<LockFile> {
-    let path = lock::lock_path(&lp.path);
+    let path = crate::source::lock_path(&lp.path);
     match lock_state(lp, d)? {
         LockState::Current(l) => {
             progress::step(format!("using {} ({} packages, {} {})", path.display(), l.packages.len(), l.suite, l.release_date));

@@ -40,7 +40,7 @@ impl Keyring {
             for k in SignedPublicKey::from_bytes_many(&bytes[..]).context("parsing keyring")? {
                 match k {
                     Ok(k) => keys.push(k),
-                    Err(e) => crate::progress::warn(format!(
+                    Err(e) => crate::util::progress::warn(format!(
                         "skipping an unreadable key in {}: {e}",
                         path.display()
                     )),

@@ -7,9 +7,9 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, Result};
 
-use super::http::Http;
+use crate::util::http::Http;
 use crate::cache::Cache;
-use crate::progress;
+use crate::util::progress;
 
 #[derive(Debug, Clone)]
 pub struct Download {
@@ -88,7 +88,7 @@ pub fn fetch_all(
         progress::step(format!(
             "downloading {} packages ({})",
             missing.len(),
-            crate::build::human_bytes(bytes)
+            crate::util::size::human_bytes(bytes)
         ));
         let pb = progress::bytes(bytes, "downloading");
         parallel(&missing, jobs, |d| {

@@ -3,37 +3,32 @@
 //! afterwards with its own reader. Large outputs (a Memorizer kmap can be gigabytes)
 //! cost only the space they use: the image is sparse.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::output::ext4::writer::{Prepared, Target};
+use crate::output::disk::derive_uuid;
+use crate::output::ext4::writer::write_empty;
 use crate::output::ext4::{reader, Ext4Options, SizeSpec};
-use crate::tree::Tree;
 
-pub const DEFAULT_SIZE: u64 = 1 << 30;
+/// The virtio serial of the results disk; the guest finds it by this.
+pub const SERIAL: &str = "kiln-results";
 
-/// Creates a fresh, empty results file system at `dir/results.img`.
-pub fn prepare(dir: &Path, name: &str, size: u64, time: i64) -> Result<PathBuf> {
-    let img = dir.join("results.img");
-    let _ = std::fs::remove_file(&img);
+/// Creates a fresh, empty, sparse results file system at `img`, its UUID derived from
+/// the image `name`.
+pub fn prepare(img: &Path, name: &str, size: u64, time: i64) -> Result<()> {
+    let _ = std::fs::remove_file(img);
     let opts = Ext4Options {
         size: SizeSpec::Fixed(size),
-        uuid: *crate::output::disk::derive_uuid(name, "fs-results").as_bytes(),
-        hash_seed: *crate::output::disk::derive_uuid(name, "hash-seed-results").as_bytes(),
-        label: "kiln-results".into(),
+        uuid: *derive_uuid(name, "fs-results").as_bytes(),
+        hash_seed: *derive_uuid(name, "hash-seed-results").as_bytes(),
+        label: SERIAL.into(),
         time,
         force_64bit: false,
     };
-    let empty = Tree::new(time);
-    let p = Prepared::new(&empty, &opts)?;
-    let f = std::fs::File::create(&img).with_context(|| format!("creating {}", img.display()))?;
-    f.set_len(p.bytes())?;
-    p.write(&Target {
-        file: &f,
-        offset: 0,
-    })?;
-    Ok(img)
+    let f = std::fs::File::create(img).with_context(|| format!("creating {}", img.display()))?;
+    write_empty(&f, 0, &opts).with_context(|| format!("writing {}", img.display()))?;
+    Ok(())
 }
 
 /// Copies everything the guest left on the results disk into `dest` (emptied first).

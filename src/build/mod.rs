@@ -1,0 +1,106 @@
+//! From a loaded profile and its plan to image files: fetch packages, assemble the tree
+//! layer by layer, hand it to the plan's writer, write the manifest.
+//!
+//! Layer order (later layers win): packages → removals → system configuration →
+//! [[binary]] → [[overlay]] → [[directory]] → [[file]] → [[symlink]] → [[hardlink]] →
+//! [[device]] → the test and kiln's generated files.
+
+pub mod boot_initrd;
+pub mod layers;
+pub mod modules;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::output::manifest::Manifest;
+use crate::plan::{BuildOptions, KernelPlan, Plan};
+use crate::profile::{Format, LoadedProfile};
+use crate::source::{self, FetchedPackages};
+use crate::template::Renderer;
+use crate::tree::{Data, Tree};
+use crate::util::atomic::{self, AtomicFile};
+use crate::util::progress;
+use crate::util::size::human_bytes;
+
+/// What a build produced.
+pub struct Built {
+    /// The plan it followed.
+    pub plan: Plan,
+    /// The manifest it wrote.
+    pub manifest: Manifest,
+}
+
+/// Builds the image `lp` describes.
+pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
+    let start = Instant::now();
+    let plan = Plan::new(lp, opts)?;
+    let renderer = Renderer::new();
+    let pkgs = match source::for_profile(lp, &opts.packages)? {
+        Some(s) => Some(s.fetch()?),
+        None => None,
+    };
+    let pkgs = pkgs.as_deref();
+    let kernel = pkgs.and_then(|p| p.kernel());
+    let modules = modules::image_modules(lp, &plan, kernel)?;
+    let data = layers::template_data(lp, &plan, &modules::module_paths(&modules))?;
+    let mut tree = Tree::new(plan.epoch);
+    let mut units = Vec::new();
+    if let Some(p) = pkgs {
+        units = p.install(&mut tree, plan.epoch)?;
+        let removed = source::remove::remove(&mut tree, &lp.profile.remove)?;
+        if removed > 0 {
+            progress::step(format!("removed {removed} entries matching `remove`"));
+        }
+    }
+    modules::insert_modules(&mut tree, &modules, plan.epoch)?;
+    if plan.format == Format::Disk && plan.has_test {
+        units.push("kiln-test.service".to_string());
+    }
+    if let Some(p) = pkgs {
+        if modules::install_kernel_modules(&mut tree, lp, &plan, p)? {
+            units.push("kiln-depmod.service".to_string());
+        }
+    }
+    layers::assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
+    if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
+        write_data(&k.vmlinuz, vmlinuz)?;
+        progress::step(format!("kernel {} → {}", k.release, vmlinuz.display()));
+    }
+    if let (Some(initrd), Some(p)) = (&plan.boot_initrd, pkgs) {
+        boot_initrd::build(lp, &plan, p as &dyn FetchedPackages, initrd, &renderer)?;
+    }
+    progress::step(format!(
+        "writing {} ({} entries, {})",
+        plan.image.display(),
+        tree.len(),
+        human_bytes(tree.content_bytes())
+    ));
+    let manifest = plan.writer.writer().write(&tree, &plan.image)?;
+    atomic::write(&plan.manifest, manifest.to_json().as_bytes())?;
+    let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
+    progress::step(format!(
+        "built {} ({}, sha256 {}) in {:.1}s",
+        plan.image.display(),
+        human_bytes(size),
+        manifest
+            .image_sha256
+            .as_deref()
+            .map(|h| &h[..16])
+            .unwrap_or("not computed"),
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(Built { plan, manifest })
+}
+
+/// Copies a tree data source to a file, atomically.
+pub fn write_data(data: &Data, dest: &Path) -> Result<()> {
+    let mut out = AtomicFile::create(dest)?;
+    let mut src = data
+        .open()
+        .with_context(|| format!("reading {}", data.describe()))?;
+    std::io::copy(&mut src, out.file())?;
+    out.commit()?;
+    Ok(())
+}

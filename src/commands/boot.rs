@@ -1,0 +1,41 @@
+//! `kiln boot`.
+
+use anyhow::Result;
+
+use super::{load, plan_or_build, ExitStatus, Printer, ProfileArgs};
+use crate::plan::RunOverrides;
+use crate::run::report::TextReporter;
+use crate::run::{self, Cancel, GuestReport, Mode, Outcome, RunOptions};
+
+/// What `kiln boot` takes besides the profile.
+#[derive(Debug, Clone, Default)]
+pub struct BootArgs {
+    /// Run settings from the command line.
+    pub overrides: RunOverrides,
+    /// Boot the image already built.
+    pub no_build: bool,
+}
+
+/// Builds and boots with the console on this terminal. Exits with the status the guest
+/// reported, 0 when it reported none, 126 when QEMU failed.
+pub fn boot(a: &ProfileArgs, b: &BootArgs, printer: &Printer) -> Result<ExitStatus> {
+    let lp = load(&a.profile)?;
+    let plan = plan_or_build(&lp, a, b.no_build)?;
+    let opts = RunOptions {
+        config: plan.run.with(&b.overrides),
+        persist: true,
+        mode: Mode::Interactive,
+    };
+    let mut reporter = TextReporter::new(printer, false);
+    let report = run::run(&plan, &opts, &Cancel::new(), &mut reporter)?;
+    Ok(match (&report.outcome, &report.guest) {
+        (Outcome::QemuFailed(m), _) => {
+            printer.err(format!("kiln: {}", Outcome::QemuFailed(m.clone())));
+            ExitStatus::from_code(report.outcome.exit_code())
+        }
+        (_, Some(GuestReport::Status(_))) | (_, Some(GuestReport::Infrastructure(_))) => {
+            ExitStatus::from_code(report.outcome.exit_code())
+        }
+        (_, None) => ExitStatus::SUCCESS,
+    })
+}

@@ -1,0 +1,33 @@
+//! `kiln lock`.
+
+use anyhow::{bail, Result};
+
+use super::{load, ExitStatus, Printer, ProfileArgs};
+use crate::source::{self, LockOutcome};
+
+/// Resolves the profile's packages and writes its lock, unless it is current and
+/// `update` is not set.
+pub fn lock(a: &ProfileArgs, update: bool, printer: &Printer) -> Result<ExitStatus> {
+    let lp = load(&a.profile)?;
+    let Some(src) = source::for_profile(&lp, &a.build.packages)? else {
+        bail!(
+            "{} has no [distribution]; there is nothing to lock",
+            a.profile.display()
+        );
+    };
+    match src.lock(update)? {
+        LockOutcome::UpToDate { path, packages } => printer.step(format!(
+            "{} is up to date ({packages} packages); use --update to refresh it",
+            path.display()
+        )),
+        LockOutcome::Written {
+            path,
+            packages,
+            kernel_packages,
+        } => printer.step(format!(
+            "wrote {} ({packages} packages, {kernel_packages} kernel packages)",
+            path.display()
+        )),
+    }
+    Ok(ExitStatus::SUCCESS)
+}

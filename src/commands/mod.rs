@@ -1,0 +1,84 @@
+//! One function per verb. Each takes typed arguments and a [`Printer`], and returns an
+//! [`ExitStatus`]; `main.rs` only parses the command line and dispatches here.
+
+mod boot;
+mod build;
+mod extract;
+mod lock;
+mod ls;
+mod qemu;
+mod test;
+
+pub use boot::{boot, BootArgs};
+pub use build::build;
+pub use extract::extract;
+pub use lock::lock;
+pub use ls::ls;
+pub use qemu::{qemu, QemuArgs};
+pub use test::{test, TestArgs};
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::plan::{BuildOptions, Plan};
+use crate::profile::{self, LoadedProfile};
+pub use crate::util::printer::Printer;
+
+/// What a command exits with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus(pub u8);
+
+impl ExitStatus {
+    /// Success.
+    pub const SUCCESS: ExitStatus = ExitStatus(0);
+    /// Any error but a bad profile.
+    pub const FAILURE: ExitStatus = ExitStatus(1);
+    /// A bad profile (or a bad value in one).
+    pub const BAD_INPUT: ExitStatus = ExitStatus(2);
+
+    /// A run's exit code, clamped into a process exit status.
+    pub fn from_code(code: i32) -> ExitStatus {
+        ExitStatus(code.clamp(0, 255) as u8)
+    }
+}
+
+/// Marks an error as the user's input being wrong: exit status 2.
+#[derive(Debug)]
+pub struct BadInput;
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid profile")
+    }
+}
+
+/// Loads a profile; its errors are [`BadInput`].
+pub fn load(path: &Path) -> Result<LoadedProfile> {
+    profile::load(path).map_err(|e| anyhow::Error::new(e).context(BadInput))
+}
+
+/// A profile and how to build it: what every profile-reading command takes.
+#[derive(Debug, Clone)]
+pub struct ProfileArgs {
+    /// The profile file.
+    pub profile: PathBuf,
+    /// Command-line build settings.
+    pub build: BuildOptions,
+}
+
+/// The plan, after building the image unless `no_build` (then the image must exist).
+fn plan_or_build(lp: &LoadedProfile, a: &ProfileArgs, no_build: bool) -> Result<Plan> {
+    if !no_build {
+        return Ok(crate::build::build(lp, &a.build)?.plan);
+    }
+    let plan = Plan::new(lp, &a.build)?;
+    if !plan.image.exists() {
+        anyhow::bail!(
+            "{} does not exist; run `kiln build {}` first",
+            plan.image.display(),
+            a.profile.display()
+        );
+    }
+    Ok(plan)
+}

@@ -1,0 +1,312 @@
+//! Everything decided before a byte is written: where outputs go, which writer makes the
+//! image, where the kernel comes from, and how a run of the image is configured. Layers
+//! above (the build, the VM, runs) read the plan, never the profile.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::output::cpio::CpioOptions;
+use crate::output::disk::{self, DiskOptions, PartitionSpec};
+use crate::output::options::{Compression, DEFAULT_FREE_SPACE};
+use crate::output::tar::TarWriter;
+use crate::output::ImageWriter;
+pub use crate::profile::Accel;
+use crate::profile::{Format, LoadedProfile};
+use crate::source::PackageOptions;
+
+/// Settings for a build that come from the command line rather than the profile.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Where outputs go.
+    pub out_dir: PathBuf,
+    /// Boot this kernel instead of the profile's `[kernel]`.
+    pub kernel: Option<PathBuf>,
+    /// Package handling.
+    pub packages: PackageOptions,
+    /// `SOURCE_DATE_EPOCH` from the environment, which wins over the profile's. The
+    /// caller reads the environment; the library never does.
+    pub epoch: Option<i64>,
+}
+
+/// Where a run's kernel comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelPlan {
+    /// A kernel image on the host.
+    Host(PathBuf),
+    /// Taken from a package at build time and written here.
+    Package {
+        /// The package the profile names.
+        package: String,
+        /// Where the build writes its image.
+        vmlinuz: PathBuf,
+    },
+    /// None given: the image can be built but not booted.
+    None,
+}
+
+/// The run configuration the profile asks for, before command-line overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    /// The QEMU binary.
+    pub qemu: String,
+    /// Machine type.
+    pub machine: String,
+    /// CPU model; None: "host" under KVM, "max" under TCG.
+    pub cpu: Option<String>,
+    /// Guest memory in bytes.
+    pub memory: u64,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Accelerator requested.
+    pub accel: Accel,
+    /// Kernel command-line words from the profile (kiln's own come first).
+    pub cmdline: Vec<String>,
+    /// Extra QEMU arguments from the profile.
+    pub qemu_args: Vec<String>,
+    /// Time limit for a test run.
+    pub timeout: Duration,
+    /// Size of the results disk.
+    pub results_size: u64,
+}
+
+/// Default guest memory.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+/// Default time limit of a test run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default size of the results disk (sparse: it costs only what the guest writes).
+pub const DEFAULT_RESULTS_SIZE: u64 = 1 << 30;
+
+/// Settings given on the command line for one run; each wins over the profile.
+#[derive(Debug, Clone, Default)]
+pub struct RunOverrides {
+    /// The QEMU binary.
+    pub qemu: Option<String>,
+    /// Machine type.
+    pub machine: Option<String>,
+    /// CPU model.
+    pub cpu: Option<String>,
+    /// Guest memory in bytes.
+    pub memory: Option<u64>,
+    /// Virtual CPUs.
+    pub cpus: Option<u32>,
+    /// Accelerator.
+    pub accel: Option<Accel>,
+    /// Extra kernel command-line words.
+    pub append: Vec<String>,
+    /// Extra QEMU arguments.
+    pub qemu_args: Vec<String>,
+    /// Time limit.
+    pub timeout: Option<Duration>,
+}
+
+impl RunConfig {
+    /// This configuration with `o`'s settings applied.
+    pub fn with(&self, o: &RunOverrides) -> RunConfig {
+        let mut c = self.clone();
+        if let Some(q) = &o.qemu {
+            c.qemu = q.clone();
+        }
+        if let Some(m) = &o.machine {
+            c.machine = m.clone();
+        }
+        if o.cpu.is_some() {
+            c.cpu = o.cpu.clone();
+        }
+        c.memory = o.memory.unwrap_or(c.memory);
+        c.cpus = o.cpus.unwrap_or(c.cpus);
+        c.accel = o.accel.unwrap_or(c.accel);
+        c.cmdline.extend(o.append.iter().cloned());
+        c.qemu_args.extend(o.qemu_args.iter().cloned());
+        c.timeout = o.timeout.unwrap_or(c.timeout);
+        c
+    }
+}
+
+/// Which writer makes the image, with its options resolved.
+#[derive(Debug, Clone)]
+pub enum WriterPlan {
+    /// newc cpio.
+    Initramfs(CpioOptions),
+    /// GPT disk with an ext4 root.
+    Disk(DiskOptions),
+    /// tar.
+    Tar,
+}
+
+impl WriterPlan {
+    /// The writer.
+    pub fn writer(&self) -> &dyn ImageWriter {
+        match self {
+            WriterPlan::Initramfs(o) => o,
+            WriterPlan::Disk(o) => o,
+            WriterPlan::Tar => &TarWriter,
+        }
+    }
+}
+
+/// Everything decided before any byte is written.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Image name.
+    pub name: String,
+    /// The profile file, for messages that tell the user what to run next.
+    pub profile: PathBuf,
+    /// Output format.
+    pub format: Format,
+    /// Timestamp of every entry.
+    pub epoch: i64,
+    /// Output directory (absolute).
+    pub out_dir: PathBuf,
+    /// The image file.
+    pub image: PathBuf,
+    /// Its manifest.
+    pub manifest: PathBuf,
+    /// The writer and its options.
+    pub writer: WriterPlan,
+    /// Where the kernel comes from.
+    pub kernel: KernelPlan,
+    /// Guest directory whose contents come back after a test.
+    pub results: Option<String>,
+    /// Whether the image has a test.
+    pub has_test: bool,
+    /// The initramfs that boots a disk image with a packaged kernel.
+    pub boot_initrd: Option<PathBuf>,
+    /// PARTUUID of a disk image's root partition.
+    pub root_partuuid: Option<String>,
+    /// How runs of this image are configured, before command-line overrides.
+    pub run: RunConfig,
+}
+
+/// The profile's timestamp, unless `env` (SOURCE_DATE_EPOCH) is given; the default is 0.
+pub fn epoch(lp: &LoadedProfile, env: Option<i64>) -> i64 {
+    env.unwrap_or_else(|| {
+        lp.profile
+            .source_date_epoch
+            .as_ref()
+            .map(|v| v.value)
+            .unwrap_or(0)
+    })
+}
+
+/// Parses a `SOURCE_DATE_EPOCH` value.
+pub fn parse_epoch(v: &str) -> Result<i64> {
+    let v = v.trim();
+    match v.parse::<i64>() {
+        Ok(n) if (0..=u32::MAX as i64).contains(&n) => Ok(n),
+        _ => bail!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds between 0 and 4294967295"),
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+impl Plan {
+    /// Decides the outputs and run configuration of `lp` under `opts`.
+    pub fn new(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Plan> {
+        let p = &lp.profile;
+        let o = &p.output;
+        let format = o.format.unwrap_or_default();
+        let epoch = epoch(lp, opts.epoch);
+        // Absolute, so a printed QEMU command works from any directory.
+        let out_dir = absolute(&opts.out_dir);
+        let at = |ext: &str| out_dir.join(format!("{}.{ext}", lp.name));
+        let (image, writer) = match format {
+            Format::Initramfs => {
+                let c = CpioOptions {
+                    compression: o.compression.unwrap_or_default(),
+                    level: o.compression_level.as_ref().map(|l| l.value).unwrap_or(3),
+                    threads: o.compression_threads.unwrap_or(0),
+                };
+                let ext = match c.compression {
+                    Compression::Zstd => "cpio.zst",
+                    Compression::None => "cpio",
+                };
+                (at(ext), WriterPlan::Initramfs(c))
+            }
+            Format::Disk => (
+                at("raw"),
+                WriterPlan::Disk(DiskOptions {
+                    name: lp.name.clone(),
+                    root_size: o.root_size.unwrap_or_default(),
+                    free_space: o.free_space.unwrap_or(DEFAULT_FREE_SPACE),
+                    partitions: o
+                        .partition
+                        .iter()
+                        .map(|part| PartitionSpec {
+                            label: part.label.clone(),
+                            kind: part.kind.unwrap_or_default(),
+                            size: part.size.0,
+                            content: part.filesystem.unwrap_or_default(),
+                        })
+                        .collect(),
+                    time: epoch,
+                    qcow2: o.qcow2.unwrap_or(false),
+                }),
+            ),
+            Format::Tar => (at("tar"), WriterPlan::Tar),
+        };
+        let kernel = match (&opts.kernel, &p.kernel.path, &p.kernel.package) {
+            (Some(k), _, _) => KernelPlan::Host(absolute(k)),
+            (None, Some(k), _) => KernelPlan::Host(k.value.0.clone()),
+            (None, None, Some(pkg)) => KernelPlan::Package {
+                package: pkg.value.clone(),
+                vmlinuz: at("vmlinuz"),
+            },
+            (None, None, None) => KernelPlan::None,
+        };
+        let boot_initrd = (format == Format::Disk && matches!(kernel, KernelPlan::Package { .. }))
+            .then(|| at("initrd.cpio.zst"));
+        let q = &p.qemu;
+        let test = p.test.as_ref();
+        let run = RunConfig {
+            qemu: q
+                .binary
+                .clone()
+                .unwrap_or_else(|| "qemu-system-x86_64".to_string()),
+            machine: q.machine.clone().unwrap_or_else(|| "q35".to_string()),
+            cpu: q.cpu.clone(),
+            memory: q.memory.map(|s| s.0).unwrap_or(DEFAULT_MEMORY),
+            cpus: q.cpus.unwrap_or(2),
+            accel: q.accel.unwrap_or_default(),
+            cmdline: p.kernel.cmdline.clone(),
+            qemu_args: q.args.clone(),
+            timeout: test
+                .and_then(|t| t.timeout.map(|s| s.0))
+                .unwrap_or(DEFAULT_TIMEOUT),
+            results_size: test
+                .and_then(|t| t.results_size)
+                .map(|s| s.0)
+                .unwrap_or(DEFAULT_RESULTS_SIZE),
+        };
+        Ok(Plan {
+            name: lp.name.clone(),
+            profile: lp.path.clone(),
+            format,
+            epoch,
+            manifest: at("manifest.json"),
+            image,
+            writer,
+            out_dir,
+            kernel,
+            results: test.and_then(|t| t.results.clone()),
+            has_test: test.is_some(),
+            boot_initrd,
+            root_partuuid: (format == Format::Disk)
+                .then(|| disk::root_partuuid(&lp.name).to_string()),
+            run,
+        })
+    }
+
+    /// Where runs of this image keep their directories: `OUT/NAME.runs/`.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.out_dir.join(format!("{}.runs", self.name))
+    }
+
+    /// The link to the latest run's directory: `OUT/NAME.run`.
+    pub fn latest_run(&self) -> PathBuf {
+        self.out_dir.join(format!("{}.run", self.name))
+    }
+}

@@ -1,0 +1,244 @@
+//! A run as a library: one boot of one built image. [`run`] takes a plan and run
+//! options, emits [`Event`]s into a [`Sink`] as the run goes (booting, console bytes,
+//! results, finished) and returns a typed [`RunReport`]. Reporters render events and
+//! never decide outcomes. Each run has its own directory ([`dir::RunDir`]), so runs of
+//! one image do not collide; a [`Cancel`] the caller owns stops them.
+
+pub mod console;
+pub mod dir;
+pub mod outcome;
+pub mod report;
+pub mod results;
+pub mod supervise;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+pub use console::GuestReport;
+pub use dir::RunDir;
+pub use outcome::Outcome;
+pub use supervise::Cancel;
+
+use crate::plan::{Plan, RunConfig};
+use crate::vm::kvm::{self, Accelerator};
+use crate::vm::qemu::{self, Console, Disk, Launch, RunSpec, StatusChannel};
+use crate::vm::launch;
+
+/// How the console is wired and the run is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Console into a log, supervised with a time limit; the guest's status decides.
+    Test,
+    /// Console on this terminal until QEMU exits (Ctrl-A X).
+    Interactive,
+}
+
+/// Everything a run needs besides the plan.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run configuration, command-line overrides applied.
+    pub config: RunConfig,
+    /// Let the guest's writes reach the disk image.
+    pub persist: bool,
+    /// Test or interactive.
+    pub mode: Mode,
+}
+
+/// Something that happened during a run.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Something the user should know (e.g. KVM is not usable).
+    Warning(&'a str),
+    /// QEMU is about to start.
+    Booting {
+        /// Image name.
+        name: &'a str,
+        /// The accelerator chosen.
+        accel: Accelerator,
+        /// The time limit, for supervised runs.
+        timeout: Option<Duration>,
+        /// The run directory.
+        dir: &'a Path,
+    },
+    /// Console bytes, as they arrive (supervised runs).
+    Console(&'a [u8]),
+    /// The results disk's contents were copied back.
+    Results {
+        /// Files copied.
+        files: u64,
+        /// Where they are.
+        dir: &'a Path,
+    },
+    /// The results disk could not be read.
+    ResultsFailed(&'a str),
+    /// The run is over.
+    Finished(&'a RunReport),
+}
+
+/// Receives a run's events.
+pub trait Sink {
+    /// Handles one event.
+    fn event(&mut self, e: Event<'_>);
+}
+
+/// A sink that drops every event.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn event(&mut self, _: Event<'_>) {}
+}
+
+/// What a run came to.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// What the guest reported on its status channel, if anything.
+    pub guest: Option<GuestReport>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The run's files.
+    pub files: RunDir,
+    /// The guest reported a status but did not power off; QEMU was killed.
+    pub hung_after_status: bool,
+    /// An interactive run.
+    pub interactive: bool,
+}
+
+/// The machine and run wiring for `plan` under `opts`, before anything is created:
+/// for printing the command (`kiln qemu --print`) and for [`run`].
+pub fn launch_for(plan: &Plan, opts: &RunOptions) -> Result<Launch> {
+    launch::launch(plan, &opts.config, opts.persist)
+}
+
+/// The run spec of a run whose files are `files`.
+pub fn spec(accel: Accelerator, files: &RunDir, mode: Mode) -> RunSpec {
+    RunSpec {
+        accel,
+        console: match mode {
+            Mode::Interactive => Console::Interactive,
+            Mode::Test => Console::LogFile(files.console.clone()),
+        },
+        status: StatusChannel {
+            uart: files.status_uart.clone(),
+            virtio: files.status_virtio.clone(),
+        },
+    }
+}
+
+/// Adds the results disk of a plan that asks for results.
+pub fn attach_results(plan: &Plan, l: &mut Launch, files: &RunDir) {
+    if plan.results.is_some() {
+        l.disks.push(Disk::raw(files.results_img.clone(), results::SERIAL));
+    }
+}
+
+/// Boots `plan`'s image once, as `opts` says, and reports what happened.
+pub fn run(plan: &Plan, opts: &RunOptions, cancel: &Cancel, sink: &mut dyn Sink) -> Result<RunReport> {
+    let mut l = launch_for(plan, opts)?;
+    launch::check_files(&plan.profile, &l)?;
+    let choice = kvm::choose(opts.config.accel, &opts.config.qemu);
+    if let Some(w) = &choice.warning {
+        sink.event(Event::Warning(w));
+    }
+    let files = RunDir::create(&plan.runs_dir(), &plan.latest_run())?;
+    if plan.results.is_some() {
+        results::prepare(
+            &files.results_img,
+            &plan.name,
+            opts.config.results_size,
+            plan.epoch,
+        )?;
+    }
+    attach_results(plan, &mut l, &files);
+    let args = qemu::command(&l, &spec(choice.accel, &files, opts.mode));
+    let interactive = opts.mode == Mode::Interactive;
+    sink.event(Event::Booting {
+        name: &plan.name,
+        accel: choice.accel,
+        timeout: (!interactive).then_some(opts.config.timeout),
+        dir: &files.dir,
+    });
+    let channels = [files.status_virtio.as_path(), files.status_uart.as_path()];
+    let (outcome, guest, elapsed, hung) = if interactive {
+        let start = std::time::Instant::now();
+        let exit = supervise::foreground(&args);
+        let guest = console::read_report(&channels);
+        let outcome = match (&exit, &guest) {
+            (Err(e), _) => Outcome::QemuFailed(e.clone()),
+            (_, Some(g)) => from_report(g),
+            (Ok(s), None) if !s.success() => Outcome::QemuFailed(format!("QEMU exited with {s}")),
+            (Ok(_), None) => Outcome::NoStatus,
+        };
+        (outcome, guest, start.elapsed(), false)
+    } else {
+        match supervise::supervise(&args, &files, opts.config.timeout, cancel, &mut |b| {
+            sink.event(Event::Console(b))
+        }) {
+            Err(e) => (Outcome::QemuFailed(e), None, Duration::ZERO, false),
+            Ok(ended) => {
+                let guest = console::read_report(&channels);
+                let outcome = decide(&ended, guest.as_ref(), &files);
+                (outcome, guest, ended.elapsed, ended.hung_after_status)
+            }
+        }
+    };
+    if plan.results.is_some() && files.results_img.exists() {
+        match results::collect(&files.results_img, &files.results) {
+            Ok(r) => sink.event(Event::Results {
+                files: r.files as u64,
+                dir: &files.results,
+            }),
+            Err(e) => sink.event(Event::ResultsFailed(&format!("{e:#}"))),
+        }
+    }
+    let report = RunReport {
+        outcome,
+        guest,
+        elapsed,
+        files,
+        hung_after_status: hung,
+        interactive,
+    };
+    sink.event(Event::Finished(&report));
+    Ok(report)
+}
+
+fn from_report(g: &GuestReport) -> Outcome {
+    match g {
+        GuestReport::Infrastructure(m) => Outcome::Infrastructure(m.clone()),
+        GuestReport::Status(0) => Outcome::Passed,
+        GuestReport::Status(c) => Outcome::Failed(*c),
+    }
+}
+
+/// The outcome of a supervised run, from how it ended and what the guest said.
+fn decide(ended: &supervise::Ended, guest: Option<&GuestReport>, files: &RunDir) -> Outcome {
+    if ended.cancelled {
+        return Outcome::Cancelled;
+    }
+    if let Some(g) = guest {
+        return from_report(g);
+    }
+    let console = std::fs::read(&files.console).unwrap_or_default();
+    if let Some(line) = console::panic_line(&String::from_utf8_lossy(&console)) {
+        return Outcome::KernelPanic(line);
+    }
+    if ended.timed_out {
+        return Outcome::TimedOut(ended.elapsed);
+    }
+    match ended.exit {
+        Some(s) if !s.success() => {
+            let err = std::fs::read_to_string(&files.qemu_stderr).unwrap_or_default();
+            let err = err.trim();
+            Outcome::QemuFailed(if err.is_empty() {
+                format!("QEMU exited with {s}")
+            } else {
+                err.to_string()
+            })
+        }
+        _ => Outcome::NoStatus,
+    }
+}

@@ -1,0 +1,95 @@
+//! The human reporter: renders a run's events as kiln has always printed them. It
+//! decides nothing; the outcome comes from the run.
+
+use super::{Event, RunReport, Sink};
+use crate::util::printer::Printer;
+
+/// Lines of console shown after a run that did not pass.
+pub const TAIL_LINES: usize = 25;
+
+/// Text for a terminal or a CI log.
+pub struct TextReporter<'a> {
+    printer: &'a Printer,
+    /// The console streams to stdout as the guest runs.
+    verbose: bool,
+}
+
+impl<'a> TextReporter<'a> {
+    /// A reporter writing through `printer`; with `verbose`, the console is streamed.
+    pub fn new(printer: &'a Printer, verbose: bool) -> Self {
+        TextReporter { printer, verbose }
+    }
+
+    fn finished(&self, r: &RunReport) {
+        let p = self.printer;
+        if !self.verbose {
+            if let Some(out) = super::console::test_output(&r.files.console) {
+                p.out("--- test output ---");
+                for l in out {
+                    p.out(l);
+                }
+                p.out("---");
+            }
+        }
+        if r.hung_after_status {
+            p.warn("the guest reported its status but did not power off within 10 s; QEMU was killed");
+        }
+        if r.outcome != super::Outcome::Passed && !self.verbose {
+            p.err(format!(
+                "kiln: last lines of the serial console ({}):",
+                r.files.console.display()
+            ));
+            for l in super::console::last_lines(&r.files.console, TAIL_LINES) {
+                p.err(format!("  | {l}"));
+            }
+        }
+        p.out(format!(
+            "kiln: {} in {:.1}s",
+            r.outcome,
+            r.elapsed.as_secs_f64()
+        ));
+    }
+}
+
+impl Sink for TextReporter<'_> {
+    fn event(&mut self, e: Event<'_>) {
+        let p = self.printer;
+        match e {
+            Event::Warning(w) => p.warn(w),
+            Event::Booting {
+                name,
+                accel,
+                timeout,
+                dir,
+            } => match timeout {
+                Some(t) => p.step(format!(
+                    "booting {name} under {} (time limit {t:.0?}; run directory {})",
+                    accel.name().to_uppercase(),
+                    dir.display()
+                )),
+                None => p.step(format!(
+                    "booting {name} under {}; press Ctrl-A X to quit QEMU",
+                    accel.name().to_uppercase()
+                )),
+            },
+            Event::Console(bytes) => {
+                if self.verbose {
+                    p.out_raw(bytes);
+                }
+            }
+            Event::Results { files, dir } => {
+                p.out(format!("kiln: results: {files} files in {}", dir.display()))
+            }
+            Event::ResultsFailed(e) => p.warn(format!("could not read the results disk: {e}")),
+            Event::Finished(r) => {
+                if r.interactive {
+                    if let Some(super::GuestReport::Status(c)) = &r.guest {
+                        p.step(format!("the guest reported exit status {c}"));
+                    }
+                } else {
+                    self.finished(r);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Supervising QEMU: start it in its own process group, watch the clock, the status
+//! channel and the caller's cancellation, and kill the whole group when the run is over,
+//! whatever path ends it.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::console::{read_report, ConsoleTail};
+use super::dir::RunDir;
+
+/// How long a guest that reported its status may take to power off.
+pub const POWEROFF_GRACE: Duration = Duration::from_secs(10);
+
+/// Cancels runs from outside (a Ctrl-C handler holds a clone). Cancelling kills every
+/// QEMU process group the runs registered, at once, and makes the runs return
+/// [`Outcome::Cancelled`](super::Outcome::Cancelled).
+#[derive(Clone, Default)]
+pub struct Cancel {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    groups: Mutex<Vec<i32>>,
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group kiln created; it has
+    // no memory effects.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+impl Cancel {
+    /// A token nothing has cancelled.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Cancels every run using this token and kills their QEMU process groups.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        if let Ok(groups) = self.inner.groups.lock() {
+            for pg in groups.iter() {
+                kill_group(*pg);
+            }
+        }
+    }
+
+    /// Whether [`cancel`](Cancel::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Whether any run using this token has a QEMU running now.
+    pub fn running(&self) -> bool {
+        self.inner.groups.lock().is_ok_and(|g| !g.is_empty())
+    }
+
+    fn register(&self, pgid: i32) {
+        if let Ok(mut g) = self.inner.groups.lock() {
+            g.push(pgid);
+        }
+    }
+
+    fn unregister(&self, pgid: i32) {
+        if let Ok(mut g) = self.inner.groups.lock() {
+            g.retain(|p| *p != pgid);
+        }
+    }
+}
+
+/// A started QEMU. Dropping it kills its process group, so no error path and no panic
+/// leaves a guest running.
+struct Guard<'a> {
+    child: Child,
+    pgid: i32,
+    cancel: &'a Cancel,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        kill_group(self.pgid);
+        let _ = self.child.wait();
+        self.cancel.unregister(self.pgid);
+    }
+}
+
+/// How a supervised QEMU ended.
+#[derive(Debug)]
+pub struct Ended {
+    /// QEMU's exit status, when it exited by itself.
+    pub exit: Option<ExitStatus>,
+    /// The time limit passed.
+    pub timed_out: bool,
+    /// The guest reported a status but did not power off within [`POWEROFF_GRACE`].
+    pub hung_after_status: bool,
+    /// The caller cancelled.
+    pub cancelled: bool,
+    /// Wall time from start to end.
+    pub elapsed: Duration,
+}
+
+/// Runs `args` with the console and status channel in `files`, until QEMU exits, the
+/// guest reports and powers off, `timeout` passes, or `cancel` fires. `on_console`
+/// receives console bytes as they arrive. Err: QEMU could not be started.
+pub fn supervise(
+    args: &[String],
+    files: &RunDir,
+    timeout: Duration,
+    cancel: &Cancel,
+    on_console: &mut dyn FnMut(&[u8]),
+) -> Result<Ended, String> {
+    let stderr = std::fs::File::create(&files.qemu_stderr)
+        .map_err(|e| format!("creating {}: {e}", files.qemu_stderr.display()))?;
+    let start = Instant::now();
+    let child = Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e} (is QEMU installed? apt-get install qemu-system-x86)",
+                args[0]
+            )
+        })?;
+    let pgid = child.id() as i32;
+    cancel.register(pgid);
+    let mut guard = Guard {
+        child,
+        pgid,
+        cancel,
+    };
+    let mut tail = ConsoleTail::new(&files.console);
+    let mut pump = |tail: &mut ConsoleTail| {
+        let b = tail.read_new();
+        if !b.is_empty() {
+            on_console(&b);
+        }
+    };
+    let channels = [files.status_virtio.as_path(), files.status_uart.as_path()];
+    let mut ended = Ended {
+        exit: None,
+        timed_out: false,
+        hung_after_status: false,
+        cancelled: false,
+        elapsed: Duration::ZERO,
+    };
+    let mut reported: Option<Instant> = None;
+    loop {
+        pump(&mut tail);
+        match guard.child.try_wait() {
+            Ok(Some(status)) => {
+                ended.exit = Some(status);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("waiting for QEMU: {e}")),
+        }
+        if cancel.is_cancelled() {
+            ended.cancelled = true;
+            break;
+        }
+        if start.elapsed() > timeout {
+            ended.timed_out = true;
+            break;
+        }
+        match reported {
+            None if read_report(&channels).is_some() => reported = Some(Instant::now()),
+            Some(at) if at.elapsed() > POWEROFF_GRACE => {
+                ended.hung_after_status = true;
+                break;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(guard);
+    pump(&mut tail);
+    ended.elapsed = start.elapsed();
+    Ok(ended)
+}
+
+/// Runs `args` in the foreground with the terminal as its console (QEMU's stdio), and
+/// waits for it. Err: QEMU could not be started.
+pub fn foreground(args: &[String]) -> Result<ExitStatus, String> {
+    Command::new(&args[0])
+        .args(&args[1..])
+        .status()
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e} (is QEMU installed? apt-get install qemu-system-x86)",
+                args[0]
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    fn files() -> (tempfile::TempDir, RunDir) {
+        let d = tempfile::tempdir().unwrap();
+        let rd = RunDir::create(&d.path().join("r.runs"), &d.path().join("r.run")).unwrap();
+        (d, rd)
+    }
+
+    #[test]
+    fn a_timeout_kills_the_whole_group() {
+        let (_d, rd) = files();
+        let pidfile = rd.dir.join("grandchild");
+        let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+        let e = supervise(
+            &sh(&script),
+            &rd,
+            Duration::from_millis(300),
+            &Cancel::new(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(e.timed_out);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "));
+        assert!(!alive, "the grandchild outlived the timeout");
+    }
+
+    #[test]
+    fn cancel_stops_a_run_from_another_thread() {
+        let (_d, rd) = files();
+        let c = Cancel::new();
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            c2.cancel();
+        });
+        let start = Instant::now();
+        let e = supervise(&sh("sleep 600"), &rd, Duration::from_secs(60), &c, &mut |_| {})
+            .unwrap();
+        t.join().unwrap();
+        assert!(e.cancelled && !e.timed_out);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn console_bytes_reach_the_callback_and_a_missing_binary_is_an_error() {
+        let (_d, rd) = files();
+        let script = format!("echo hello > {}", rd.console.display());
+        let mut seen = Vec::new();
+        let e = supervise(&sh(&script), &rd, Duration::from_secs(10), &Cancel::new(), &mut |b| {
+            seen.extend_from_slice(b)
+        })
+        .unwrap();
+        assert!(e.exit.is_some_and(|s| s.success()));
+        assert_eq!(seen, b"hello\n");
+        let err = supervise(
+            &["/nonexistent/qemu".to_string()],
+            &rd,
+            Duration::from_secs(1),
+            &Cancel::new(),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.contains("cannot start /nonexistent/qemu"), "{err}");
+    }
+}

@@ -2,7 +2,7 @@
 //! A development aid for looking at kiln's ext4 output with e2fsck, debugfs and dumpe2fs.
 
 use kiln::output::ext4::{writer::Prepared, writer::Target, Ext4Options, SizeSpec};
-use kiln::profile::validate::FreeSpace;
+use kiln::output::options::FreeSpace;
 use kiln::tree::Tree;
 
 fn main() -> anyhow::Result<()> {

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+/// The cache's root: `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`,
+/// else `kiln-cache` in the system's temporary directory.
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("KILN_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
@@ -25,8 +27,10 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// A cache directory, with its `blobs`, `locks`, `unpacked` and `tmp` subdirectories.
 #[derive(Debug, Clone)]
 pub struct Cache {
+    /// The cache's top directory.
     pub root: PathBuf,
 }
 
@@ -35,6 +39,7 @@ pub struct Lock {
     _file: File,
 }
 
+/// The file's sha256 (lowercase hex) and its length in bytes.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
@@ -56,10 +61,12 @@ fn valid_hash(sha256: &str) -> bool {
 }
 
 impl Cache {
+    /// Opens the cache at [`cache_dir`], creating its directories as needed.
     pub fn open() -> Result<Cache> {
         Cache::at(cache_dir())
     }
 
+    /// Opens the cache at `root`, creating its directories as needed.
     pub fn at(root: PathBuf) -> Result<Cache> {
         for d in ["blobs", "locks", "unpacked", "tmp"] {
             std::fs::create_dir_all(root.join(d))
@@ -68,10 +75,12 @@ impl Cache {
         Ok(Cache { root })
     }
 
+    /// Where the blob with this sha256 lives, present or not: `blobs/<first two digits>/<sha256>`.
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
         self.root.join("blobs").join(&sha256[..2]).join(sha256)
     }
 
+    /// Scratch space on the cache's file system, so finished files can be renamed into place.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }

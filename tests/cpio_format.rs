@@ -4,10 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use kiln::output::cpio::{self, CpioOptions};
-use kiln::profile::Compression;
+use kiln::output::options::Compression;
 use kiln::tree::{Data, Entry, Kind, Meta, Tree};
 
 fn meta(mode: u32, uid: u32, gid: u32) -> Meta {
@@ -128,6 +129,20 @@ fn cpio_itv(path: &std::path::Path) -> BTreeMap<String, Listed> {
     m
 }
 
+/// Entry names in archive order, as GNU cpio reads them.
+fn cpio_order(img: &Path) -> Vec<String> {
+    let out = Command::new("cpio")
+        .args(["-it", "--quiet", "-F"])
+        .arg(img)
+        .output()
+        .expect("running cpio");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn gnu_cpio_lists_what_the_tree_holds() {
     let d = tempfile::tempdir().unwrap();
@@ -164,9 +179,19 @@ fn gnu_cpio_lists_what_the_tree_holds() {
         assert_eq!(l[name].nlink, 3, "{name} is one of three names");
         expect(name, "-rw-r-----", 7, 8);
     }
-    // Parents come before children, so the kernel can create them in order.
-    let order: Vec<&String> = l.keys().collect();
+    // Parents come before children in the archive, so the kernel can create them in order.
+    let order = cpio_order(&img);
     assert_eq!(order.len(), manifest.entries.len());
+    assert_eq!(order.len(), l.len());
+    for (i, name) in order.iter().enumerate() {
+        if let Some((parent, _)) = name.rsplit_once('/') {
+            let at = order.iter().position(|n| n == parent);
+            assert!(
+                at.is_some_and(|p| p < i),
+                "{name} (entry {i}) comes before its parent {parent} ({at:?})"
+            );
+        }
+    }
     assert_eq!(
         manifest
             .entries

@@ -175,7 +175,27 @@ fn trixie_minbase_with_systemd_and_openssh_matches_apt_and_unpacks_faithfully() 
         .iter()
         .any(|e| e["path"] == "/var/lib/dpkg/info/openssh-server.list"));
     // Accounts from base-passwd plus sysusers (sshd's privilege separation user).
-    assert!(entries.iter().any(|e| e["path"] == "/etc/passwd"));
+    let sh = format!(
+        "zstd -dc {} | cpio -i --quiet --to-stdout etc/passwd etc/group",
+        d.path().join("out/sys.cpio.zst").display()
+    );
+    let out = Command::new("sh").arg("-c").arg(&sh).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("root:x:0:0:")), "{text}");
+    let sshd = text
+        .lines()
+        .find(|l| l.starts_with("sshd:"))
+        .unwrap_or_else(|| panic!("no sshd account from sysusers.d:\n{text}"));
+    let f: Vec<&str> = sshd.split(':').collect();
+    assert_eq!(f.len(), 7, "{sshd}");
+    let uid: u32 = f[2].parse().unwrap();
+    assert!((100..1000).contains(&uid), "sshd is a system user: {sshd}");
+    assert!(f[6].ends_with("nologin"), "{sshd}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The trust chain and the package pipeline against a repository the tests build and
 //! sign themselves: every tampering is refused with its own message, proxies are
-//! honoured, the lock pins the build, and two builds can share the cache at once.
+//! honoured, the lock pins the build, two builds can share the cache at once, indexes are
+//! found in every form a Release may list, a corrupt cache heals itself, and files two
+//! packages ship go where `Replaces` says.
 
 mod common;
 #[path = "common/repo.rs"]
@@ -59,8 +61,12 @@ struct Fixture {
 }
 
 fn fixture(release_extra: &str) -> Fixture {
+    fixture_with(&packages(), release_extra)
+}
+
+fn fixture_with(pkgs: &[PkgSpec], release_extra: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repo::create(dir.path(), "kilntest", &packages(), release_extra);
+    let repo = Repo::create(dir.path(), "kilntest", pkgs, release_extra);
     let server = Server::start(dir.path().join("repo"), "");
     Fixture { dir, repo, server }
 }
@@ -402,4 +408,229 @@ fn an_unsatisfiable_request_explains_why() {
         "{e}"
     );
     assert!(e.contains("hello: requested in the profile"), "{e}");
+}
+
+/// Three pairs of packages shipping the same file under /usr/share/clash: in `one`, the
+/// first in name order replaces the second; in `two`, the second replaces the first; in
+/// `three`, neither says anything.
+fn clashing_packages() -> Vec<PkgSpec> {
+    let mut out = Vec::new();
+    for (pair, replacer) in [("one", Some("a")), ("two", Some("z")), ("three", None)] {
+        for side in ["a", "z"] {
+            let name = format!("{pair}-{side}");
+            let mut p = pkg(
+                &name,
+                "1.0",
+                "",
+                vec![file(
+                    &format!("/usr/share/clash/{pair}"),
+                    &format!("from {name}\n"),
+                    0o644,
+                )],
+            );
+            if replacer == Some(side) {
+                let other = if side == "a" { "z" } else { "a" };
+                p.extra = format!("Replaces: {pair}-{other} (<< 2)\n");
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn replaces_decides_which_package_owns_a_shared_file() {
+    let f = fixture_with(&clashing_packages(), "");
+    let names = ["one-a", "one-z", "two-a", "two-z", "three-a", "three-z"]
+        .map(|n| format!("\"{n}\""))
+        .join(", ");
+    let p = f.profile(
+        &format!("{}/debian", f.server.url()),
+        &f.repo.keyring,
+        &names,
+    );
+    let o = f.build(&p, &[]);
+    assert!(o.status.success());
+    let m = f.manifest();
+    let content = |pair: &str| entry(&m, &format!("/usr/share/clash/{pair}"))["sha256"].clone();
+    // The replacing package wins whether it comes first or last in name order.
+    assert_eq!(content("one"), sha256(b"from one-a\n"));
+    assert_eq!(content("two"), sha256(b"from two-z\n"));
+    // Without Replaces, the later package in name order wins, and the log says so.
+    assert_eq!(content("three"), sha256(b"from three-z\n"));
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "file in two packages: /usr/share/clash/three: three-a's copy replaced by three-z's"
+        ),
+        "{e}"
+    );
+    // A declared replacement is not an accident worth reporting.
+    assert!(
+        !e.contains("/usr/share/clash/one") && !e.contains("/usr/share/clash/two"),
+        "{e}"
+    );
+}
+
+#[test]
+fn acquire_by_hash_fetches_the_index_by_its_sha256() {
+    let f = fixture("");
+    f.repo
+        .publish_indexes(f.repo.packages.as_bytes(), "", &["Packages.xz"], true);
+    let xz = std::fs::read(f.repo.dists().join("main/binary-amd64/Packages.xz")).unwrap();
+    let o = f.build(&f.default_profile(), &[]);
+    assert!(o.status.success());
+    let lines = f.server.request_lines();
+    let by_hash = format!(
+        "GET /debian/dists/kilntest/main/binary-amd64/by-hash/SHA256/{} HTTP/1.1",
+        sha256(&xz)
+    );
+    assert!(lines.contains(&by_hash), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("binary-amd64/Packages")),
+        "the index must not be fetched by name: {lines:?}"
+    );
+    entry(&f.manifest(), "/usr/bin/hello");
+}
+
+/// Republishes the fixture's index as `name` only, builds, and checks that exactly that
+/// file was fetched and the packages it lists were installed.
+fn builds_from_index_form(name: &str) {
+    let f = fixture("");
+    f.repo
+        .publish_indexes(f.repo.packages.as_bytes(), "", &[name], false);
+    let o = f.build(&f.default_profile(), &[]);
+    assert!(o.status.success());
+    let lines = f.server.request_lines();
+    let fetched: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("binary-amd64/"))
+        .collect();
+    assert_eq!(
+        fetched,
+        [&format!(
+            "GET /debian/dists/kilntest/main/binary-amd64/{name} HTTP/1.1"
+        )],
+        "{lines:?}"
+    );
+    let m = f.manifest();
+    assert_eq!(
+        entry(&m, "/usr/bin/hello")["sha256"],
+        sha256(b"#!/bin/sh\necho hello\n")
+    );
+    entry(&m, "/usr/lib/x86_64-linux-gnu/libhello.so.1");
+}
+
+#[test]
+fn a_release_with_only_packages_gz_is_enough() {
+    builds_from_index_form("Packages.gz");
+}
+
+#[test]
+fn a_release_with_only_uncompressed_packages_is_enough() {
+    builds_from_index_form("Packages");
+}
+
+#[test]
+fn a_corrupt_cached_deb_is_fetched_again() {
+    let f = fixture("");
+    let p = f.default_profile();
+    let o = f.build(&p, &[]);
+    assert!(o.status.success());
+    let image = f.dir.path().join("out/p.cpio.zst");
+    let first = sha256_file(&image);
+    let deb_sha =
+        sha256(&std::fs::read(f.repo.root.join("pool/main/hello/hello_2.10-3_amd64.deb")).unwrap());
+    let blob = f
+        .dir
+        .path()
+        .join("cache/blobs")
+        .join(&deb_sha[..2])
+        .join(&deb_sha);
+    // Same length, one bit off: only re-hashing can tell.
+    let mut bytes = std::fs::read(&blob).expect("the .deb is in the cache");
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x01;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let deb_get = "GET /debian/pool/main/hello/hello_2.10-3_amd64.deb HTTP/1.1";
+    let gets = |f: &Fixture| {
+        f.server
+            .request_lines()
+            .iter()
+            .filter(|l| *l == deb_get)
+            .count()
+    };
+    assert_eq!(gets(&f), 1);
+    let o = f.build(&p, &[]);
+    assert!(o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("cache entry {} was corrupt", blob.display()))
+            && e.contains("fetching it again"),
+        "{e}"
+    );
+    assert_eq!(gets(&f), 2, "{:?}", f.server.request_lines());
+    assert_eq!(
+        sha256_file(&blob),
+        deb_sha,
+        "the cache holds the good copy again"
+    );
+    assert_eq!(sha256_file(&image), first);
+}
+
+#[test]
+fn an_https_mirror_is_reached_through_connect() {
+    let f = fixture("");
+    // The test server is the proxy; it does not tunnel (it answers CONNECT with 404), so
+    // the build must fail, promptly and saying what it could not fetch.
+    let port = f.server.port;
+    let p = f.profile(
+        &format!("https://127.0.0.1:{port}/debian"),
+        &f.repo.keyring,
+        "\"hello\"",
+    );
+    let mut cmd = f.kiln();
+    cmd.env("https_proxy", f.server.url())
+        .arg("build")
+        .arg(&p)
+        .arg("-o")
+        .arg(f.dir.path().join("out"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kiln still running after 60s; the proxy saw {:?}",
+                f.server.request_lines()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    eprintln!("--- stderr:\n{e}");
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    let lines = f.server.request_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("CONNECT 127.0.0.1:{port} HTTP/1.1")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.starts_with("CONNECT ")),
+        "only tunnels may be asked for: {lines:?}"
+    );
+    assert!(
+        e.contains(&format!(
+            "GET https://127.0.0.1:{port}/debian/dists/kilntest/InRelease"
+        )),
+        "{e}"
+    );
+    assert!(!f.dir.path().join("out").exists(), "nothing may be written");
 }

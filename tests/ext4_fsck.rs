@@ -8,7 +8,7 @@ use std::process::Command;
 
 use kiln::output::ext4::writer::{Prepared, Target};
 use kiln::output::ext4::{Ext4Options, SizeSpec};
-use kiln::profile::validate::FreeSpace;
+use kiln::output::options::FreeSpace;
 use kiln::tree::{Data, Entry, Kind, Meta, Tree};
 
 fn opts(force_64bit: bool) -> Ext4Options {
@@ -290,8 +290,35 @@ fn the_edge_case_corpus_passes_e2fsck_with_both_descriptor_sizes() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
     assert!(blocks <= 8 * 8, "a sparse file took {blocks} sectors");
-    let out = debugfs(&img, "cat /sparse/4g");
-    let _ = out;
+    // And reads back byte for byte, streamed: 4 GiB never sits in memory.
+    let mut child = Command::new("debugfs")
+        .arg("-R")
+        .arg("cat /sparse/4g")
+        .arg(&img)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = std::io::BufReader::with_capacity(1 << 20, child.stdout.take().unwrap());
+    let mut want = std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(d.path().join("sparse")).unwrap(),
+    );
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut total = 0u64;
+    loop {
+        use std::io::Read;
+        let n = want.read(&mut a).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.read_exact(&mut b[..n])
+            .unwrap_or_else(|e| panic!("debugfs output ended at {total}: {e}"));
+        assert!(a[..n] == b[..n], "/sparse/4g differs near byte {total}");
+        total += n as u64;
+    }
+    assert_eq!(total, 4 << 30);
+    assert!(child.wait().unwrap().success());
     let s = debugfs(&img, "stat /links/long");
     assert!(s.contains("Size: 4000"), "{s}");
 }

@@ -11,11 +11,15 @@ use crate::profile::System;
 use crate::util::progress;
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
 
+/// What configuring an image needs: the profile's `system` settings and facts about the build.
 pub struct ConfigureInput<'a> {
+    /// The profile's `system` section.
     pub system: &'a System,
+    /// Image name: the default hostname, and the seed of the root password hash's salt.
     pub name: &'a str,
     /// Units packages' scripts would have enabled, plus kiln's own.
     pub units: Vec<String>,
+    /// Timestamp of every entry written, in seconds since the Unix epoch.
     pub epoch: i64,
 }
 
@@ -30,10 +34,14 @@ fn put(tree: &mut Tree, path: &str, text: &str, epoch: i64) -> Result<()> {
     Ok(())
 }
 
+/// Whether the image has systemd (`/usr/lib/systemd/systemd`); systemd-only set-up needs it.
 pub fn has_systemd(tree: &Tree) -> bool {
     tree.contains("usr/lib/systemd/systemd")
 }
 
+/// Sets up accounts, hostname, /etc/hosts and root's SSH keys and, on a systemd image,
+/// machine-id, locale, keymap, time zone, fstab and autologin. Hosts, locale, keymap,
+/// time zone and fstab files the image already has are kept.
 pub fn configure(tree: &mut Tree, input: &ConfigureInput) -> Result<()> {
     let s = input.system;
     let epoch = input.epoch;

@@ -12,17 +12,24 @@ const UNIT_DIRS: [&str; 3] = [
     "lib/systemd/system",
 ];
 
+/// What `systemctl enable` reads from a unit file: its [Install] section, and [Unit] `Conflicts=`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Install {
+    /// `WantedBy=`: units whose `.wants/` directory gets a link to this one.
     pub wanted_by: Vec<String>,
+    /// `RequiredBy=`: units whose `.requires/` directory gets a link to this one.
     pub required_by: Vec<String>,
+    /// `Alias=`: other names for this unit, linked in /etc/systemd/system.
     pub alias: Vec<String>,
+    /// `Also=`: units enabled along with this one.
     pub also: Vec<String>,
+    /// `DefaultInstance=`: the instance a template unit is enabled as when none is named.
     pub default_instance: Option<String>,
     /// From [Unit]: units this one cannot run beside.
     pub conflicts: Vec<String>,
 }
 
+/// Reads the [Install] keys and [Unit] `Conflicts=` from unit file text; other lines are ignored.
 pub fn parse_install(text: &str) -> Install {
     let mut i = Install::default();
     let mut section = String::new();
@@ -60,6 +67,11 @@ fn split_instance(unit: &str) -> (String, Option<String>) {
     }
 }
 
+/// A unit name kiln may turn into a path: no slash, not `.` or `..`, not empty.
+fn valid_unit_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
 /// Where a unit file lives in the image (stored path) and its text.
 fn find_unit(tree: &Tree, file: &str) -> Result<Option<(String, String)>> {
     for d in UNIT_DIRS {
@@ -80,9 +92,12 @@ fn link(tree: &mut Tree, at: &str, target: &str, epoch: i64) -> Result<()> {
     Ok(())
 }
 
+/// What [`enable`] did.
 #[derive(Debug, Default)]
 pub struct Enabled {
+    /// Units enabled, in order, including those pulled in by `Also=`.
     pub units: Vec<String>,
+    /// Units not enabled, each as `unit: reason`.
     pub skipped: Vec<String>,
 }
 
@@ -102,6 +117,10 @@ pub fn enable(tree: &mut Tree, units: &[String], epoch: i64) -> Result<Enabled> 
         {
             continue;
         }
+        if !valid_unit_name(&unit) {
+            done.skipped.push(format!("{unit}: not a unit name"));
+            continue;
+        }
         let (file, instance) = split_instance(&unit);
         let Some((path, text)) = find_unit(tree, &file)? else {
             done.skipped
@@ -109,6 +128,20 @@ pub fn enable(tree: &mut Tree, units: &[String], epoch: i64) -> Result<Enabled> 
             continue;
         };
         let inst = parse_install(&text);
+        // Names from a unit file become paths; one that could climb out of
+        // /etc/systemd/system is refused, not followed.
+        if let Some(bad) = inst
+            .wanted_by
+            .iter()
+            .chain(&inst.required_by)
+            .chain(&inst.alias)
+            .find(|w| !valid_unit_name(w))
+        {
+            done.skipped.push(format!(
+                "{unit}: its [Install] names `{bad}`, which is not a unit name"
+            ));
+            continue;
+        }
         let clash = done.units.iter().find(|u| {
             inst.conflicts.contains(u)
                 || conflicts_of
@@ -181,6 +214,29 @@ pub fn autologin(tree: &mut Tree, epoch: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn install_names_that_climb_are_refused() {
+        let mut t = Tree::new(0);
+        let f = |s: &str| Entry::new(Kind::File(Data::bytes(s)), Meta::new(0o644, 0));
+        t.insert(
+            "usr/lib/systemd/systemd",
+            Entry::new(Kind::File(Data::bytes("")), Meta::new(0o755, 0)),
+        )
+        .unwrap();
+        t.insert(
+            "usr/lib/systemd/system/evil.service",
+            f("[Install]\nWantedBy=../../../../tmp/x\nAlias=../../etc/passwd\n"),
+        )
+        .unwrap();
+        let before = t.len();
+        let e = enable(&mut t, &["evil.service".into(), "../x.service".into()], 0).unwrap();
+        assert!(e.units.is_empty(), "{e:?}");
+        assert_eq!(e.skipped.len(), 2, "{e:?}");
+        assert!(e.skipped[0].contains("not a unit name"), "{e:?}");
+        assert_eq!(t.len(), before, "nothing was linked");
+        assert!(t.iter().all(|(p, _)| !p.split('/').any(|c| c == "..")));
+    }
 
     #[test]
     fn parses_install_sections() {

@@ -9,29 +9,44 @@ use std::io::Read;
 
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
 
+/// One /etc/passwd entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// Login name.
     pub name: String,
+    /// User id.
     pub uid: u32,
+    /// Primary group id.
     pub gid: u32,
+    /// Comment field, usually the full name.
     pub gecos: String,
+    /// Home directory.
     pub home: String,
+    /// Login shell.
     pub shell: String,
 }
 
+/// One /etc/group entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
+    /// Group name.
     pub name: String,
+    /// Group id.
     pub gid: u32,
+    /// Login names of the users for whom this is a supplementary group.
     pub members: Vec<String>,
 }
 
+/// The image's user and group databases, entries in file order.
 #[derive(Debug, Default, Clone)]
 pub struct Accounts {
+    /// /etc/passwd entries.
     pub users: Vec<User>,
+    /// /etc/group entries.
     pub groups: Vec<Group>,
 }
 
+/// Text of the file at `path`, following symlinks; None when it does not resolve to a regular file.
 pub fn read_text(tree: &Tree, path: &str) -> Result<Option<String>> {
     let Ok(p) = tree.resolve(path) else {
         return Ok(None);
@@ -49,6 +64,7 @@ pub fn read_text(tree: &Tree, path: &str) -> Result<Option<String>> {
 }
 
 impl Accounts {
+    /// Parses passwd and group file text; malformed lines are skipped and unreadable ids become 0.
     pub fn parse(passwd: &str, group: &str) -> Accounts {
         let users = passwd
             .lines()
@@ -82,6 +98,7 @@ impl Accounts {
         Accounts { users, groups }
     }
 
+    /// /etc/passwd text; the password field is `x`, as the hashes live in /etc/shadow.
     pub fn passwd(&self) -> String {
         self.users
             .iter()
@@ -94,6 +111,7 @@ impl Accounts {
             .collect()
     }
 
+    /// /etc/group text; the password field is `x`, as in /etc/gshadow.
     pub fn group(&self) -> String {
         self.groups
             .iter()
@@ -101,6 +119,7 @@ impl Accounts {
             .collect()
     }
 
+    /// Id of the group called `name`, if there is one.
     pub fn gid_of(&self, name: &str) -> Option<u32> {
         self.groups.iter().find(|g| g.name == name).map(|g| g.gid)
     }

@@ -18,9 +18,12 @@ use super::HashWriter;
 pub use super::options::Compression;
 use crate::tree::{Kind, Tree};
 
+/// How the initramfs is written.
 #[derive(Debug, Clone)]
 pub struct CpioOptions {
+    /// Compression of the whole archive.
     pub compression: Compression,
+    /// zstd compression level, 1 to 22.
     pub level: i32,
     /// zstd worker threads; 0 = one per CPU.
     pub threads: u32,
@@ -52,6 +55,7 @@ impl<W: Write> Write for NoFlush<W> {
     }
 }
 
+/// Worker threads for `n`: `n` itself, or one per CPU when it is 0.
 pub fn threads(n: u32) -> u32 {
     if n == 0 {
         std::thread::available_parallelism()
@@ -269,16 +273,26 @@ pub fn list(path: &Path) -> Result<Vec<ListedEntry>> {
     Ok(out)
 }
 
+/// One entry of a newc archive, as its header records it.
 #[derive(Debug, Clone)]
 pub struct ListedEntry {
+    /// Path as stored (kiln writes `.` for the root and no leading `/`).
     pub name: String,
+    /// File type and permission bits (`st_mode`).
     pub mode: u32,
+    /// Owner uid.
     pub uid: u32,
+    /// Owner gid.
     pub gid: u32,
+    /// Data size in bytes; a symlink's is its target's length.
     pub size: u64,
+    /// Device numbers (major, minor); (0, 0) for anything but char and block devices.
     pub rdev: (u32, u32),
+    /// Inode number; hard links share one.
     pub ino: u32,
+    /// Link count.
     pub nlink: u32,
+    /// Symlink target; `None` for other types.
     pub target: Option<String>,
 }
 

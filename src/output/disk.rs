@@ -21,8 +21,11 @@ use crate::util::progress;
 use crate::util::size::human_bytes;
 use crate::tree::Tree;
 
+/// GPT type GUID of an x86-64 root partition (Discoverable Partitions Specification).
 pub const ROOT_X86_64: Uuid = Uuid::from_u128(0x4f68bce3_e8cd_4db1_96e7_fbcaf984b709);
+/// Bytes per logical sector.
 pub const SECTOR: u64 = 512;
+/// Bytes in a MiB, the partition alignment.
 pub const MIB: u64 = 1 << 20;
 
 /// The GPT type GUID of a partition type.
@@ -64,21 +67,33 @@ pub struct PartitionSpec {
     pub content: PartitionFs,
 }
 
+/// One partition in a GPT.
 #[derive(Debug, Clone)]
 pub struct PartitionInfo {
+    /// Partition number, from 1.
     pub number: u32,
+    /// GPT partition name; the root partition's is "root".
     pub name: String,
+    /// Partition type GUID.
     pub type_guid: Uuid,
+    /// Unique partition GUID (PARTUUID).
     pub part_guid: Uuid,
+    /// First sector (512-byte LBA).
     pub first_lba: u64,
+    /// Last sector, inclusive (512-byte LBA).
     pub last_lba: u64,
 }
 
+/// What the disk writer produced.
 #[derive(Debug)]
 pub struct DiskReport {
+    /// Disk GUID in the GPT header.
     pub disk_guid: Uuid,
+    /// Size of the image file in bytes.
     pub bytes: u64,
+    /// Every partition, root first.
     pub partitions: Vec<PartitionInfo>,
+    /// The root file system's report.
     pub root: super::ext4::Ext4Report,
 }
 
@@ -94,6 +109,7 @@ pub fn root_fs_options(name: &str, size: SizeSpec, time: i64) -> Ext4Options {
     }
 }
 
+/// The root partition's PARTUUID for image `name`, as the kernel command line uses it.
 pub fn root_partuuid(name: &str) -> Uuid {
     derive_uuid(name, "part-root")
 }

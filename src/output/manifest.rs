@@ -5,36 +5,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::tree::{Entry, Kind, Tree};
 
+/// One path in an image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestEntry {
+    /// Absolute path in the image.
     pub path: String,
+    /// Entry type, written `type`: directory, file, symlink, hardlink, char, block, fifo or socket.
     #[serde(rename = "type")]
     pub kind: String,
     /// Permission bits in octal, e.g. "0755".
     pub mode: String,
+    /// Owner uid.
     pub uid: u32,
+    /// Owner gid.
     pub gid: u32,
+    /// Size in bytes, for regular files and hard links.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// sha256 of the contents, hex, for regular files and hard links.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// Symlink target, or the path a hard link shares its inode with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Major device number, for char and block devices.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub major: Option<u32>,
+    /// Minor device number, for char and block devices.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub minor: Option<u32>,
 }
 
+/// An image's manifest: the image and every path in it, written as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// File name of the image, without its directory.
     pub image: String,
+    /// Image format: "initramfs", "tar" or "disk".
     pub format: String,
     /// sha256 of the whole image; left out for disk images, whose hashing (gigabytes of
     /// mostly holes) would cost more than writing them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_sha256: Option<String>,
+    /// Every path in the image.
     pub entries: Vec<ManifestEntry>,
 }
 
@@ -81,6 +94,7 @@ impl ManifestEntry {
 }
 
 impl Manifest {
+    /// Pretty-printed JSON, ending with a newline.
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');

@@ -29,6 +29,7 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
+/// Writes `tree` as a tar archive at `dest` and returns its manifest.
 pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
     tree.check_links()?;
     let mut out = AtomicFile::create(dest)?;

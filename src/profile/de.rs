@@ -71,6 +71,7 @@ pub fn take_location() -> Option<(Loc, String)> {
     LAST_LOC.with(|l| l.borrow_mut().take())
 }
 
+/// Deserializes a node tree into `T`, reporting errors at the key or value that caused them.
 pub fn from_node<'de, T: Deserialize<'de>>(node: &Node) -> Result<T, ProfileError> {
     T::deserialize(NodeDe {
         node,
@@ -79,6 +80,7 @@ pub fn from_node<'de, T: Deserialize<'de>>(node: &Node) -> Result<T, ProfileErro
     .map_err(|e| e.0)
 }
 
+/// A serde deserializer over one node, remembering its key path for errors.
 pub struct NodeDe<'a> {
     node: &'a Node,
     path: String,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 /// A profile file's text, kept so errors can quote the offending line.
 #[derive(Debug)]
 pub struct SourceFile {
+    /// Path the file was read from (an include's joined to the including file's directory).
     pub path: PathBuf,
+    /// The file's contents.
     pub text: String,
 }
 
@@ -31,11 +33,14 @@ impl SourceFile {
 /// A place in a profile file.
 #[derive(Debug, Clone)]
 pub struct Loc {
+    /// The file the span is in.
     pub file: Arc<SourceFile>,
+    /// Byte range in the file's text.
     pub span: Range<usize>,
 }
 
 impl Loc {
+    /// Path of the file.
     pub fn path(&self) -> &Path {
         &self.file.path
     }
@@ -56,14 +61,18 @@ impl fmt::Display for Loc {
 /// An error in a profile, with enough context to fix it without reading kiln's source.
 #[derive(Debug, Clone)]
 pub struct ProfileError {
+    /// Where the error is; `None` when it is not tied to a place in a file.
     pub loc: Option<Loc>,
     /// Dotted key path, e.g. `distribution.packages[2]`.
     pub key: String,
+    /// What is wrong.
     pub message: String,
+    /// What to do about it, shown on a `help:` line.
     pub help: Option<String>,
 }
 
 impl ProfileError {
+    /// An error with only a message; the builder methods add place, key and help.
     pub fn new(message: impl Into<String>) -> Self {
         ProfileError {
             loc: None,
@@ -73,6 +82,7 @@ impl ProfileError {
         }
     }
 
+    /// Sets the location, unless one is set already.
     pub fn at(mut self, loc: &Loc) -> Self {
         if self.loc.is_none() {
             self.loc = Some(loc.clone());
@@ -80,6 +90,7 @@ impl ProfileError {
         self
     }
 
+    /// Sets the key path, unless one is set already.
     pub fn key(mut self, key: &str) -> Self {
         if self.key.is_empty() {
             self.key = key.to_string();
@@ -87,6 +98,7 @@ impl ProfileError {
         self
     }
 
+    /// Sets the help line.
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self

@@ -14,11 +14,13 @@ use super::node::{Node, Value};
 use super::schema::Profile;
 use super::validate::validate;
 
+/// The profile format version this kiln reads.
 pub const FORMAT_VERSION: i64 = 1;
 
 /// A profile ready for planning: merged, typed and checked.
 #[derive(Debug)]
 pub struct LoadedProfile {
+    /// The merged, typed profile.
     pub profile: Profile,
     /// Image name used for output files.
     pub name: String,
@@ -28,6 +30,7 @@ pub struct LoadedProfile {
     pub files: Vec<PathBuf>,
 }
 
+/// Loads the profile at `path` with its includes, then deserializes and validates it.
 pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
     let mut loader = Loader {
         stack: Vec::new(),

@@ -9,30 +9,45 @@ use toml_edit::{Item, TableLike};
 
 use super::diag::{Loc, ProfileError, SourceFile};
 
+/// A TOML value and where it was written.
 #[derive(Debug, Clone)]
 pub struct Node {
+    /// The value; tables and arrays hold further nodes.
     pub value: Value,
+    /// Where the value was written (a table without a span of its own gets its key's).
     pub loc: Loc,
 }
 
+/// A TOML value. Dates and times are rejected while parsing: no profile key uses them.
 #[derive(Debug, Clone)]
 pub enum Value {
+    /// A string.
     Str(String),
+    /// An integer.
     Int(i64),
+    /// A float.
     Float(f64),
+    /// A boolean.
     Bool(bool),
+    /// An array, including an array of tables.
     Array(Vec<Node>),
+    /// A table (standard, inline or the document root), entries in written order.
     Table(Vec<Entry>),
 }
 
+/// One key of a table and its value.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The key, unquoted.
     pub key: String,
+    /// Where the key was written.
     pub key_loc: Loc,
+    /// The value.
     pub node: Node,
 }
 
 impl Value {
+    /// The type with an article, for messages: "a string", "an integer", ….
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Str(_) => "a string",
@@ -66,6 +81,7 @@ impl Node {
         convert_table(table, &root_loc)
     }
 
+    /// The entry for `key`, if this is a table that has it.
     pub fn get(&self, key: &str) -> Option<&Entry> {
         match &self.value {
             Value::Table(entries) => entries.iter().find(|e| e.key == key),
@@ -73,6 +89,7 @@ impl Node {
         }
     }
 
+    /// Removes and returns the entry for `key`, if this is a table that has it.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         match &mut self.value {
             Value::Table(entries) => {

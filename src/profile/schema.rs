@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::types::{Located, Mode, RelPath, Seconds, Size};
 pub use crate::output::options::{Compression, FreeSpace, PartitionFs, PartitionType, RootSize};
 
+/// A merged profile: everything that describes one image and how to test it.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -17,56 +18,77 @@ pub struct Profile {
     pub include: Vec<RelPath>,
     /// Image name; output files are `<name>.<ext>`. Default: the profile's file name without `.toml`.
     pub name: Option<String>,
+    /// Free-form description of the image; informational only.
     pub description: Option<String>,
     /// Timestamp for every entry; the SOURCE_DATE_EPOCH environment variable overrides it.
     pub source_date_epoch: Option<Located<i64>>,
     /// Variables for templates, available as `{{name}}`.
     #[serde(default)]
     pub variables: BTreeMap<String, serde_json::Value>,
+    /// How the image is written: `[output]`.
     #[serde(default)]
     pub output: Output,
+    /// The Debian archive packages come from, and which to install: `[distribution]`.
     pub distribution: Option<Located<Distribution>>,
+    /// The kernel that boots the image: `[kernel]`.
     #[serde(default)]
     pub kernel: Kernel,
+    /// Host directories copied into the image: `[[overlay]]`.
     #[serde(default)]
     pub overlay: Vec<Located<Overlay>>,
+    /// Files to create: `[[file]]`.
     #[serde(default)]
     pub file: Vec<Located<FileSpec>>,
+    /// Directories to create: `[[directory]]`.
     #[serde(default)]
     pub directory: Vec<Located<DirectorySpec>>,
+    /// Symbolic links to create: `[[symlink]]`.
     #[serde(default)]
     pub symlink: Vec<Located<SymlinkSpec>>,
+    /// Hard links to create: `[[hardlink]]`.
     #[serde(default)]
     pub hardlink: Vec<Located<HardlinkSpec>>,
+    /// Device nodes, FIFOs and sockets to create: `[[device]]`.
     #[serde(default)]
     pub device: Vec<Located<DeviceSpec>>,
+    /// Host executables copied in with the shared libraries they need: `[[binary]]`.
     #[serde(default)]
     pub binary: Vec<Located<BinarySpec>>,
     /// Glob patterns of image paths removed after packages are unpacked.
     #[serde(default)]
     pub remove: Vec<Located<String>>,
+    /// Configuration of the installed system: `[system]`.
     #[serde(default)]
     pub system: System,
+    /// How to test the image in a VM: `[test]`.
     pub test: Option<Located<Test>>,
+    /// The virtual machine that boots the image: `[qemu]`.
     #[serde(default)]
     pub qemu: Qemu,
 }
 
+/// The kind of image to write.
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// A newc cpio archive the kernel unpacks as its root file system (the default).
     #[default]
     Initramfs,
+    /// A GPT disk image with an ext4 root partition.
     Disk,
+    /// An uncompressed tar archive.
     Tar,
 }
 
+/// `[output]`: the image format and its options.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
+    /// Image format; default initramfs.
     pub format: Option<Format>,
     /// Initramfs compression.
     pub compression: Option<Compression>,
+    /// zstd compression level, 1 to 22; default 3.
     pub compression_level: Option<Located<i32>>,
     /// zstd worker threads; 0 means one per CPU.
     pub compression_threads: Option<u32>,
@@ -81,6 +103,7 @@ pub struct Output {
     pub qcow2: Option<bool>,
 }
 
+/// `[[output.partition]]`: an extra partition of a disk image.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionSpec {
@@ -89,18 +112,24 @@ pub struct PartitionSpec {
     /// Discoverable Partitions type: "linux-generic", "var", "home", "srv", "tmp", "swap", "esp", or a GUID.
     #[serde(rename = "type")]
     pub kind: Option<PartitionType>,
+    /// Partition size in bytes.
     pub size: Size,
     /// "ext4" to create an empty ext4 file system in it, "none" to leave it blank.
     pub filesystem: Option<PartitionFs>,
 }
 
+/// A base set of Debian packages installed in addition to the listed ones.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Base {
+    /// No base set: only the listed packages and their dependencies (the default).
     #[default]
     None,
+    /// Packages marked Essential.
     Essential,
+    /// Essential packages, packages of priority required, and apt.
     Minbase,
+    /// As minbase, plus packages of priority important.
     Important,
 }
 
@@ -116,29 +145,36 @@ impl Base {
     }
 }
 
+/// `[distribution]`: a Debian archive and what to install from it.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Distribution {
     /// "debian"
     pub name: Option<String>,
+    /// Suite or codename, e.g. "bookworm"; must match the Release file's Suite or Codename.
     pub suite: String,
+    /// Archive components; default `["main"]`.
     #[serde(default)]
     pub components: Vec<String>,
+    /// Debian architecture; default "amd64".
     pub architecture: Option<String>,
     /// Archive URL; default: the host's apt configuration.
     pub mirror: Option<String>,
     /// OpenPGP keyring that signs the archive.
     pub keyring: Option<RelPath>,
+    /// Packages to install, with their dependencies.
     #[serde(default)]
     pub packages: Vec<String>,
     /// Packages never installed, even when something depends on them.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Base package set installed as well; default none.
     pub base: Option<Base>,
     /// Accept an InRelease whose Valid-Until has passed (e.g. a snapshot).
     pub ignore_valid_until: Option<bool>,
 }
 
+/// `[kernel]`: the kernel that boots the image, a host file or a Debian package (not both).
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Kernel {
@@ -159,17 +195,22 @@ pub struct Kernel {
     pub install_modules: Option<bool>,
 }
 
+/// Ownership of the entries an overlay copies into the image.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Owner {
+    /// Every entry owned by 0:0 (the default).
     #[default]
     Root,
+    /// Keep the host's uid and gid.
     Host,
 }
 
+/// `[[overlay]]`: a host directory whose contents are copied into the image.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Overlay {
+    /// Host directory, relative to the profile file; must exist.
     pub source: RelPath,
     /// Where the directory's contents go in the image (default "/").
     pub destination: Option<String>,
@@ -177,70 +218,103 @@ pub struct Overlay {
     pub owner: Option<Owner>,
 }
 
+/// `[[file]]`: a regular file, from a host file or inline text (exactly one of them).
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
+    /// Absolute path in the image.
     pub path: String,
+    /// Host file whose contents are used.
     pub source: Option<RelPath>,
+    /// Inline file contents.
     pub content: Option<String>,
     /// Render the source or content as a handlebars template.
     pub template: Option<bool>,
+    /// Permission bits; default 0644, or a copied (untemplated) source's own permissions.
     pub mode: Option<Mode>,
+    /// Owner uid; default 0.
     pub uid: Option<u32>,
+    /// Owner gid; default 0.
     pub gid: Option<u32>,
     /// Extended attributes; values are text, or bytes written as "0x…" hex.
     #[serde(default)]
     pub xattrs: BTreeMap<String, String>,
 }
 
+/// `[[directory]]`: a directory to create.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DirectorySpec {
+    /// Absolute path in the image.
     pub path: String,
+    /// Permission bits; default 0755.
     pub mode: Option<Mode>,
+    /// Owner uid; default 0.
     pub uid: Option<u32>,
+    /// Owner gid; default 0.
     pub gid: Option<u32>,
 }
 
+/// `[[symlink]]`: a symbolic link (mode 0777).
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct SymlinkSpec {
+    /// Absolute path of the link in the image.
     pub path: String,
+    /// Link target, stored as written; must not be empty.
     pub target: String,
+    /// Owner uid; default 0.
     pub uid: Option<u32>,
+    /// Owner gid; default 0.
     pub gid: Option<u32>,
 }
 
+/// `[[hardlink]]`: another name for a regular file already in the image.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct HardlinkSpec {
+    /// Absolute path of the new link in the image.
     pub path: String,
     /// An existing regular file in the image.
     pub target: String,
 }
 
+/// The type of a `[[device]]` entry.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
+    /// Character device.
     Char,
+    /// Block device.
     Block,
+    /// Named pipe.
     Fifo,
+    /// Unix domain socket.
     Socket,
 }
 
+/// `[[device]]`: a device node, FIFO or socket.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
+    /// Absolute path in the image.
     pub path: String,
+    /// Node type, written `type`.
     #[serde(rename = "type")]
     pub kind: DeviceKind,
+    /// Major number, at most 4095; required for char and block devices, not allowed otherwise.
     pub major: Option<u32>,
+    /// Minor number, at most 1048575; required for char and block devices, not allowed otherwise.
     pub minor: Option<u32>,
+    /// Permission bits; default 0600 for char and block devices, 0644 otherwise.
     pub mode: Option<Mode>,
+    /// Owner uid; default 0.
     pub uid: Option<u32>,
+    /// Owner gid; default 0.
     pub gid: Option<u32>,
 }
 
+/// `[[binary]]`: a host executable copied in with its ELF interpreter and shared libraries.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct BinarySpec {
@@ -250,9 +324,11 @@ pub struct BinarySpec {
     pub path: Option<String>,
 }
 
+/// `[system]`: configuration of the installed system.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct System {
+    /// Written to /etc/hostname; default: the image name.
     pub hostname: Option<String>,
     /// Password for root ("" for none); without it root cannot log in with a password.
     pub root_password: Option<String>,
@@ -266,6 +342,7 @@ pub struct System {
     pub autologin: Option<bool>,
 }
 
+/// `[test]`: a command or script run in the booted guest; exactly one of them is required.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Test {
@@ -281,23 +358,34 @@ pub struct Test {
     pub results_size: Option<Size>,
 }
 
+/// QEMU accelerator.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
+    /// KVM when it is usable, else TCG (the default).
     #[default]
     Auto,
+    /// KVM hardware virtualisation.
     Kvm,
+    /// TCG software emulation: works anywhere, much slower.
     Tcg,
 }
 
+/// `[qemu]`: the virtual machine that boots the image.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Qemu {
+    /// QEMU executable; default "qemu-system-x86_64".
     pub binary: Option<String>,
+    /// Machine type; default "q35".
     pub machine: Option<String>,
+    /// CPU model; default "host" under KVM, "max" under TCG.
     pub cpu: Option<String>,
+    /// Guest memory in bytes; default 1G.
     pub memory: Option<Size>,
+    /// Virtual CPUs; default 2.
     pub cpus: Option<u32>,
+    /// Accelerator; default auto.
     pub accel: Option<Accel>,
     /// Extra QEMU arguments, appended as given.
     #[serde(default)]

@@ -46,12 +46,16 @@ impl Deref for RelPath {
 /// later (a missing file, a bad combination) can still point at the right line.
 #[derive(Debug, Clone)]
 pub struct Located<T> {
+    /// The value itself.
     pub value: T,
+    /// Where it was written; `None` when it was not deserialized from a profile node.
     pub loc: Option<Loc>,
+    /// Dotted key path of the value, e.g. `file[2]`; empty when unknown.
     pub key: String,
 }
 
 impl<T> Located<T> {
+    /// An error about this value, pointing at where it was written.
     pub fn error(&self, message: impl Into<String>) -> ProfileError {
         let mut e = ProfileError::new(message).key(&self.key);
         if let Some(loc) = &self.loc {
@@ -160,6 +164,7 @@ impl<'de> Deserialize<'de> for Size {
 pub struct Seconds(pub Duration);
 
 impl Seconds {
+    /// Parses a number with an optional unit: ms, s (the default), m or h.
     pub fn parse(s: &str) -> Result<Seconds, String> {
         let s = s.trim();
         let split = s

@@ -28,6 +28,8 @@ fn exists<T>(
     }
 }
 
+/// Checks `p` beyond its types. `name` is the image name; `root`, the merged tree,
+/// locates errors about values that carry no location of their own.
 pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         let loc = root

@@ -155,17 +155,19 @@ pub fn supervise(
     let mut reported: Option<Instant> = None;
     loop {
         pump(&mut tail);
+        // Before looking at QEMU: cancelling kills it, and that exit is the cancel's.
+        if cancel.is_cancelled() {
+            ended.cancelled = true;
+            break;
+        }
         match guard.child.try_wait() {
             Ok(Some(status)) => {
                 ended.exit = Some(status);
+                ended.cancelled = cancel.is_cancelled();
                 break;
             }
             Ok(None) => {}
             Err(e) => return Err(format!("waiting for QEMU: {e}")),
-        }
-        if cancel.is_cancelled() {
-            ended.cancelled = true;
-            break;
         }
         if start.elapsed() > timeout {
             ended.timed_out = true;

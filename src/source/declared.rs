@@ -9,9 +9,13 @@ use crate::profile::{DeviceKind, Owner, Profile};
 use crate::template::Renderer;
 use crate::tree::{path, Data, Entry, Kind, Meta, Tree};
 
+/// What declared entries need from the build.
 pub struct DeclaredContext<'a> {
+    /// Modification time of every entry, in seconds since the Unix epoch.
     pub mtime: i64,
+    /// Renders `[[file]]` entries with `template = true`.
     pub renderer: &'a Renderer,
+    /// The variables templates are rendered with.
     pub data: &'a Value,
 }
 
@@ -22,6 +26,8 @@ fn xattr_value(v: &str) -> Vec<u8> {
     }
 }
 
+/// Adds the profile's `[[binary]]`, `[[overlay]]`, `[[directory]]`, `[[file]]`, `[[symlink]]`,
+/// `[[hardlink]]` and `[[device]]` entries to the tree, in that order.
 pub fn add_declared(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for b in &p.binary {
         let host = if b.source.contains('/') {

@@ -12,11 +12,16 @@ use object::Endianness;
 /// What the dynamic linker needs to run one ELF file.
 #[derive(Debug, Default)]
 pub struct ElfDeps {
+    /// PT_INTERP: the dynamic linker's path, if the file is dynamically linked.
     pub interpreter: Option<String>,
+    /// DT_NEEDED: the names of the libraries it loads, in order.
     pub needed: Vec<String>,
+    /// DT_RUNPATH and DT_RPATH directories, with `$ORIGIN` expanded.
     pub search: Vec<String>,
 }
 
+/// Reads a file's dynamic-linking needs; a file that is not ELF (a script) has none.
+/// 32-bit ELF is an error.
 pub fn read_deps(path: &Path) -> Result<ElfDeps> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if data.get(..4) != Some(b"\x7fELF") {

@@ -69,8 +69,11 @@ pub fn module_depends(elf: &[u8]) -> Result<Vec<String>> {
 /// A module ready to load: its name, where it goes in an image, its plain ELF bytes.
 #[derive(Debug, Clone)]
 pub struct LoadableModule {
+    /// Module name, with '_' for '-'.
     pub name: String,
+    /// Where it goes in the image: its path in the package, ending in plain `.ko`.
     pub image_path: String,
+    /// The module as uncompressed ELF.
     pub elf: Arc<[u8]>,
 }
 

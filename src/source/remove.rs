@@ -7,6 +7,8 @@ use glob::{MatchOptions, Pattern};
 use crate::profile::Located;
 use crate::tree::Tree;
 
+/// Removes every entry whose path (with a leading `/`) matches one of `patterns`, with
+/// everything below it. Returns how many entries went.
 pub fn remove(tree: &mut Tree, patterns: &[Located<String>]) -> Result<usize> {
     let opts = MatchOptions {
         case_sensitive: true,

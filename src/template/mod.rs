@@ -11,11 +11,18 @@ use crate::util::shell::shell_quote;
 
 /// kiln's built-in templates.
 pub const INITRAMFS_INIT: &str = include_str!("initramfs-init.sh.hbs");
+/// /usr/lib/kiln/run-test: runs the test, keeps its results, reports its exit status to the host.
 pub const TEST_WRAPPER: &str = include_str!("run-test.sh.hbs");
+/// /init of a disk's boot initramfs: loads the root disk's modules, finds the root partition
+/// and switches to it.
 pub const DISK_INIT: &str = include_str!("disk-init.sh.hbs");
+/// kiln-test.service: runs the test at boot in disk and tar images, then powers off.
 pub const TEST_UNIT: &str = include_str!("kiln-test.service.hbs");
+/// kiln-depmod.service: builds the module index at first boot when kiln copied modules in
+/// without one. Installed as it is, not rendered.
 pub const DEPMOD_UNIT: &str = include_str!("kiln-depmod.service.hbs");
 
+/// A Handlebars renderer in strict mode, without HTML escaping, with the `sh` helper.
 pub struct Renderer {
     hb: Handlebars<'static>,
 }
@@ -46,6 +53,7 @@ impl Default for Renderer {
 }
 
 impl Renderer {
+    /// A renderer with kiln's settings and helpers.
     pub fn new() -> Renderer {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);

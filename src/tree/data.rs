@@ -7,25 +7,36 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The source of a regular file's contents.
 #[derive(Debug, Clone)]
 pub enum Data {
     /// Bytes held in memory: inline profile content, rendered templates, generated files.
     Bytes(Arc<[u8]>),
     /// A file on the host, read when the image is written. `size` is what it was when planned.
-    Host { path: PathBuf, size: u64 },
+    Host {
+        /// The file on the host.
+        path: PathBuf,
+        /// Its length in bytes when planned; a different length when written is an error.
+        size: u64,
+    },
     /// A byte range of a larger file, e.g. a member of an uncompressed package archive in the cache.
     Slice {
+        /// The containing file.
         file: Arc<PathBuf>,
+        /// Where the range starts in `file`, in bytes.
         offset: u64,
+        /// Length of the range in bytes.
         len: u64,
     },
 }
 
 impl Data {
+    /// In-memory contents, copied from `b`.
     pub fn bytes(b: impl Into<Vec<u8>>) -> Data {
         Data::Bytes(Arc::from(b.into().into_boxed_slice()))
     }
 
+    /// Length of the contents in bytes (for a host file, as planned).
     pub fn len(&self) -> u64 {
         match self {
             Data::Bytes(b) => b.len() as u64,
@@ -34,6 +45,7 @@ impl Data {
         }
     }
 
+    /// Whether the contents are zero bytes long.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -139,15 +151,24 @@ fn host_data_ranges(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
     Ok(ranges)
 }
 
+/// An open [`Data`] source from [`Data::open`]: reads and seeks within exactly the planned bytes.
 pub enum DataReader {
+    /// In-memory contents.
     Bytes {
+        /// The contents.
         data: Arc<[u8]>,
+        /// Read position, in bytes from the start.
         pos: usize,
     },
+    /// A host file, or a byte range of one.
     File {
+        /// The open file.
         file: File,
+        /// Offset in `file` where the contents begin.
         start: u64,
+        /// Read position, relative to `start`.
         pos: u64,
+        /// Length of the contents in bytes.
         len: u64,
     },
 }

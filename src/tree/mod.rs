@@ -18,13 +18,18 @@ pub use data::Data;
 pub struct Meta {
     /// Permission bits including setuid, setgid and sticky (0o7777).
     pub mode: u32,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
+    /// Modification time, in seconds since the Unix epoch.
     pub mtime: i64,
+    /// Extended attributes: full name (e.g. `security.capability`) to value.
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Meta {
+    /// Owned by root, no xattrs; bits of `mode` outside 0o7777 are dropped.
     pub fn new(mode: u32, mtime: i64) -> Meta {
         Meta {
             mode: mode & 0o7777,
@@ -35,6 +40,7 @@ impl Meta {
         }
     }
 
+    /// Sets the owner's user and group ids.
     pub fn owner(mut self, uid: u32, gid: u32) -> Meta {
         self.uid = uid;
         self.gid = gid;
@@ -42,22 +48,34 @@ impl Meta {
     }
 }
 
+/// What an entry is and, for a regular file, where its bytes come from.
 #[derive(Debug, Clone)]
 pub enum Kind {
+    /// A directory; its contents are the entries below its path.
     Dir,
+    /// A regular file and the source of its contents.
     File(Data),
+    /// A symbolic link; the target is kept as written, absolute or relative.
     Symlink(String),
     /// Another name for the regular file stored at this path.
     HardLink(String),
+    /// A character device.
     CharDev {
+        /// Device major number.
         major: u32,
+        /// Device minor number.
         minor: u32,
     },
+    /// A block device.
     BlockDev {
+        /// Device major number.
         major: u32,
+        /// Device minor number.
         minor: u32,
     },
+    /// A named pipe.
     Fifo,
+    /// A Unix domain socket.
     Socket,
 }
 
@@ -80,6 +98,7 @@ impl Kind {
         self.file_type().bits()
     }
 
+    /// Short name for messages: "directory", "file", "symlink", "hardlink", …
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Dir => "directory",
@@ -94,17 +113,22 @@ impl Kind {
     }
 }
 
+/// One entry of the tree: what it is, and its metadata.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// Type, with the contents, target or device numbers.
     pub kind: Kind,
+    /// Ownership, mode, mtime and xattrs.
     pub meta: Meta,
 }
 
 impl Entry {
+    /// An entry of `kind` with `meta`.
     pub fn new(kind: Kind, meta: Meta) -> Entry {
         Entry { kind, meta }
     }
 
+    /// Whether the entry is a directory (a symlink to one is not).
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir)
     }
@@ -113,11 +137,15 @@ impl Entry {
 /// Something a later layer did to an earlier one that a user may want to know about.
 #[derive(Debug, Clone)]
 pub struct Replaced {
+    /// Stored path of the entry that was replaced.
     pub path: String,
+    /// What was there, as [`Kind::name`] names it.
     pub old: &'static str,
+    /// What replaced it, as [`Kind::name`] names it.
     pub new: &'static str,
 }
 
+/// A tree operation that failed (bad path, symlink loop, broken hard link), with the message saying why.
 #[derive(Debug)]
 pub struct TreeError(pub String);
 
@@ -140,6 +168,7 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// A tree holding only the root directory: 0755, root-owned, mtime `mtime`; directories created implicitly get the same.
     pub fn new(mtime: i64) -> Tree {
         let implicit_dir = Meta::new(0o755, mtime);
         let mut entries = BTreeMap::new();
@@ -150,18 +179,22 @@ impl Tree {
         }
     }
 
+    /// Number of entries, the root included.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the tree holds nothing but the root.
     pub fn is_empty(&self) -> bool {
         self.entries.len() <= 1
     }
 
+    /// The entry stored at `path` (stored form; no symlinks followed).
     pub fn get(&self, path: &str) -> Option<&Entry> {
         self.entries.get(path)
     }
 
+    /// Whether an entry is stored at `path` (stored form; no symlinks followed).
     pub fn contains(&self, path: &str) -> bool {
         self.entries.contains_key(path)
     }
@@ -262,6 +295,9 @@ impl Tree {
         entry: Entry,
     ) -> Result<(String, Vec<Replaced>), TreeError> {
         let mut replaced = Vec::new();
+        // Every entry goes through here, so no caller can make a `..` entry.
+        let path = path::ImagePath::new(path).map_err(TreeError)?.into_string();
+        let path = path.as_str();
         if path.is_empty() {
             if !entry.is_dir() {
                 return Err(TreeError(

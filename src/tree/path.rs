@@ -1,6 +1,47 @@
 //! Image paths: absolute in profiles ("/etc/hostname"), stored without the leading slash
 //! ("etc/hostname"), so that byte order puts every directory before what it contains.
 
+/// A normalised image path, stored without the leading slash: only [`ImagePath::new`]
+/// (which normalises and refuses `..`) builds one, so a path from a package, a unit file
+/// or a profile cannot name anything outside the image.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ImagePath(String);
+
+impl ImagePath {
+    /// Normalises `path` (with or without the leading slash): `//a/./b/` is `a/b`, `/`
+    /// is the root. `..`, NUL bytes and components over 255 bytes are refused.
+    pub fn new(path: &str) -> Result<ImagePath, String> {
+        if is_normal(path) {
+            return Ok(ImagePath(path.to_string()));
+        }
+        relative(path).map(ImagePath)
+    }
+
+    /// The stored form, without the leading slash ("" for the root).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The stored form, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ImagePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/{}", self.0)
+    }
+}
+
+/// Whether `path` is already in stored form, so the common case allocates nothing.
+fn is_normal(path: &str) -> bool {
+    path.is_empty()
+        || path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255 && !c.contains('\0'))
+}
+
 /// Normalises an absolute image path. `/` becomes "", `//a/./b/` becomes "a/b".
 /// `..` is refused: an image path never climbs, which keeps overlays and packages inside the tree.
 pub fn normalize(path: &str) -> Result<String, String> {
@@ -42,6 +83,7 @@ pub fn file_name(path: &str) -> &str {
     path.rfind('/').map(|i| &path[i + 1..]).unwrap_or(path)
 }
 
+/// `dir/name` for stored paths; an empty `dir` (the root) or empty `name` adds no slash.
 pub fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
@@ -93,6 +135,18 @@ mod tests {
         assert!(normalize("usr").is_err());
         assert!(normalize("/usr/../etc").is_err());
         assert_eq!(relative("./usr/bin/ls").unwrap(), "usr/bin/ls");
+    }
+
+    #[test]
+    fn image_paths_are_normal_or_refused() {
+        assert_eq!(ImagePath::new("usr/bin").unwrap().as_str(), "usr/bin");
+        assert_eq!(ImagePath::new("//usr/./bin/").unwrap().as_str(), "usr/bin");
+        assert_eq!(ImagePath::new("/").unwrap().as_str(), "");
+        assert_eq!(ImagePath::new("/etc").unwrap().to_string(), "/etc");
+        for bad in ["a/../b", "..", "etc/systemd/system/../../x.wants/u", "a\0b"] {
+            assert!(ImagePath::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(ImagePath::new(&"x".repeat(256)).is_err());
     }
 
     #[test]

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tempfile::NamedTempFile;
 
+/// An output being written: a temporary file beside the destination, renamed onto it by [`AtomicFile::commit`].
 pub struct AtomicFile {
     tmp: NamedTempFile,
     dest: PathBuf,
 }
 
 impl AtomicFile {
+    /// Starts an output for `dest`, creating its directory; the temporary file is a hidden `.name.*.tmp`.
     pub fn create(dest: &Path) -> Result<AtomicFile> {
         let dir = dest
             .parent()
@@ -36,10 +38,12 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary file, to write the output into.
     pub fn file(&mut self) -> &mut File {
         self.tmp.as_file_mut()
     }
 
+    /// Path of the temporary file, where the output is until committed.
     pub fn path(&self) -> &Path {
         self.tmp.path()
     }

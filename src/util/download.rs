@@ -11,15 +11,20 @@ use crate::util::http::Http;
 use crate::cache::Cache;
 use crate::util::progress;
 
+/// A file to fetch into the cache, checked against a known hash and size.
 #[derive(Debug, Clone)]
 pub struct Download {
+    /// Where to fetch it from.
     pub url: String,
+    /// Expected SHA-256 in hex; also names its cache entry.
     pub sha256: String,
+    /// Expected length in bytes.
     pub size: u64,
     /// Shown in errors, e.g. "bash 5.2.37-1 amd64".
     pub what: String,
 }
 
+/// How many downloads run at once unless told otherwise.
 pub const DEFAULT_JOBS: usize = 6;
 
 /// Runs `f` over `items` on up to `jobs` threads, results in input order; stops at the first error.

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+/// HTTP client with a 30 s connect timeout and no overall one. A request is tried up to
+/// 3 times on network or server errors; other HTTP errors fail at once.
 #[derive(Clone)]
 pub struct Http {
     client: reqwest::blocking::Client,
 }
 
 impl Http {
+    /// Builds the client, identifying as `kiln/<version>`; proxies are taken from the environment.
     pub fn new() -> Result<Http> {
         let client = reqwest::blocking::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
@@ -46,6 +49,7 @@ impl Http {
         )
     }
 
+    /// The whole response body of `url`, held in memory.
     pub fn get_bytes(&self, url: &str) -> Result<Vec<u8>> {
         let mut r = self.send(url)?;
         let mut buf = Vec::new();

@@ -9,10 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 
+/// Turns off step messages and progress bars; warnings still print.
 pub fn set_quiet(q: bool) {
     QUIET.store(q, Ordering::Relaxed);
 }
 
+/// Whether [`set_quiet`] turned output off.
 pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
@@ -24,6 +26,7 @@ pub fn step(msg: impl AsRef<str>) {
     }
 }
 
+/// Something the user should act on: `kiln: warning: <message>`, printed even when quiet.
 pub fn warn(msg: impl AsRef<str>) {
     eprintln!("kiln: warning: {}", msg.as_ref());
 }

@@ -15,6 +15,7 @@ const PROBE_CODE: &str = "fa31c08ed8b800f08ed8660f0116b0000f20c06683c8010f22c066
 /// At the reset vector (0xfffffff0): `ljmp $0xf000, $0x0000`, the code's start.
 const RESET_CODE: [u8; 5] = [0xea, 0x00, 0x00, 0x00, 0xf0];
 const EXPECTED_EXIT: i32 = (0x42 << 1) | 1;
+/// How long the probe firmware gets to reach long mode before KVM is judged unusable.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The 64 KiB firmware image.
@@ -26,13 +27,17 @@ pub fn probe_firmware() -> Vec<u8> {
     image
 }
 
+/// How QEMU runs the guest's CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accelerator {
+    /// Hardware virtualisation through /dev/kvm.
     Kvm,
+    /// QEMU's software emulation: works everywhere, much slower.
     Tcg,
 }
 
 impl Accelerator {
+    /// The value for QEMU's `-accel` option.
     pub fn name(self) -> &'static str {
         match self {
             Accelerator::Kvm => "kvm",
@@ -44,10 +49,13 @@ impl Accelerator {
 /// The accelerator to use and, when it is not what was asked for, why.
 #[derive(Debug, Clone)]
 pub struct AccelChoice {
+    /// Accelerator the VM will run with.
     pub accel: Accelerator,
+    /// Why KVM is not used although `auto` asked for it; None otherwise.
     pub warning: Option<String>,
 }
 
+/// An explicit `tcg` or `kvm` is used as is; `auto` probes KVM (once per host boot) and falls back to TCG with a warning.
 pub fn choose(requested: Accel, qemu: &str) -> AccelChoice {
     match requested {
         Accel::Tcg => AccelChoice {
@@ -80,8 +88,15 @@ fn cache_file() -> Option<PathBuf> {
 
 /// Probes once per host boot; the answer does not change until the host reboots.
 fn probe_cached(qemu: &str) -> Result<(), String> {
-    let cache = cache_file();
-    if let Some(c) = &cache {
+    cached(cache_file().as_deref(), || probe(qemu, PROBE_TIMEOUT))
+}
+
+/// The answer recorded in `cache`, or `probe`'s, recorded there.
+fn cached(
+    cache: Option<&std::path::Path>,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    if let Some(c) = cache {
         if let Ok(s) = std::fs::read_to_string(c) {
             return match s.strip_prefix("ok") {
                 Some(_) => Ok(()),
@@ -89,8 +104,8 @@ fn probe_cached(qemu: &str) -> Result<(), String> {
             };
         }
     }
-    let result = probe(qemu, PROBE_TIMEOUT);
-    if let Some(c) = &cache {
+    let result = probe();
+    if let Some(c) = cache {
         let text = match &result {
             Ok(()) => "ok\n".to_string(),
             Err(e) => format!("{e}\n"),
@@ -171,7 +186,25 @@ mod tests {
         assert_eq!(&fw[0xfff0..0xfff5], &[0xea, 0x00, 0x00, 0x00, 0xf0]);
     }
 
-    /// The embedded bytes are what kvm_probe.S assembles to (when binutils is installed).
+    #[test]
+    fn the_answer_is_cached_until_the_file_goes() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("kvm-probe-boot");
+        let calls = std::cell::Cell::new(0);
+        let hangs = || {
+            calls.set(calls.get() + 1);
+            Err("a probe guest hung".to_string())
+        };
+        assert_eq!(cached(Some(&c), hangs), Err("a probe guest hung".into()));
+        assert_eq!(cached(Some(&c), hangs), Err("a probe guest hung".into()));
+        assert_eq!(calls.get(), 1, "the second answer came from the cache");
+        std::fs::remove_file(&c).unwrap();
+        assert_eq!(cached(Some(&c), || Ok(())), Ok(()));
+        assert_eq!(std::fs::read_to_string(&c).unwrap(), "ok\n");
+        assert_eq!(cached(None, || Ok(())), Ok(()));
+    }
+
+    /// The embedded bytes are what kvm_probe.S assembles to (binutils is a test dependency).
     #[test]
     fn firmware_matches_its_source() {
         let dir = tempfile::tempdir().unwrap();
@@ -184,10 +217,10 @@ mod tests {
             .arg(src)
             .status()
             .map(|s| s.success());
-        if !matches!(ok, Ok(true)) {
-            eprintln!("skipping: GNU as is not installed");
-            return;
-        }
+        assert!(
+            matches!(ok, Ok(true)),
+            "GNU as could not assemble {src}: install binutils"
+        );
         assert!(Command::new("objcopy")
             .args(["-O", "binary", "-j", ".text"])
             .arg(&obj)

@@ -96,3 +96,36 @@ pub fn debian_kernel() -> PathBuf {
     })
     .clone()
 }
+
+/// A profile of a busybox initramfs (the host's static busybox) with `extra` TOML added.
+pub fn busybox_profile(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "version = 1\n\n[[binary]]\nsource = \"busybox\"\npath = \"/bin/busybox\"\n\n[[symlink]]\npath = \"/bin/sh\"\ntarget = \"busybox\"\n\n[qemu]\nmemory = \"512M\"\naccel = \"tcg\"\n\n{extra}"
+    );
+    write(dir, &format!("{name}.toml"), &text)
+}
+
+/// `kiln test PROFILE --out-dir OUT --kernel <a Debian kernel>`.
+pub fn test_cmd(profile: &Path, out: &Path) -> Command {
+    let mut c = kiln();
+    c.arg("test")
+        .arg(profile)
+        .arg("--out-dir")
+        .arg(out)
+        .arg("--kernel")
+        .arg(debian_kernel());
+    c
+}
+
+/// Command lines of running processes that mention `marker`.
+pub fn processes_mentioning(marker: &str) -> Vec<String> {
+    let ps = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.contains(marker) && !l.contains(" ps -eo"))
+        .map(String::from)
+        .collect()
+}

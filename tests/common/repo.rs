@@ -156,6 +156,8 @@ pub struct Repo {
     pub gnupg: PathBuf,
     pub keyring: PathBuf,
     pub suite: String,
+    /// The uncompressed Packages index `create` wrote, to republish in other forms.
+    pub packages: String,
 }
 
 fn gpg(home: &Path) -> Command {
@@ -194,11 +196,12 @@ impl Repo {
         let root = dir.join("repo/debian");
         let gnupg = dir.join("gnupg");
         let keyring = make_key(&gnupg, "kiln test archive <archive@example.org>");
-        let repo = Repo {
+        let mut repo = Repo {
             root,
             gnupg,
             keyring,
             suite: suite.into(),
+            packages: String::new(),
         };
         let mut packages = String::new();
         for p in pkgs {
@@ -218,6 +221,7 @@ impl Repo {
             ));
         }
         repo.write_indexes(packages.as_bytes(), release_extra);
+        repo.packages = packages;
         repo
     }
 
@@ -226,17 +230,60 @@ impl Repo {
     }
 
     pub fn write_indexes(&self, packages: &[u8], release_extra: &str) {
+        self.publish_indexes(packages, release_extra, &["Packages.xz"], false);
+    }
+
+    /// Publishes `packages` as each of `names` ("Packages.xz", "Packages.gz", "Packages"),
+    /// removes the other forms, and signs a Release listing exactly those. With `by_hash`,
+    /// the Release says `Acquire-By-Hash: yes` and each file is also served from
+    /// `by-hash/SHA256/<its sha256>` beside it.
+    pub fn publish_indexes(
+        &self,
+        packages: &[u8],
+        release_extra: &str,
+        names: &[&str],
+        by_hash: bool,
+    ) {
         let bin = self.dists().join("main/binary-amd64");
         std::fs::create_dir_all(&bin).unwrap();
-        let mut xz = Vec::new();
-        let mut enc = liblzma::write::XzEncoder::new(&mut xz, 6);
-        enc.write_all(packages).unwrap();
-        enc.finish().unwrap();
-        std::fs::write(bin.join("Packages.xz"), &xz).unwrap();
+        for stale in ["Packages.xz", "Packages.gz", "Packages"] {
+            let _ = std::fs::remove_file(bin.join(stale));
+        }
+        let _ = std::fs::remove_dir_all(bin.join("by-hash"));
+        let mut listed = String::new();
+        for name in names {
+            let bytes = match *name {
+                "Packages.xz" => {
+                    let mut xz = Vec::new();
+                    let mut enc = liblzma::write::XzEncoder::new(&mut xz, 6);
+                    enc.write_all(packages).unwrap();
+                    enc.finish().unwrap();
+                    xz
+                }
+                "Packages.gz" => {
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    enc.write_all(packages).unwrap();
+                    enc.finish().unwrap()
+                }
+                "Packages" => packages.to_vec(),
+                other => panic!("unknown index form {other}"),
+            };
+            std::fs::write(bin.join(name), &bytes).unwrap();
+            if by_hash {
+                let dir = bin.join("by-hash/SHA256");
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(sha256(&bytes)), &bytes).unwrap();
+            }
+            listed.push_str(&format!(
+                " {} {} main/binary-amd64/{name}\n",
+                sha256(&bytes),
+                bytes.len()
+            ));
+        }
         let release = format!(
-            "Origin: kiln-test\nSuite: {s}\nCodename: {s}\nDate: Sat, 21 Nov 2026 09:15:44 UTC\n{release_extra}Architectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
-            sha256(&xz),
-            xz.len(),
+            "Origin: kiln-test\nSuite: {s}\nCodename: {s}\nDate: Sat, 21 Nov 2026 09:15:44 UTC\n{release_extra}{}Architectures: amd64\nComponents: main\nSHA256:\n{listed}",
+            if by_hash { "Acquire-By-Hash: yes\n" } else { "" },
             s = self.suite
         );
         self.sign_release(&release);

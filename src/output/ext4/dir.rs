@@ -12,18 +12,29 @@ const LEAF_SPACE: usize = BS - 12;
 const ROOT_LIMIT: usize = (BS - 32) / 8 - 1;
 const NODE_LIMIT: usize = (BS - 8) / 8 - 1;
 
+/// Directory entry file type: regular file.
 pub const FT_REG: u8 = 1;
+/// Directory entry file type: directory.
 pub const FT_DIR: u8 = 2;
+/// Directory entry file type: character device.
 pub const FT_CHR: u8 = 3;
+/// Directory entry file type: block device.
 pub const FT_BLK: u8 = 4;
+/// Directory entry file type: FIFO.
 pub const FT_FIFO: u8 = 5;
+/// Directory entry file type: socket.
 pub const FT_SOCK: u8 = 6;
+/// Directory entry file type: symbolic link.
 pub const FT_SYMLINK: u8 = 7;
 
+/// One name in a directory, other than `.` and `..`.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
+    /// The name, at most 255 bytes.
     pub name: Vec<u8>,
+    /// Inode number it refers to.
     pub ino: u32,
+    /// File type (`FT_*`).
     pub file_type: u8,
 }
 

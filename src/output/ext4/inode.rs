@@ -5,17 +5,24 @@ use anyhow::{bail, Result};
 use super::csum::crc32c_raw;
 use super::{put16, put32, BLOCK, EXTRA_ISIZE, INODE_SIZE};
 
+/// i_flags: the inode uses extents.
 pub const EXTENTS_FL: u32 = 0x0008_0000;
+/// i_flags: the directory is hashed (htree).
 pub const INDEX_FL: u32 = 0x0000_1000;
 const EXTENT_MAGIC: u16 = 0xF30A;
 /// Extents per tree block: (4096 - 12-byte header) / 12, leaving 4 bytes for the checksum.
 const PER_BLOCK: usize = (BLOCK as usize - 12) / 12;
+/// Most blocks one initialized extent can cover.
 pub const MAX_EXTENT_LEN: u64 = 32768;
 
+/// A run of blocks of a file: `len` blocks from logical block `logical` stored at `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
+    /// First logical block of the file it covers (ee_block).
     pub logical: u32,
+    /// Length in blocks, at most `MAX_EXTENT_LEN` (ee_len).
     pub len: u16,
+    /// First physical block (ee_start_hi/ee_start_lo).
     pub start: u64,
 }
 
@@ -24,15 +31,23 @@ pub struct Extent {
 pub struct InodeSpec {
     /// File type and permission bits.
     pub mode: u16,
+    /// Owner uid (i_uid, high 16 bits in l_i_uid_high).
     pub uid: u32,
+    /// Owner gid (i_gid, high 16 bits in l_i_gid_high).
     pub gid: u32,
+    /// Size in bytes (i_size_lo/i_size_high).
     pub size: u64,
+    /// Hard link count (i_links_count).
     pub links: u16,
+    /// Seconds since the epoch, used for atime, ctime, mtime and crtime.
     pub time: i64,
+    /// i_flags, e.g. `EXTENTS_FL`.
     pub flags: u32,
+    /// i_block: the extent tree root, device numbers, or a fast symlink's target.
     pub i_block: [u8; 60],
     /// Blocks owned (data, extent tree, xattr block), in file system blocks.
     pub blocks: u64,
+    /// Block of the extended attribute block, 0 for none (i_file_acl).
     pub file_acl: u64,
     /// The in-inode extended attribute area (after the extra fields), if any.
     pub inline_xattrs: Option<Vec<u8>>,
@@ -63,6 +78,7 @@ impl Default for InodeSpec {
     }
 }
 
+/// The on-disk inode, `INODE_SIZE` bytes, checksummed with `inode_seed`.
 pub fn encode(spec: &InodeSpec, inode_seed: u32) -> [u8; INODE_SIZE] {
     let mut b = [0u8; INODE_SIZE];
     put16(&mut b, 0x00, spec.mode);

@@ -2,6 +2,8 @@
 
 use super::BLOCK;
 
+/// The journal's first block: a v2 jbd2 superblock for a clean journal of `journal_blocks`
+/// blocks, used by the file system `fs_uuid`.
 pub fn superblock(journal_blocks: u32, fs_uuid: &[u8; 16]) -> Vec<u8> {
     let mut b = vec![0u8; BLOCK as usize];
     let be32 = |b: &mut [u8], off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_be_bytes());

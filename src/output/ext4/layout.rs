@@ -6,25 +6,40 @@ use anyhow::{bail, Result};
 
 use super::{BLOCK, INODE_SIZE};
 
+/// Blocks per block group: what one 4 KiB bitmap block can track.
 pub const BLOCKS_PER_GROUP: u64 = 32768;
 
+/// Where one block group's bitmaps and inode table are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupMeta {
+    /// Block of the block bitmap.
     pub block_bitmap: u64,
+    /// Block of the inode bitmap.
     pub inode_bitmap: u64,
+    /// First block of the inode table.
     pub inode_table: u64,
 }
 
+/// The layout of a file system: its size, groups and where their metadata goes.
 #[derive(Debug, Clone)]
 pub struct Geometry {
+    /// Blocks in the file system, including metadata.
     pub blocks: u64,
+    /// Block groups; the last may be shorter than `BLOCKS_PER_GROUP`.
     pub groups: u64,
+    /// Inodes per group, a multiple of the inodes in one block.
     pub inodes_per_group: u32,
+    /// Blocks of each group's inode table.
     pub itable_blocks: u64,
+    /// Bytes per group descriptor: 64 with the 64bit feature, else 32.
     pub desc_size: usize,
+    /// Whether the 64bit feature is on.
     pub is_64bit: bool,
+    /// Blocks of the group descriptor table (and of each backup copy).
     pub gdt_blocks: u64,
+    /// Groups per flex group, as a power of two (s_log_groups_per_flex).
     pub log_groups_per_flex: u8,
+    /// Bitmap and inode table locations, one entry per group.
     pub meta: Vec<GroupMeta>,
     /// Sorted, non-overlapping (start, len) ranges no data may use.
     pub reserved: Vec<(u64, u64)>,
@@ -129,22 +144,27 @@ impl Geometry {
         Ok(g)
     }
 
+    /// First block of `group`.
     pub fn group_start(&self, group: u64) -> u64 {
         group * BLOCKS_PER_GROUP
     }
 
+    /// Blocks in `group`; only the last group can have fewer than `BLOCKS_PER_GROUP`.
     pub fn group_len(&self, group: u64) -> u64 {
         (self.blocks - self.group_start(group)).min(BLOCKS_PER_GROUP)
     }
 
+    /// Inodes in the file system.
     pub fn inodes(&self) -> u64 {
         self.groups * self.inodes_per_group as u64
     }
 
+    /// Blocks of superblocks, group descriptor tables, bitmaps and inode tables.
     pub fn metadata_blocks(&self) -> u64 {
         self.reserved.iter().map(|(_, l)| l).sum()
     }
 
+    /// Whether `block` is metadata that data may not use.
     pub fn is_reserved(&self, block: u64) -> bool {
         let i = self.reserved.partition_point(|(s, _)| *s <= block);
         i > 0 && {
@@ -158,11 +178,13 @@ impl Geometry {
 #[derive(Debug)]
 pub struct Allocator<'g> {
     geo: &'g Geometry,
+    /// Next block to consider; every block below it has been handed out or is reserved.
     pub next: u64,
     idx: usize,
 }
 
 impl<'g> Allocator<'g> {
+    /// An allocator that starts at block 0.
     pub fn new(geo: &'g Geometry) -> Allocator<'g> {
         Allocator {
             geo,

@@ -66,14 +66,20 @@ pub fn open(image: &Path) -> Result<Ext4> {
         .map_err(|e| anyhow!("reading ext4 in {}: {e}", image.display()))
 }
 
+/// One entry of an ext4 file system, as `list` reports it.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// Absolute path.
     pub path: String,
     /// File type and permission bits.
     pub mode: u32,
+    /// Owner uid.
     pub uid: u32,
+    /// Owner gid.
     pub gid: u32,
+    /// Size in bytes; 0 for directories.
     pub size: u64,
+    /// Symlink target; `None` for other types.
     pub target: Option<String>,
 }
 
@@ -166,10 +172,14 @@ fn walk(fs: &Ext4, dir: &str, out: &mut Vec<Listed>) -> Result<()> {
     Ok(())
 }
 
+/// What `extract` copied out.
 #[derive(Debug, Default)]
 pub struct Extracted {
+    /// Regular files written.
     pub files: usize,
+    /// Directories created.
     pub dirs: usize,
+    /// Symlinks recreated.
     pub symlinks: usize,
     /// Device nodes, FIFOs and sockets, which an unprivileged copy cannot recreate.
     pub skipped: Vec<String>,

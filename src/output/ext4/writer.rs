@@ -25,21 +25,30 @@ use crate::output::manifest::ManifestEntry;
 use crate::output::options::FreeSpace;
 use crate::tree::{path, Data, Entry, Kind, Tree};
 
+/// How large to make a file system.
 #[derive(Debug, Clone, Copy)]
 pub enum SizeSpec {
     /// Content + metadata + free space, at least `min_bytes`.
     Auto {
+        /// Free space on top of content and metadata.
         free: FreeSpace,
+        /// Lower bound on the size, in bytes.
         min_bytes: u64,
     },
+    /// Exactly this many bytes, rounded down to whole blocks; at least 16 MiB.
     Fixed(u64),
 }
 
+/// Everything about a file system besides its contents.
 #[derive(Debug, Clone)]
 pub struct Ext4Options {
+    /// How large to make it.
     pub size: SizeSpec,
+    /// Volume UUID (s_uuid); it also seeds the metadata checksums.
     pub uuid: [u8; 16],
+    /// Seed of the htree directory hash (s_hash_seed).
     pub hash_seed: [u8; 16],
+    /// Volume label (s_volume_name); only the first 16 bytes are kept.
     pub label: String,
     /// Timestamp of the file system itself (mkfs time, journal, lost+found).
     pub time: i64,
@@ -47,13 +56,20 @@ pub struct Ext4Options {
     pub force_64bit: bool,
 }
 
+/// What a written file system holds.
 #[derive(Debug)]
 pub struct Ext4Report {
+    /// Size in bytes.
     pub bytes: u64,
+    /// Blocks, including metadata.
     pub blocks: u64,
+    /// Free blocks.
     pub free_blocks: u64,
+    /// Inodes, used or not.
     pub inodes: u64,
+    /// Inodes in use, including the reserved ones below `FIRST_INO`.
     pub inodes_used: u64,
+    /// Every path of the tree, with the sha256 of each regular file.
     pub manifest: Vec<ManifestEntry>,
 }
 
@@ -70,7 +86,9 @@ pub fn write_empty(file: &File, offset: u64, opts: &Ext4Options) -> Result<Ext4R
 
 /// Where the file system is written: a file and the byte offset of block 0 in it.
 pub struct Target<'a> {
+    /// The file to write into.
     pub file: &'a File,
+    /// Byte offset of block 0 in `file`.
     pub offset: u64,
 }
 
@@ -111,6 +129,7 @@ pub struct Prepared<'t> {
     /// Stored path → inode number, for every path (hard links included).
     ino_of: HashMap<&'t str, u32>,
     dir_blocks: HashMap<u32, (Vec<Vec<u8>>, bool)>,
+    /// Size and placement of the metadata, chosen to fit the tree.
     pub geometry: Geometry,
     journal_blocks: u64,
     pub(super) fs_seed: u32,
@@ -139,6 +158,7 @@ fn data_blocks_upper_bound(d: &Data) -> Result<u64> {
 }
 
 impl<'t> Prepared<'t> {
+    /// Numbers the inodes, builds the directory blocks and sizes the file system; writes nothing.
     pub fn new(tree: &'t Tree, opts: &Ext4Options) -> Result<Prepared<'t>> {
         tree.check_links()?;
         let fs_seed = fs_seed(&opts.uuid);
@@ -300,10 +320,12 @@ impl<'t> Prepared<'t> {
         })
     }
 
+    /// Size of the file system in bytes.
     pub fn bytes(&self) -> u64 {
         self.geometry.blocks * BLOCK
     }
 
+    /// Highest inode number in use (inode numbers are contiguous from 1).
     pub fn inodes_used(&self) -> u64 {
         self.nodes
             .last()

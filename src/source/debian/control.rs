@@ -4,10 +4,12 @@
 /// One paragraph, fields in file order. Field names compare case-insensitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Paragraph {
+    /// (name, value) pairs; a multi-line value keeps its lines, joined with '\n'.
     pub fields: Vec<(String, String)>,
 }
 
 impl Paragraph {
+    /// The value of the first field called `name`, compared case-insensitively.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()

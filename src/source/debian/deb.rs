@@ -20,19 +20,27 @@ pub struct Member {
     pub path: String,
     /// d directory, f file, l symlink, h hard link, c char, b block, p fifo.
     pub kind: char,
+    /// Permission bits (mode & 0o7777), without the file type.
     pub mode: u32,
+    /// Owner's numeric user id.
     pub uid: u32,
+    /// Owner's numeric group id.
     pub gid: u32,
+    /// Modification time, in seconds since the Unix epoch.
     pub mtime: i64,
+    /// Length in bytes of a regular file; 0 for every other kind.
     #[serde(default)]
     pub size: u64,
     /// Offset of the file's bytes in the uncompressed data.tar.
     #[serde(default)]
     pub offset: u64,
+    /// The target of a symlink or hard link (`l`, `h`), as the tar gives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Device major number (`c`, `b`); 0 otherwise.
     #[serde(default)]
     pub major: u32,
+    /// Device minor number (`c`, `b`); 0 otherwise.
     #[serde(default)]
     pub minor: u32,
 }
@@ -40,15 +48,20 @@ pub struct Member {
 /// What kiln keeps of a .deb, cached under the .deb's sha256.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Unpacked {
+    /// The .deb's sha256, which names this cache entry.
     pub deb_sha256: String,
+    /// sha256 of the decompressed data.tar, checked whenever the cache entry is reused.
     pub data_sha256: String,
+    /// Length in bytes of the decompressed data.tar.
     pub data_size: u64,
     /// The control file.
     pub control: String,
     /// Other control members dpkg keeps in /var/lib/dpkg/info (md5sums, conffiles,
     /// maintainer scripts, triggers, shlibs, …), by name.
     pub info: BTreeMap<String, Vec<u8>>,
+    /// Every member of data.tar, in archive order.
     pub members: Vec<Member>,
+    /// Where the decompressed data.tar is in the cache; not stored in the entry's index.json.
     #[serde(skip)]
     pub data_tar: PathBuf,
 }
@@ -56,6 +69,7 @@ pub struct Unpacked {
 const FORMAT: u32 = 1;
 
 impl Unpacked {
+    /// A field of the control file, by case-insensitive name.
     pub fn control_field(&self, name: &str) -> Option<String> {
         super::control::parse(&self.control)
             .into_iter()

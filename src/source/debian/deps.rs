@@ -5,9 +5,12 @@ use std::fmt;
 
 use super::version::Relation;
 
+/// One package named in a dependency field, with its version constraint if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dep {
+    /// Package or virtual package name, without any Multi-Arch qualifier (`:any`).
     pub name: String,
+    /// The relation and version of `(>= 1.0)`; `None` when unversioned.
     pub constraint: Option<(Relation, String)>,
 }
 
@@ -23,6 +26,7 @@ impl fmt::Display for Dep {
 /// One comma-separated clause: any of the alternatives satisfies it.
 pub type Alternatives = Vec<Dep>;
 
+/// A clause as control files write it: `a (>= 1) | b`.
 pub fn display_alts(a: &[Dep]) -> String {
     a.iter()
         .map(|d| d.to_string())

@@ -98,6 +98,9 @@ const INFO_MEMBERS: [&str; 10] = [
     "shlibs",
 ];
 
+/// Writes /var/lib/dpkg for `pkgs`: the status file, each package's file list and info
+/// members (md5sums, maintainer scripts, …), and the other files and directories dpkg
+/// expects. `arch` is the native architecture; `epoch` is every entry's mtime.
 pub fn write_database(tree: &mut Tree, pkgs: &[Package], arch: &str, epoch: i64) -> Result<()> {
     let mut order: Vec<&Package> = pkgs.iter().collect();
     order.sort_by(|a, b| a.locked.name.cmp(&b.locked.name));

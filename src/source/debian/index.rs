@@ -5,25 +5,41 @@ use std::collections::HashMap;
 use super::control::for_each_paragraph;
 use super::deps::{self, Alternatives, Dep};
 
+/// One binary package of a Packages index, for the build's architecture or `all`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pkg {
+    /// Package: the package's name.
     pub name: String,
+    /// Version.
     pub version: String,
+    /// Architecture: the build's or `all`.
     pub arch: String,
+    /// Multi-Arch (`no` when absent).
     pub multi_arch: String,
+    /// Whether Essential is `yes`.
     pub essential: bool,
+    /// Priority (`optional` when absent).
     pub priority: String,
+    /// Depends, as clauses of alternatives.
     pub depends: Vec<Alternatives>,
+    /// Pre-Depends, as clauses of alternatives.
     pub pre_depends: Vec<Alternatives>,
+    /// Provides: virtual names, possibly versioned.
     pub provides: Vec<Dep>,
+    /// Conflicts.
     pub conflicts: Vec<Dep>,
+    /// Breaks.
     pub breaks: Vec<Dep>,
+    /// Filename: the .deb's path relative to the mirror's root.
     pub filename: String,
+    /// Size: the .deb's length in bytes (0 if unreadable).
     pub size: u64,
+    /// The .deb's sha256, as the signed index gives it (lowercased).
     pub sha256: String,
 }
 
 impl Pkg {
+    /// Priority as a sort key: required 0, important 1, standard 2, optional 3, anything else 4.
     pub fn priority_rank(&self) -> u8 {
         match self.priority.as_str() {
             "required" => 0,
@@ -40,8 +56,10 @@ impl Pkg {
     }
 }
 
+/// Packages from one or more Packages files, looked up by name and by provided name.
 #[derive(Debug, Default)]
 pub struct Index {
+    /// Every package, in the order given; the other methods name packages by position here.
     pub pkgs: Vec<Pkg>,
     by_name: HashMap<String, Vec<usize>>,
     /// Virtual name → (providing package, provided version if versioned).
@@ -101,6 +119,7 @@ impl Index {
         Ok(Index::from_pkgs(pkgs))
     }
 
+    /// Indexes `pkgs` by name (newest version first) and by the names they provide.
     pub fn from_pkgs(pkgs: Vec<Pkg>) -> Index {
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
         let mut providers: HashMap<String, Vec<(usize, Option<String>)>> = HashMap::new();
@@ -122,10 +141,12 @@ impl Index {
         }
     }
 
+    /// Positions of the packages called `name`, newest version first.
     pub fn versions(&self, name: &str) -> &[usize] {
         self.by_name.get(name).map(|v| v.as_slice()).unwrap_or(&[])
     }
 
+    /// Positions of the packages that provide `name`, each with the provided version if versioned.
     pub fn providers(&self, name: &str) -> &[(usize, Option<String>)] {
         self.providers
             .get(name)
@@ -133,14 +154,17 @@ impl Index {
             .unwrap_or(&[])
     }
 
+    /// The package at position `i`; panics if there is none.
     pub fn get(&self, i: usize) -> &Pkg {
         &self.pkgs[i]
     }
 
+    /// Number of packages.
     pub fn len(&self) -> usize {
         self.pkgs.len()
     }
 
+    /// Whether there are no packages.
     pub fn is_empty(&self) -> bool {
         self.pkgs.is_empty()
     }

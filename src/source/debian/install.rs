@@ -27,8 +27,11 @@ pub struct InstallReport {
     pub alternatives: Vec<(String, String)>,
 }
 
+/// A package to install: its lock entry and its unpacked .deb.
 pub struct Package<'a> {
+    /// The package as pinned by the lock.
     pub locked: &'a LockedPackage,
+    /// Its cached, unpacked contents.
     pub unpacked: &'a Unpacked,
 }
 
@@ -93,6 +96,8 @@ fn replaces(u: &Unpacked) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Installs `pkgs` in name order over the merged-/usr links, then sets up alternatives.
+/// Where two packages ship the same file, `Replaces:` decides; otherwise the later one wins.
 pub fn install(tree: &mut Tree, pkgs: &[Package], epoch: i64) -> Result<InstallReport> {
     let mut report = InstallReport::default();
     merged_usr(tree, epoch)?;
@@ -221,11 +226,16 @@ pub fn units_enabled_by(script: &str) -> Vec<String> {
     out
 }
 
+/// One `update-alternatives --install` call found in a maintainer script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AltInstall {
+    /// The generic name's symlink, e.g. /usr/bin/awk.
     pub link: String,
+    /// The alternative's name, e.g. `awk`: its link in /etc/alternatives.
     pub name: String,
+    /// The choice this call offers, e.g. /usr/bin/mawk.
     pub path: String,
+    /// The highest-priority installed choice is the one selected.
     pub priority: i64,
     /// (link, name, path)
     pub slaves: Vec<(String, String, String)>,
@@ -298,6 +308,12 @@ fn alternatives(tree: &mut Tree, pkgs: &[Package], epoch: i64) -> Result<Vec<(St
             .is_some_and(|r| tree.contains(&r))
     };
     for (name, mut choices) in by_name {
+        // update-alternatives refuses names with a slash; here one would climb out of
+        // /etc/alternatives.
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            progress::warn(format!("ignoring alternative `{name}`: not a valid name"));
+            continue;
+        }
         choices.retain(|c| exists(tree, &c.path));
         choices.sort_by(|a, b| {
             b.priority
@@ -371,6 +387,7 @@ fn alternatives(tree: &mut Tree, pkgs: &[Package], epoch: i64) -> Result<Vec<(St
     Ok(chosen)
 }
 
+/// Tells the user which packages had maintainer scripts kiln did not run, and which files two packages shipped.
 pub fn log_report(r: &InstallReport) {
     if !r.with_scripts.is_empty() {
         progress::step(format!(

@@ -8,8 +8,11 @@ use super::control;
 /// A `deb` source from apt's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AptSource {
+    /// The archive's base URI, as written.
     pub uri: String,
+    /// The suites listed for it (at most one for a one-line entry).
     pub suites: Vec<String>,
+    /// The Signed-By (one-line: `signed-by=`) option, if given.
     pub signed_by: Option<String>,
 }
 

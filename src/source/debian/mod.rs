@@ -40,6 +40,8 @@ pub const BOOT_SHELL: &str = "busybox-static";
 /// Command-line settings for package handling.
 pub type DebianOptions = crate::source::PackageOptions;
 
+/// The mirror to use, without a trailing slash: --mirror, else the profile's, else the first
+/// Debian archive in the host's apt configuration.
 pub fn mirror(d: &Distribution, opts: &DebianOptions) -> Result<String> {
     if let Some(m) = opts.mirror.clone().or_else(|| d.mirror.clone()) {
         return Ok(m.trim_end_matches('/').to_string());
@@ -50,6 +52,7 @@ pub fn mirror(d: &Distribution, opts: &DebianOptions) -> Result<String> {
     )
 }
 
+/// The keyring that must sign the archive: the profile's, else [`DEFAULT_KEYRING`].
 pub fn keyring_path(d: &Distribution) -> PathBuf {
     d.keyring
         .as_ref()
@@ -59,7 +62,9 @@ pub fn keyring_path(d: &Distribution) -> PathBuf {
 
 /// The verified Release of a suite and its merged Packages index.
 pub struct Archive {
+    /// The suite's Release, its signature and Valid-Until checked.
     pub release: release::Release,
+    /// The packages of every configured component, for the build's architecture.
     pub index: Index,
 }
 
@@ -261,11 +266,15 @@ pub fn resolve_fresh(
 
 /// Whether a profile's lock exists and still matches it.
 pub enum LockState {
+    /// The lock matches the profile.
     Current(LockFile),
+    /// The lock exists but was made from other inputs.
     Stale,
+    /// There is no lock file.
     Missing,
 }
 
+/// Reads the profile's lock and compares its inputs hash with the profile's.
 pub fn lock_state(lp: &LoadedProfile, d: &Distribution) -> Result<LockState> {
     let want = lock::inputs_hash(d, &lp.profile.kernel, needs_boot_initrd(lp));
     Ok(match lock::read(&crate::source::lock_path(&lp.path))? {

@@ -18,8 +18,11 @@ use pgp::types::KeyDetails;
 
 use super::control;
 
+/// The OpenPGP keys trusted to sign a suite's Release.
 pub struct Keyring {
+    /// The file the keys were read from, for messages.
     pub path: String,
+    /// The keys, each with its subkeys and signatures.
     pub keys: Vec<SignedPublicKey>,
 }
 
@@ -230,17 +233,25 @@ pub fn verify_inrelease(
     )
 }
 
+/// What kiln uses of a Release file.
 #[derive(Debug, Clone)]
 pub struct Release {
+    /// Suite (e.g. `stable`).
     pub suite: String,
+    /// Codename (e.g. `bookworm`).
     pub codename: String,
+    /// Date, as written (RFC 2822).
     pub date: String,
+    /// Valid-Until, as written, if present.
     pub valid_until: Option<String>,
+    /// Acquire-By-Hash: whether indexes can be fetched from `by-hash/SHA256/<sha256>`.
     pub acquire_by_hash: bool,
     /// Index path relative to dists/<suite>/ → (sha256, size).
     pub sha256: HashMap<String, (String, u64)>,
 }
 
+/// Parses a Release file (its first paragraph); SHA256 lines other than `hash size path`
+/// are skipped.
 pub fn parse_release(text: &str) -> Result<Release> {
     let p = control::parse(text)
         .into_iter()

@@ -14,6 +14,7 @@ use super::deps::{display_alts, Dep};
 use super::index::Index;
 use crate::profile::Base;
 
+/// The outcome of resolving: what was chosen and why.
 #[derive(Debug)]
 pub struct Resolution {
     /// Selected packages (index positions), sorted by name.
@@ -24,8 +25,10 @@ pub struct Resolution {
     pub conflicts: Vec<String>,
 }
 
+/// Why resolution failed, with the dependencies that led there.
 #[derive(Debug)]
 pub struct ResolveError {
+    /// What could not be satisfied, and why.
     pub message: String,
     /// From the unsatisfiable package up to the request that pulled it in.
     pub chain: Vec<String>,
@@ -141,6 +144,8 @@ impl State<'_> {
     }
 }
 
+/// Selects `requests`, the `base` set and everything they depend on from `index`, never a
+/// package named in `exclude`.
 pub fn resolve(
     index: &Index,
     requests: &[String],

@@ -66,6 +66,8 @@ fn compare_part(a: &str, b: &str) -> Ordering {
     Ordering::Equal
 }
 
+/// Orders two versions as dpkg does: epoch numerically, then the upstream version, then the
+/// revision.
 pub fn compare(a: &str, b: &str) -> Ordering {
     let (ea, ua, ra) = split(a);
     let (eb, ub, rb) = split(b);
@@ -77,14 +79,20 @@ pub fn compare(a: &str, b: &str) -> Ordering {
 /// A version relation as written in dependencies: <<, <=, =, >=, >>.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relation {
+    /// `<<`: strictly earlier.
     Lt,
+    /// `<=` (also the obsolete `<`).
     Le,
+    /// `=`: the same version.
     Eq,
+    /// `>=` (also the obsolete `>`).
     Ge,
+    /// `>>`: strictly later.
     Gt,
 }
 
 impl Relation {
+    /// The relation an operator denotes; `None` for anything else.
     pub fn parse(s: &str) -> Option<Relation> {
         Some(match s {
             "<<" => Relation::Lt,
@@ -96,6 +104,7 @@ impl Relation {
         })
     }
 
+    /// The operator as dpkg writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Relation::Lt => "<<",

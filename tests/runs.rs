@@ -1,0 +1,304 @@
+//! Runs as users meet them: every exit status kiln promises, produced by a real guest;
+//! concurrent runs of one profile; Ctrl-C; `kiln boot`; `kiln qemu --print` and the
+//! command it prints; the results disk; `--persist` on a real disk.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn status_of(cmd: &str, extra: &str) -> (Option<i32>, String, String) {
+    let d = tempfile::tempdir().unwrap();
+    let p = busybox_profile(
+        d.path(),
+        "st",
+        &format!("[test]\ncommand = \"{cmd}\"\ntimeout = \"120s\"\n{extra}"),
+    );
+    let o = run(&mut test_cmd(&p, &d.path().join("out")));
+    (o.status.code(), stdout(&o), stderr(&o))
+}
+
+#[test]
+fn a_test_status_up_to_119_passes_through_and_a_higher_one_is_123() {
+    let (code, out, _) = status_of("exit 77", "");
+    assert_eq!(code, Some(77), "{out}");
+    let (code, out, _) = status_of("exit 124", "");
+    assert_eq!(
+        code,
+        Some(123),
+        "a test's 124 must not look like kiln's timeout: {out}"
+    );
+    assert!(out.contains("exited with status 124"), "{out}");
+}
+
+#[test]
+fn a_results_disk_that_cannot_mount_is_infrastructure_not_a_panic() {
+    // The cloud kernel builds virtio_blk as a module, and a profile with a host kernel
+    // path loads no modules: the guest cannot see the results disk.
+    let (code, out, _) = status_of("echo hi > /results/x", "results = \"/results\"\n");
+    assert_eq!(code, Some(120), "{out}");
+    assert!(
+        out.contains("INFRASTRUCTURE") && out.contains("cannot mount the results disk"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_guest_that_powers_off_without_a_status_is_127() {
+    let d = tempfile::tempdir().unwrap();
+    let p = busybox_profile(
+        d.path(),
+        "quiet",
+        "[[file]]\npath = \"/init\"\ncontent = \"#!/bin/sh\\n/bin/busybox poweroff -f\\n\"\nmode = \"0755\"\n",
+    );
+    let o = run(&mut test_cmd(&p, &d.path().join("out")));
+    assert_eq!(o.status.code(), Some(127), "{}", stdout(&o));
+    assert!(stdout(&o).contains("NO STATUS"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_qemu_binary_that_does_not_exist_is_126() {
+    let d = tempfile::tempdir().unwrap();
+    let p = busybox_profile(d.path(), "noqemu", "[test]\ncommand = \"true\"\n");
+    let o = run(test_cmd(&p, &d.path().join("out")).args(["--qemu", "/nonexistent/qemu"]));
+    assert_eq!(o.status.code(), Some(126));
+    assert!(
+        stdout(&o).contains("QEMU FAILED") && stdout(&o).contains("/nonexistent/qemu"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn two_runs_of_one_profile_at_once_both_pass_with_their_own_results() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let p = write(
+        d.path(),
+        "pair.toml",
+        "version = 1\n[distribution]\nsuite = \"trixie\"\npackages = [\"busybox-static\"]\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n[[symlink]]\npath = \"/bin/sh\"\ntarget = \"busybox\"\n[test]\ncommand = \"cat /proc/sys/kernel/random/uuid > /results/id\"\nresults = \"/results\"\ntimeout = \"240s\"\n[qemu]\nmemory = \"512M\"\naccel = \"tcg\"\n",
+    );
+    assert!(run(kiln().arg("build").arg(&p).arg("-o").arg(&out))
+        .status
+        .success());
+    let spawn = || {
+        kiln()
+            .arg("test")
+            .arg(&p)
+            .arg("-o")
+            .arg(&out)
+            .arg("--no-build")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for o in [&a, &b] {
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{s}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            s.contains("PASSED") && s.contains("kiln: results: 1 files"),
+            "{s}"
+        );
+    }
+    let runs: Vec<_> = std::fs::read_dir(out.join("pair.runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let ids: Vec<String> = runs
+        .iter()
+        .map(|r| std::fs::read_to_string(r.join("results/id")).unwrap())
+        .collect();
+    assert_ne!(ids[0], ids[1], "each run brought back its own results");
+    let latest = std::fs::canonicalize(out.join("pair.run")).unwrap();
+    assert!(runs
+        .iter()
+        .any(|r| std::fs::canonicalize(r).unwrap() == latest));
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_and_kills_qemu() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let p = busybox_profile(d.path(), "intr", "[test]\ncommand = \"sleep 1000\"\n");
+    assert!(run(kiln().arg("build").arg(&p).arg("-o").arg(&out))
+        .status
+        .success());
+    let child = test_cmd(&p, &out)
+        .arg("--no-build")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the test is running in the guest.
+    let console = out.join("intr.run/console.log");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("kiln: running test")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the guest never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("CANCELLED"));
+    let marker = out.join("intr.runs").to_string_lossy().into_owned();
+    assert!(
+        processes_mentioning(&marker).is_empty(),
+        "QEMU outlived kiln"
+    );
+}
+
+#[test]
+fn kiln_boot_puts_the_console_on_stdio_and_exits_with_the_guest_status() {
+    let d = tempfile::tempdir().unwrap();
+    let p = busybox_profile(
+        d.path(),
+        "boot",
+        "[test]\ncommand = \"echo from-the-guest; exit 5\"\n",
+    );
+    let o = run(kiln()
+        .arg("boot")
+        .arg(&p)
+        .arg("-o")
+        .arg(d.path().join("out"))
+        .arg("--kernel")
+        .arg(debian_kernel())
+        .stdin(Stdio::null()));
+    assert_eq!(o.status.code(), Some(5));
+    assert!(stdout(&o).contains("from-the-guest"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("the guest reported exit status 5"));
+}
+
+#[test]
+fn the_printed_test_command_runs_the_test_in_a_shell() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let p = busybox_profile(d.path(), "printed", "[test]\ncommand = \"exit 9\"\n");
+    // A first run makes the run directory the printed command writes into.
+    let o = run(&mut test_cmd(&p, &out));
+    assert_eq!(o.status.code(), Some(9));
+    let o = run(kiln()
+        .args(["qemu", "--print", "--test"])
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .arg("--kernel")
+        .arg(debian_kernel()));
+    assert!(o.status.success());
+    let cmd = stdout(&o);
+    assert!(cmd.contains("-accel tcg"), "{cmd}");
+    assert!(
+        cmd.contains(&debian_kernel().display().to_string()),
+        "{cmd}"
+    );
+    assert!(cmd.contains("printed.run/console.log"), "{cmd}");
+    let status = out.join("printed.run/status-uart");
+    std::fs::write(&status, "").unwrap();
+    let sh = Command::new("timeout")
+        .args(["120", "sh", "-c"])
+        .arg(&cmd)
+        .output()
+        .unwrap();
+    assert!(
+        sh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sh.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&status).unwrap().trim(),
+        "KILN_EXIT_STATUS=9"
+    );
+    // Without --test: the console on stdio, the guest's writes kept.
+    let o = run(kiln()
+        .args(["qemu", "--print"])
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .arg("--kernel")
+        .arg(debian_kernel()));
+    assert!(stdout(&o).contains("-serial mon:stdio"), "{}", stdout(&o));
+}
+
+/// A disk whose own /sbin/init records a marker file and reports whether it was there.
+fn persist_profile(dir: &Path) -> std::path::PathBuf {
+    write(
+        dir,
+        "persist.toml",
+        r##"version = 1
+[distribution]
+suite = "trixie"
+packages = ["busybox-static"]
+[kernel]
+package = "linux-image-cloud-amd64"
+[output]
+format = "disk"
+free_space = "16M"
+[[symlink]]
+path = "/bin/sh"
+target = "busybox"
+[[file]]
+path = "/sbin/init"
+mode = "0755"
+content = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+if [ -e /persisted ]; then s=0; else s=1; /bin/busybox touch /persisted; fi
+/bin/busybox sync
+echo KILN_EXIT_STATUS=$s > /dev/ttyS1
+/bin/busybox poweroff -f
+"""
+[qemu]
+memory = "512M"
+accel = "tcg"
+[test]
+timeout = "300s"
+command = "true"
+"##,
+    )
+}
+
+#[test]
+fn a_disk_keeps_the_guests_writes_only_with_persist() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let p = persist_profile(d.path());
+    let t = |extra: &[&str]| {
+        let o = run(kiln()
+            .arg("test")
+            .arg(&p)
+            .arg("-o")
+            .arg(&out)
+            .arg("--no-build")
+            .args(extra));
+        o.status.code()
+    };
+    assert!(run(kiln().arg("build").arg(&p).arg("-o").arg(&out))
+        .status
+        .success());
+    assert_eq!(t(&[]), Some(1), "first boot: no marker");
+    assert_eq!(t(&[]), Some(1), "a throwaway overlay: still no marker");
+    assert_eq!(
+        t(&["--persist"]),
+        Some(1),
+        "writes the marker into the image"
+    );
+    assert_eq!(t(&[]), Some(0), "the marker persisted");
+}

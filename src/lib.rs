@@ -2,9 +2,9 @@
 //!
 //! Data flows one way, and modules import only from the layers before them:
 //!
-//! 1. [`util`], [`tree`]: generic helpers, and the in-memory image tree.
-//! 2. [`output`], [`template`], [`cache`]: writers (tree → image bytes), template
-//!    rendering, the content-addressed cache.
+//! 1. [`util`], [`tree`]: generic helpers (among them the content-addressed [`cache`]),
+//!    and the in-memory image tree.
+//! 2. [`output`], [`template`]: writers (tree → image bytes) and template rendering.
 //! 3. [`profile`]: the TOML format, resolved into typed values (including writer options).
 //! 4. [`source`], [`configure`]: where entries come from (packages behind a seam,
 //!    overlays, host files, kernels), and declarative system set-up.
@@ -16,9 +16,9 @@
 #![warn(missing_docs)]
 
 pub mod util;
+pub use util::cache;
 pub mod tree;
 
-pub mod cache;
 pub mod output;
 pub mod template;
 

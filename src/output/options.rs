@@ -9,6 +9,19 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use uuid::Uuid;
 
+/// Which writer makes the image.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A newc cpio archive the kernel unpacks as its root file system (the default).
+    #[default]
+    Initramfs,
+    /// A GPT disk image with an ext4 root partition.
+    Disk,
+    /// An uncompressed tar archive.
+    Tar,
+}
+
 /// Initramfs compression.
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::types::{Located, Mode, RelPath, Seconds, Size};
-pub use crate::output::options::{Compression, FreeSpace, PartitionFs, PartitionType, RootSize};
+pub use crate::output::options::{
+    Compression, Format, FreeSpace, PartitionFs, PartitionType, RootSize,
+};
 
 /// A merged profile: everything that describes one image and how to test it.
 #[derive(Debug, Deserialize, Default)]
@@ -65,19 +67,6 @@ pub struct Profile {
     /// The virtual machine that boots the image: `[qemu]`.
     #[serde(default)]
     pub qemu: Qemu,
-}
-
-/// The kind of image to write.
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// A newc cpio archive the kernel unpacks as its root file system (the default).
-    #[default]
-    Initramfs,
-    /// A GPT disk image with an ext4 root partition.
-    Disk,
-    /// An uncompressed tar archive.
-    Tar,
 }
 
 /// `[output]`: the image format and its options.
@@ -354,7 +343,7 @@ pub struct Test {
     pub timeout: Option<Seconds>,
     /// A directory in the guest whose contents come back to the host after the run.
     pub results: Option<String>,
-    /// Size of the results disk (default 64M).
+    /// Size of the results disk (default 1G; sparse, so it costs what the guest writes).
     pub results_size: Option<Size>,
 }
 

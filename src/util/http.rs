@@ -40,12 +40,17 @@ impl Http {
                     last = Some(format!("HTTP {}", r.status()))
                 }
                 Ok(r) => bail!("GET {url}: HTTP {}", r.status()),
-                Err(e) => last = Some(format!("{e:#}")),
+                Err(e) => last = Some(chain(&e)),
             }
         }
         bail!(
-            "GET {url}: {} (check the mirror, and http_proxy/no_proxy if you are behind a proxy)",
-            last.unwrap_or_default()
+            "GET {url}: {} (check the mirror, and {}/no_proxy if you are behind a proxy)",
+            last.unwrap_or_default(),
+            if url.starts_with("https:") {
+                "https_proxy"
+            } else {
+                "http_proxy"
+            }
         )
     }
 
@@ -74,4 +79,20 @@ impl Http {
         }
         Ok(total)
     }
+}
+
+/// An error and its causes, `a: b: c`: reqwest's own message leaves out why a request
+/// failed (a refused tunnel, a TLS error).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cause = c.source();
+    }
+    msg
 }

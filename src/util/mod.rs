@@ -3,6 +3,7 @@
 //! about profiles, images or VMs.
 
 pub mod atomic;
+pub mod cache;
 pub mod decompress;
 pub mod download;
 pub mod http;

@@ -83,7 +83,7 @@ pub fn choose(requested: Accel, qemu: &str) -> AccelChoice {
 
 fn cache_file() -> Option<PathBuf> {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    Some(crate::cache::cache_dir().join(format!("kvm-probe-{}", boot_id.trim())))
+    Some(crate::util::cache::cache_dir().join(format!("kvm-probe-{}", boot_id.trim())))
 }
 
 /// Probes once per host boot; the answer does not change until the host reboots.

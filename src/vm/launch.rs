@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use super::qemu::{Disk, Launch, BASE_CMDLINE};
 use crate::plan::{KernelPlan, Plan, RunConfig};
-use crate::profile::Format;
+use crate::output::options::Format;
 
 /// The virtio serial the root disk carries.
 pub const ROOT_SERIAL: &str = "kiln-root";

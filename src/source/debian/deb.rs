@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::Cache;
+use crate::util::cache::Cache;
 
 /// One member of a package's data.tar.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub fn unpack(cache: &Cache, deb: &Path, sha256: &str) -> Result<Unpacked> {
             let ok = std::fs::metadata(&data_path)
                 .map(|m| m.len() == u.data_size)
                 .unwrap_or(false)
-                && crate::cache::sha256_file(&data_path)
+                && crate::util::cache::sha256_file(&data_path)
                     .map(|(h, _)| h == u.data_sha256)
                     .unwrap_or(false);
             if ok && u.deb_sha256 == sha256 {

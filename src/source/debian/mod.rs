@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cache::Cache;
+use crate::util::cache::Cache;
 use crate::profile::{Distribution, Kernel, LoadedProfile};
 use crate::util::progress;
 use crate::util::{download as fetch, http};

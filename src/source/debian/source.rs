@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use super::deb::Unpacked;
 use super::lock::{LockFile, LockedPackage};
 use super::{dpkg, install, kernel, LockState};
-use crate::cache::Cache;
+use crate::util::cache::Cache;
 use crate::profile::{Distribution, LoadedProfile};
 use crate::source::kernel::KernelFiles;
 use crate::source::{FetchedPackages, LockOutcome, PackageOptions, PackageSource};

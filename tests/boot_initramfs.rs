@@ -4,7 +4,6 @@
 mod common;
 use common::*;
 
-
 use std::time::{Duration, Instant};
 
 #[test]

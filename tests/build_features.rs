@@ -81,9 +81,16 @@ type = "fifo"
             .clone()
     };
     let w = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
-    assert_eq!(w(&find("/etc/motd"))[..4], ["-rw-r-----", "1000", "100", "6"]);
+    assert_eq!(
+        w(&find("/etc/motd"))[..4],
+        ["-rw-r-----", "1000", "100", "6"]
+    );
     assert_eq!(w(&find("/usr/bin/tool"))[0], "-rwsr-xr-x");
-    assert!(find("/bin").ends_with("/bin -> usr/bin"), "{}", find("/bin"));
+    assert!(
+        find("/bin").ends_with("/bin -> usr/bin"),
+        "{}",
+        find("/bin")
+    );
     assert!(find("/usr/bin/tool2").ends_with("link to /usr/bin/tool"));
     assert_eq!(w(&find("/dev/null"))[..4], ["crw-rw-rw-", "0", "0", "1,3"]);
     assert!(find("/run/fifo").starts_with("prw-r--r--"));
@@ -99,7 +106,11 @@ type = "fifo"
             .any(|l| l.starts_with("-rw-r----- 1000/100") && l.ends_with(" etc/motd")),
         "{gnu}"
     );
-    assert!(gnu.lines().any(|l| l.starts_with("crw-rw-rw- 0/0") && l.contains("1,3")), "{gnu}");
+    assert!(
+        gnu.lines()
+            .any(|l| l.starts_with("crw-rw-rw- 0/0") && l.contains("1,3")),
+        "{gnu}"
+    );
     assert_eq!(gnu.lines().count(), lines.len(), "{gnu}");
     // And extracts the content.
     let o = Command::new("tar")
@@ -138,7 +149,10 @@ content = "x"
         .collect();
     let has = |p: &str| paths.iter().any(|x| x == p);
     assert!(has("/usr/bin/busybox"), "{paths:?}");
-    assert!(has("/usr/share/man"), "the directory itself stays: {paths:?}");
+    assert!(
+        has("/usr/share/man"),
+        "the directory itself stays: {paths:?}"
+    );
     assert!(!has("/usr/share/man/man1/busybox.1.gz"), "{paths:?}");
     assert!(has("/usr/share/man/man1/mine.1"), "{paths:?}");
     assert!(has("/usr/share/doc/busybox-static/copyright"), "{paths:?}");
@@ -173,7 +187,11 @@ content = "{{greeting}} x{{count}} from {{kiln.name}} at {{kiln.source_date_epoc
         cpio_file(&out.join("v.cpio"), "etc/greeting"),
         "hello x3 from v at 0\n"
     );
-    let p = write(d.path(), "bad.toml", &body.replace("{{count}}", "{{cuont}}"));
+    let p = write(
+        d.path(),
+        "bad.toml",
+        &body.replace("{{count}}", "{{cuont}}"),
+    );
     let o = run(kiln().arg("build").arg(&p).arg("-o").arg(&out));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cuont"), "{}", stderr(&o));
@@ -182,7 +200,11 @@ content = "{{greeting}} x{{count}} from {{kiln.name}} at {{kiln.source_date_epoc
 #[test]
 fn root_password_and_ssh_keys_land_where_login_looks() {
     let d = tempfile::tempdir().unwrap();
-    write(d.path(), "id.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKiln test@kiln\n");
+    write(
+        d.path(),
+        "id.pub",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKiln test@kiln\n",
+    );
     let p = write(
         d.path(),
         "a.toml",
@@ -239,7 +261,11 @@ mode = "0755"
     };
     assert_eq!(mode("/root/.ssh"), "drwx------");
     assert_eq!(mode("/root/.ssh/authorized_keys"), "-rw-------");
-    assert!(mode("/etc/shadow").starts_with("-rw-r-----"), "{}", mode("/etc/shadow"));
+    assert!(
+        mode("/etc/shadow").starts_with("-rw-r-----"),
+        "{}",
+        mode("/etc/shadow")
+    );
 }
 
 #[test]
@@ -251,7 +277,10 @@ fn a_disk_with_a_packaged_kernel_gets_its_modules_and_a_depmod_unit_unless_told_
         )
     };
     let out = d.path().join("out");
-    for (name, install, want) in [("with", "", true), ("without", "install_modules = false", false)] {
+    for (name, install, want) in [
+        ("with", "", true),
+        ("without", "install_modules = false", false),
+    ] {
         let p = write(d.path(), &format!("{name}.toml"), &text(install));
         build(&p, &out);
         let m: serde_json::Value = serde_json::from_slice(
@@ -267,9 +296,8 @@ fn a_disk_with_a_packaged_kernel_gets_its_modules_and_a_depmod_unit_unless_told_
         let has_virtio = paths
             .iter()
             .any(|p| p.starts_with("/usr/lib/modules/") && p.contains("/virtio_blk.ko"));
-        let has_unit = paths
-            .iter()
-            .any(|p| *p == "/etc/systemd/system/sysinit.target.wants/kiln-depmod.service");
+        let has_unit =
+            paths.contains(&"/etc/systemd/system/sysinit.target.wants/kiln-depmod.service");
         assert_eq!((has_virtio, has_unit), (want, want), "{name}");
     }
 }

@@ -249,9 +249,14 @@ suite = "trixie"
 packages = ["busybox-static"]
 [kernel]
 package = "linux-image-cloud-amd64"
+install_modules = false
 [output]
 format = "disk"
 free_space = "16M"
+[[directory]]
+path = "/dev"
+[[directory]]
+path = "/proc"
 [[symlink]]
 path = "/bin/sh"
 target = "busybox"

@@ -21,7 +21,12 @@ pub struct QemuArgs {
 
 /// Prints the command (one option per line, quoted for the shell), or runs it as
 /// `kiln boot --no-build` (or, with `test`, `kiln test --no-build`) would.
-pub fn qemu(a: &ProfileArgs, q: &QemuArgs, cancel: &Cancel, printer: &Printer) -> Result<ExitStatus> {
+pub fn qemu(
+    a: &ProfileArgs,
+    q: &QemuArgs,
+    cancel: &Cancel,
+    printer: &Printer,
+) -> Result<ExitStatus> {
     if !q.print && q.test {
         let t = super::TestArgs {
             overrides: q.overrides.clone(),
@@ -39,7 +44,11 @@ pub fn qemu(a: &ProfileArgs, q: &QemuArgs, cancel: &Cancel, printer: &Printer) -
     }
     let lp = load(&a.profile)?;
     let plan = Plan::new(&lp, &a.build)?;
-    let mode = if q.test { Mode::Test } else { Mode::Interactive };
+    let mode = if q.test {
+        Mode::Test
+    } else {
+        Mode::Interactive
+    };
     let opts = RunOptions {
         config: plan.run.with(&q.overrides),
         persist: !q.test,
@@ -61,6 +70,7 @@ pub fn qemu(a: &ProfileArgs, q: &QemuArgs, cancel: &Cancel, printer: &Printer) -
     // The files of the latest run: where `kiln test` would put them.
     let files = RunDir::at(&plan.latest_run());
     run::attach_results(&plan, &mut l, &files);
-    printer.out_raw(qemu::printable(&qemu::command(&l, &run::spec(accel, &files, mode))).as_bytes());
+    printer
+        .out_raw(qemu::printable(&qemu::command(&l, &run::spec(accel, &files, mode))).as_bytes());
     Ok(ExitStatus::SUCCESS)
 }

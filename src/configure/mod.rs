@@ -8,8 +8,8 @@ pub mod users;
 use anyhow::{Context, Result};
 
 use crate::profile::System;
-use crate::util::progress;
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
+use crate::util::progress;
 
 /// What configuring an image needs: the profile's `system` settings and facts about the build.
 pub struct ConfigureInput<'a> {

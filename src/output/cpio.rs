@@ -12,11 +12,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::util::atomic::AtomicFile;
 use super::manifest::{Manifest, ManifestEntry};
-use super::HashWriter;
 pub use super::options::Compression;
+use super::HashWriter;
 use crate::tree::{Kind, Tree};
+use crate::util::atomic::AtomicFile;
 
 /// How the initramfs is written.
 #[derive(Debug, Clone)]

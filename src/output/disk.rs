@@ -16,10 +16,10 @@ use super::ext4::{Ext4Options, SizeSpec};
 use super::manifest::Manifest;
 use super::options::{FreeSpace, PartitionFs, PartitionType, RootSize};
 use super::ImageWriter;
+use crate::tree::Tree;
 use crate::util::atomic::AtomicFile;
 use crate::util::progress;
 use crate::util::size::human_bytes;
-use crate::tree::Tree;
 
 /// GPT type GUID of an x86-64 root partition (Discoverable Partitions Specification).
 pub const ROOT_X86_64: Uuid = Uuid::from_u128(0x4f68bce3_e8cd_4db1_96e7_fbcaf984b709);

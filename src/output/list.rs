@@ -98,7 +98,10 @@ fn list_cpio(image: &Path) -> Result<Vec<Listed>> {
             } else {
                 format!("/{}", e.name.trim_start_matches("./"))
             };
-            let device = matches!(FileType::from_mode(e.mode), FileType::Char | FileType::Block);
+            let device = matches!(
+                FileType::from_mode(e.mode),
+                FileType::Char | FileType::Block
+            );
             Listed {
                 path,
                 mode: e.mode,

@@ -161,7 +161,11 @@ pub enum PartitionFs {
 
 /// Deserializes a value from a string through its `parse` function; the message of a
 /// parse error becomes the serde error, which the profile loader locates.
-fn from_str<'de, D, T>(d: D, what: &'static str, parse: fn(&str) -> Result<T, String>) -> Result<T, D::Error>
+fn from_str<'de, D, T>(
+    d: D,
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -186,7 +190,11 @@ where
 
 impl<'de> Deserialize<'de> for FreeSpace {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_str(d, "a percentage such as \"25%\" or a size such as \"256M\"", FreeSpace::parse)
+        from_str(
+            d,
+            "a percentage such as \"25%\" or a size such as \"256M\"",
+            FreeSpace::parse,
+        )
     }
 }
 

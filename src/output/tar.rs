@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::util::atomic::AtomicFile;
 use super::manifest::{Manifest, ManifestEntry};
 use super::HashWriter;
 use crate::tree::{Kind, Tree};
+use crate::util::atomic::AtomicFile;
 
 /// Hashes what it reads, for the manifest.
 struct HashReader<R> {

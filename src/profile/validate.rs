@@ -31,6 +31,17 @@ fn exists<T>(
 /// Checks `p` beyond its types. `name` is the image name; `root`, the merged tree,
 /// locates errors about values that carry no location of their own.
 pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError> {
+    image_name(name, root)?;
+    entries(p)?;
+    top_level(p)?;
+    output(p)?;
+    kernel_and_test(p)?;
+    distribution(p)?;
+    system(p, root)
+}
+
+/// The image name becomes file names in the output directory.
+fn image_name(name: &str, root: &Node) -> Result<(), ProfileError> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         let loc = root
             .get("name")
@@ -43,6 +54,11 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
                 .help("use letters, digits, `-`, `_` and `.`, not starting with `.`"),
         );
     }
+    Ok(())
+}
+
+/// `[[file]]`, `[[overlay]]`, `[[directory]]`, `[[symlink]]`, `[[hardlink]]`, `[[device]]`, `[[binary]]`.
+fn entries(p: &Profile) -> Result<(), ProfileError> {
     for f in &p.file {
         image_path(f, "path", &f.path)?;
         match (&f.source, &f.content) {
@@ -109,6 +125,11 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
             image_path(b, "path", dest)?;
         }
     }
+    Ok(())
+}
+
+/// `remove` and `source_date_epoch`.
+fn top_level(p: &Profile) -> Result<(), ProfileError> {
     for r in &p.remove {
         if !r.starts_with('/') {
             return Err(r.error(format!("`{}` is not an absolute image path", r.value)));
@@ -119,6 +140,11 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
             return Err(v.error("source_date_epoch must be between 0 and 4294967295"));
         }
     }
+    Ok(())
+}
+
+/// `[output]` and its partitions.
+fn output(p: &Profile) -> Result<(), ProfileError> {
     if let Some(level) = &p.output.compression_level {
         if !(1..=22).contains(&level.value) {
             return Err(level.error("zstd levels go from 1 to 22"));
@@ -135,6 +161,11 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
             return Err(part.error("a partition label needs 1 to 36 characters"));
         }
     }
+    Ok(())
+}
+
+/// `[kernel]` and `[test]`.
+fn kernel_and_test(p: &Profile) -> Result<(), ProfileError> {
     if let (Some(path), Some(_)) = (&p.kernel.path, &p.kernel.package) {
         return Err(path.error("[kernel] takes `path` or `package`, not both"));
     }
@@ -158,6 +189,11 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
             image_path(t, "results", r)?;
         }
     }
+    Ok(())
+}
+
+/// `[distribution]`.
+fn distribution(p: &Profile) -> Result<(), ProfileError> {
     if let Some(d) = &p.distribution {
         if let Some(name) = &d.name {
             if name != "debian" {
@@ -175,6 +211,11 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
             );
         }
     }
+    Ok(())
+}
+
+/// `[system]`.
+fn system(p: &Profile, root: &Node) -> Result<(), ProfileError> {
     for k in &p.system.ssh_authorized_keys {
         if !k.exists() {
             let loc = root

@@ -136,12 +136,17 @@ mod tests {
             parse_report("noise\r\nKILN_EXIT_STATUS=3\r\n"),
             Some(GuestReport::Status(3))
         );
-        assert_eq!(parse_report("KILN_EXIT_STATUS=0\n"), Some(GuestReport::Status(0)));
+        assert_eq!(
+            parse_report("KILN_EXIT_STATUS=0\n"),
+            Some(GuestReport::Status(0))
+        );
         assert_eq!(parse_report("KILN_EXIT_STATUS=x\n"), None);
         assert_eq!(parse_report(""), None);
         assert_eq!(
             parse_report("KILN_INFRA_ERROR=cannot mount the results disk\nKILN_EXIT_STATUS=0\n"),
-            Some(GuestReport::Infrastructure("cannot mount the results disk".into()))
+            Some(GuestReport::Infrastructure(
+                "cannot mount the results disk".into()
+            ))
         );
     }
 

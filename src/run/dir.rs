@@ -70,7 +70,12 @@ impl RunDir {
         let mut rd = RunDir::at(&dir);
         rd.number = n;
         rd._lock = Some(lock);
-        for f in [&rd.console, &rd.status_uart, &rd.status_virtio, &rd.qemu_stderr] {
+        for f in [
+            &rd.console,
+            &rd.status_uart,
+            &rd.status_virtio,
+            &rd.qemu_stderr,
+        ] {
             std::fs::write(f, b"").with_context(|| format!("creating {}", f.display()))?;
         }
         point_latest(latest, runs, n)?;

@@ -23,8 +23,8 @@ pub use supervise::Cancel;
 
 use crate::plan::{Plan, RunConfig};
 use crate::vm::kvm::{self, Accelerator};
-use crate::vm::qemu::{self, Console, Disk, Launch, RunSpec, StatusChannel};
 use crate::vm::launch;
+use crate::vm::qemu::{self, Console, Disk, Launch, RunSpec, StatusChannel};
 
 /// How the console is wired and the run is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,12 +131,18 @@ pub fn spec(accel: Accelerator, files: &RunDir, mode: Mode) -> RunSpec {
 /// Adds the results disk of a plan that asks for results.
 pub fn attach_results(plan: &Plan, l: &mut Launch, files: &RunDir) {
     if plan.results.is_some() {
-        l.disks.push(Disk::raw(files.results_img.clone(), results::SERIAL));
+        l.disks
+            .push(Disk::raw(files.results_img.clone(), results::SERIAL));
     }
 }
 
 /// Boots `plan`'s image once, as `opts` says, and reports what happened.
-pub fn run(plan: &Plan, opts: &RunOptions, cancel: &Cancel, sink: &mut dyn Sink) -> Result<RunReport> {
+pub fn run(
+    plan: &Plan,
+    opts: &RunOptions,
+    cancel: &Cancel,
+    sink: &mut dyn Sink,
+) -> Result<RunReport> {
     let mut l = launch_for(plan, opts)?;
     launch::check_files(&plan.profile, &l)?;
     let choice = kvm::choose(opts.config.accel, &opts.config.qemu);

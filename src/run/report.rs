@@ -32,7 +32,9 @@ impl<'a> TextReporter<'a> {
             }
         }
         if r.hung_after_status {
-            p.warn("the guest reported its status but did not power off within 10 s; QEMU was killed");
+            p.warn(
+                "the guest reported its status but did not power off within 10 s; QEMU was killed",
+            );
         }
         if r.outcome != super::Outcome::Passed && !self.verbose {
             p.err(format!(

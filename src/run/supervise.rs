@@ -254,8 +254,14 @@ mod tests {
             c2.cancel();
         });
         let start = Instant::now();
-        let e = supervise(&sh("sleep 600"), &rd, Duration::from_secs(60), &c, &mut |_| {})
-            .unwrap();
+        let e = supervise(
+            &sh("sleep 600"),
+            &rd,
+            Duration::from_secs(60),
+            &c,
+            &mut |_| {},
+        )
+        .unwrap();
         t.join().unwrap();
         assert!(e.cancelled && !e.timed_out);
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -266,9 +272,13 @@ mod tests {
         let (_d, rd) = files();
         let script = format!("echo hello > {}", rd.console.display());
         let mut seen = Vec::new();
-        let e = supervise(&sh(&script), &rd, Duration::from_secs(10), &Cancel::new(), &mut |b| {
-            seen.extend_from_slice(b)
-        })
+        let e = supervise(
+            &sh(&script),
+            &rd,
+            Duration::from_secs(10),
+            &Cancel::new(),
+            &mut |b| seen.extend_from_slice(b),
+        )
         .unwrap();
         assert!(e.exit.is_some_and(|s| s.success()));
         assert_eq!(seen, b"hello\n");

@@ -29,6 +29,18 @@ fn xattr_value(v: &str) -> Vec<u8> {
 /// Adds the profile's `[[binary]]`, `[[overlay]]`, `[[directory]]`, `[[file]]`, `[[symlink]]`,
 /// `[[hardlink]]` and `[[device]]` entries to the tree, in that order.
 pub fn add_declared(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
+    binaries(tree, p, cx)?;
+    overlays(tree, p, cx)?;
+    directories(tree, p, cx)?;
+    files(tree, p, cx)?;
+    symlinks(tree, p, cx)?;
+    hardlinks(tree, p, cx)?;
+    devices(tree, p, cx)?;
+    Ok(())
+}
+
+/// `[[binary]]`: host executables with the shared libraries they load.
+fn binaries(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for b in &p.binary {
         let host = if b.source.contains('/') {
             match &b.loc {
@@ -67,6 +79,11 @@ pub fn add_declared(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Resul
             tree.insert(&dest, entry)?;
         }
     }
+    Ok(())
+}
+
+/// `[[overlay]]`: host directories copied in.
+fn overlays(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for o in &p.overlay {
         let dest = match &o.destination {
             Some(d) => path::normalize(d).map_err(anyhow::Error::msg)?,
@@ -76,12 +93,22 @@ pub fn add_declared(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Resul
         overlay::add_overlay(tree, &o.source, &dest, keep, cx.mtime)
             .with_context(|| format!("{}: overlay {}", loc_str(&o.loc), o.source.display()))?;
     }
+    Ok(())
+}
+
+/// `[[directory]]`.
+fn directories(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for d in &p.directory {
         let dest = path::normalize(&d.path).map_err(anyhow::Error::msg)?;
         let meta = Meta::new(d.mode.map(|m| m.0).unwrap_or(0o755), cx.mtime)
             .owner(d.uid.unwrap_or(0), d.gid.unwrap_or(0));
         tree.insert(&dest, Entry::new(Kind::Dir, meta))?;
     }
+    Ok(())
+}
+
+/// `[[file]]`: host files, inline text, templates.
+fn files(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for f in &p.file {
         let dest = path::normalize(&f.path).map_err(anyhow::Error::msg)?;
         let render = f.template.unwrap_or(false);
@@ -127,11 +154,21 @@ pub fn add_declared(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Resul
         }
         tree.insert(&dest, Entry::new(Kind::File(data), meta))?;
     }
+    Ok(())
+}
+
+/// `[[symlink]]`.
+fn symlinks(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for s in &p.symlink {
         let dest = path::normalize(&s.path).map_err(anyhow::Error::msg)?;
         let meta = Meta::new(0o777, cx.mtime).owner(s.uid.unwrap_or(0), s.gid.unwrap_or(0));
         tree.insert(&dest, Entry::new(Kind::Symlink(s.target.clone()), meta))?;
     }
+    Ok(())
+}
+
+/// `[[hardlink]]`: another name for a regular file already in the image.
+fn hardlinks(tree: &mut Tree, p: &Profile, _cx: &DeclaredContext) -> Result<()> {
     for h in &p.hardlink {
         let dest = path::normalize(&h.path).map_err(anyhow::Error::msg)?;
         let target = path::normalize(&h.target).map_err(anyhow::Error::msg)?;
@@ -158,6 +195,11 @@ pub fn add_declared(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Resul
         };
         tree.insert(&dest, Entry::new(Kind::HardLink(target), meta))?;
     }
+    Ok(())
+}
+
+/// `[[device]]`: device nodes, FIFOs and sockets.
+fn devices(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for d in &p.device {
         let dest = path::normalize(&d.path).map_err(anyhow::Error::msg)?;
         let (major, minor) = (d.major.unwrap_or(0), d.minor.unwrap_or(0));

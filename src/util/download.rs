@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, Result};
 
-use crate::util::http::Http;
 use crate::util::cache::Cache;
+use crate::util::http::Http;
 use crate::util::progress;
 
 /// A file to fetch into the cache, checked against a known hash and size.

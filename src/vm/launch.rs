@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::qemu::{Disk, Launch, BASE_CMDLINE};
-use crate::plan::{KernelPlan, Plan, RunConfig};
 use crate::output::options::Format;
+use crate::plan::{KernelPlan, Plan, RunConfig};
 
 /// The virtio serial the root disk carries.
 pub const ROOT_SERIAL: &str = "kiln-root";

@@ -12,6 +12,7 @@ mod io;
 pub mod journal;
 pub mod layout;
 mod meta;
+mod prepare;
 pub mod reader;
 pub mod writer;
 pub mod xattr;

@@ -14,16 +14,16 @@ use std::os::unix::fs::FileExt;
 use anyhow::{bail, Context, Result};
 
 use super::content::{prefetch, write_bytes, write_file, Buffers, Prefetched, PREFETCH_MAX};
-use super::csum::{fs_seed, inode_seed};
-use super::dir::{self, DirEntry};
+use super::csum::inode_seed;
 use super::inode::{self, InodeSpec, EXTENTS_FL, INDEX_FL};
 use super::io::{Io, QUEUE_LIMIT};
-use super::layout::{self, Allocator, Geometry, BLOCKS_PER_GROUP};
+use super::layout::{Allocator, Geometry};
 use super::meta;
-use super::{journal, xattr, BLOCK, FIRST_INO, INODE_SIZE, JOURNAL_INO, ROOT_INO};
+use super::prepare::{DirBlocks, Node, What};
+use super::{journal, xattr, BLOCK, INODE_SIZE, JOURNAL_INO};
 use crate::output::manifest::ManifestEntry;
 use crate::output::options::FreeSpace;
-use crate::tree::{path, Data, Entry, Kind, Tree};
+use crate::tree::{Data, Entry, Kind, Tree};
 
 /// How large to make a file system.
 #[derive(Debug, Clone, Copy)]
@@ -100,295 +100,28 @@ impl Target<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum What {
-    Dir,
-    File,
-    FastLink,
-    SlowLink,
-    Dev,
-    Special,
-}
-
-/// One inode to write.
-struct Node<'t> {
-    ino: u32,
-    /// Stored path ("" for the root).
-    path: &'t str,
-    /// The tree entry, or None for a lost+found kiln adds.
-    entry: Option<&'t Entry>,
-    what: What,
-    links: u32,
-}
-
 /// A tree, ready to be written: inode numbers, directory blocks, and the size it needs.
 pub struct Prepared<'t> {
-    tree: &'t Tree,
+    pub(super) tree: &'t Tree,
     pub(super) opts: Ext4Options,
-    nodes: Vec<Node<'t>>,
+    pub(super) nodes: Vec<Node<'t>>,
     /// Stored path → inode number, for every path (hard links included).
-    ino_of: HashMap<&'t str, u32>,
-    dir_blocks: HashMap<u32, (Vec<Vec<u8>>, bool)>,
+    pub(super) ino_of: HashMap<&'t str, u32>,
+    pub(super) dir_blocks: DirBlocks,
     /// Size and placement of the metadata, chosen to fit the tree.
     pub geometry: Geometry,
-    journal_blocks: u64,
+    pub(super) journal_blocks: u64,
     pub(super) fs_seed: u32,
 }
 
-fn file_type(k: &Kind) -> u8 {
-    match k {
-        Kind::Dir => dir::FT_DIR,
-        Kind::File(_) | Kind::HardLink(_) => dir::FT_REG,
-        Kind::Symlink(_) => dir::FT_SYMLINK,
-        Kind::CharDev { .. } => dir::FT_CHR,
-        Kind::BlockDev { .. } => dir::FT_BLK,
-        Kind::Fifo => dir::FT_FIFO,
-        Kind::Socket => dir::FT_SOCK,
-    }
-}
+/// The used part of the inode table, filled in inode order and written by the group
+/// metadata writer.
+struct InodeTable(Vec<u8>);
 
-fn data_blocks_upper_bound(d: &Data) -> Result<u64> {
-    let ranges = d
-        .data_ranges()
-        .with_context(|| format!("reading {}", d.describe()))?;
-    Ok(ranges
-        .iter()
-        .map(|&(off, len)| (off + len).div_ceil(BLOCK) - off / BLOCK)
-        .sum())
-}
-
-impl<'t> Prepared<'t> {
-    /// Numbers the inodes, builds the directory blocks and sizes the file system; writes nothing.
-    pub fn new(tree: &'t Tree, opts: &Ext4Options) -> Result<Prepared<'t>> {
-        tree.check_links()?;
-        let fs_seed = fs_seed(&opts.uuid);
-        let hs = &opts.hash_seed;
-        let hash_seed =
-            [0, 4, 8, 12].map(|i| u32::from_le_bytes([hs[i], hs[i + 1], hs[i + 2], hs[i + 3]]));
-        let mut nodes: Vec<Node> = Vec::with_capacity(tree.len() + 1);
-        let mut ino_of: HashMap<&str, u32> = HashMap::with_capacity(tree.len());
-        let root = tree.get("").context("the tree has no root")?;
-        nodes.push(Node {
-            ino: ROOT_INO,
-            path: "",
-            entry: Some(root),
-            what: What::Dir,
-            links: 2,
-        });
-        ino_of.insert("", ROOT_INO);
-        let lpf = match tree.get("lost+found") {
-            Some(e) if e.is_dir() => Some(e),
-            Some(_) => bail!("/lost+found must be a directory"),
-            None => None,
-        };
-        nodes.push(Node {
-            ino: FIRST_INO,
-            path: "lost+found",
-            entry: lpf,
-            what: What::Dir,
-            links: 2,
-        });
-        ino_of.insert("lost+found", FIRST_INO);
-        let mut next = FIRST_INO + 1;
-        for (p, e) in tree.iter() {
-            if p.is_empty() || p == "lost+found" {
-                continue;
-            }
-            let what = match &e.kind {
-                Kind::HardLink(_) => continue,
-                Kind::Dir => What::Dir,
-                Kind::File(_) => What::File,
-                Kind::Symlink(t) if t.len() < 60 => What::FastLink,
-                Kind::Symlink(t) if t.len() < BLOCK as usize => What::SlowLink,
-                Kind::Symlink(_) => bail!("/{p}: a symlink target must be shorter than 4096 bytes"),
-                Kind::CharDev { .. } | Kind::BlockDev { .. } => What::Dev,
-                Kind::Fifo | Kind::Socket => What::Special,
-            };
-            ino_of.insert(p.as_str(), next);
-            nodes.push(Node {
-                ino: next,
-                path: p.as_str(),
-                entry: Some(e),
-                what,
-                links: if what == What::Dir { 2 } else { 1 },
-            });
-            next = next.checked_add(1).context("more than 4 billion inodes")?;
-        }
-        // Hard links share their target's inode.
-        for (p, e) in tree.iter() {
-            if let Kind::HardLink(t) = &e.kind {
-                let ino = *ino_of
-                    .get(t.as_str())
-                    .context("hard link to a missing file")?;
-                ino_of.insert(p.as_str(), ino);
-            }
-        }
-        // Directory contents, and link counts.
-        let index_of = |ino: u32| -> usize {
-            match ino {
-                ROOT_INO => 0,
-                FIRST_INO => 1,
-                n => (n - FIRST_INO + 1) as usize,
-            }
-        };
-        let mut children: HashMap<u32, Vec<DirEntry>> = HashMap::new();
-        children.insert(
-            ROOT_INO,
-            vec![DirEntry {
-                name: b"lost+found".to_vec(),
-                ino: FIRST_INO,
-                file_type: dir::FT_DIR,
-            }],
-        );
-        nodes[0].links += 1;
-        for (p, e) in tree.iter() {
-            if p.is_empty() || p == "lost+found" {
-                continue;
-            }
-            let parent = path::parent(p).unwrap_or("");
-            let pino = *ino_of
-                .get(parent)
-                .with_context(|| format!("/{p} has no parent directory in the tree"))?;
-            let ino = ino_of[p.as_str()];
-            children.entry(pino).or_default().push(DirEntry {
-                name: path::file_name(p).as_bytes().to_vec(),
-                ino,
-                file_type: file_type(&e.kind),
-            });
-            match &e.kind {
-                Kind::Dir => nodes[index_of(pino)].links += 1,
-                Kind::HardLink(_) => nodes[index_of(ino)].links += 1,
-                _ => {}
-            }
-        }
-        // The root's lost+found entry must sort with the rest.
-        if let Some(kids) = children.get_mut(&ROOT_INO) {
-            kids.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-        let mut dir_blocks = HashMap::new();
-        let mut content: u64 = 0;
-        for n in &nodes {
-            let seed = inode_seed(fs_seed, n.ino, 0);
-            match n.what {
-                What::Dir => {
-                    let kids = children.remove(&n.ino).unwrap_or_default();
-                    let parent_ino = match path::parent(n.path) {
-                        None => ROOT_INO,
-                        Some(pp) => ino_of.get(pp).copied().unwrap_or(ROOT_INO),
-                    };
-                    let (mut blocks, indexed) =
-                        dir::build(n.ino, parent_ino, &kids, &hash_seed, seed)?;
-                    if n.ino == FIRST_INO && !indexed {
-                        // mke2fs gives lost+found 16 KiB so e2fsck can reconnect files without allocating.
-                        while blocks.len() < 4 {
-                            blocks.push(dir::empty_block(seed));
-                        }
-                    }
-                    content += blocks.len() as u64 + inode::tree_blocks_for(blocks.len());
-                    dir_blocks.insert(n.ino, (blocks, indexed));
-                }
-                What::File => {
-                    if let Some(Entry {
-                        kind: Kind::File(d),
-                        ..
-                    }) = n.entry
-                    {
-                        let b = data_blocks_upper_bound(d)?;
-                        content += b + inode::tree_blocks_for(b as usize);
-                    }
-                }
-                What::SlowLink => content += 1,
-                _ => {}
-            }
-            if let Some(e) = n.entry {
-                if !e.meta.xattrs.is_empty() && xattr::inline_area(&e.meta.xattrs)?.is_none() {
-                    content += 1;
-                }
-            }
-        }
-        let inodes_used = (FIRST_INO as u64) + (nodes.len() as u64 - 2);
-        let (geometry, journal_blocks) = size(&opts.size, content, inodes_used, opts.force_64bit)?;
-        Ok(Prepared {
-            tree,
-            opts: opts.clone(),
-            nodes,
-            ino_of,
-            dir_blocks,
-            geometry,
-            journal_blocks,
-            fs_seed,
-        })
-    }
-
-    /// Size of the file system in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.geometry.blocks * BLOCK
-    }
-
-    /// Highest inode number in use (inode numbers are contiguous from 1).
-    pub fn inodes_used(&self) -> u64 {
-        self.nodes
-            .last()
-            .map(|n| n.ino as u64)
-            .unwrap_or(FIRST_INO as u64)
-    }
-}
-
-/// Chooses the geometry: fixed, or large enough for the content plus free space.
-fn size(
-    spec: &SizeSpec,
-    content: u64,
-    inodes_used: u64,
-    force_64bit: bool,
-) -> Result<(Geometry, u64)> {
-    let inode_margin =
-        |blocks: u64| (inodes_used + inodes_used / 5 + 256).max(blocks * BLOCK / 16384);
-    match *spec {
-        SizeSpec::Fixed(bytes) => {
-            let blocks = bytes / BLOCK;
-            if blocks < 4096 {
-                bail!("a {bytes}-byte file system is too small; ext4 images need at least 16 MiB");
-            }
-            let journal = layout::journal_blocks(blocks);
-            let inodes = (blocks * BLOCK / 16384).max(inodes_used + 64);
-            let geo = Geometry::new(blocks, inodes, force_64bit)?;
-            let need = content + journal + geo.metadata_blocks();
-            if need > blocks || (geo.inodes() < inodes_used) {
-                bail!(
-                    "the tree needs about {} MiB ({} inodes) but the file system is {} MiB; raise the size or use \"auto\"",
-                    (need * BLOCK) >> 20,
-                    inodes_used,
-                    bytes >> 20
-                );
-            }
-            Ok((geo, journal))
-        }
-        SizeSpec::Auto { free, min_bytes } => {
-            let free_blocks = match free {
-                FreeSpace::Percent(p) => content * p as u64 / 100,
-                FreeSpace::Bytes(b) => b.div_ceil(BLOCK),
-            };
-            let mut blocks = (content + free_blocks)
-                .max(min_bytes.div_ceil(BLOCK))
-                .max(4096);
-            for _ in 0..8 {
-                let journal = layout::journal_blocks(blocks);
-                let geo = Geometry::new(blocks, inode_margin(blocks), force_64bit)?;
-                let need = (content + free_blocks + journal + geo.metadata_blocks())
-                    .max(min_bytes.div_ceil(BLOCK));
-                // Whole MiB, and a last group big enough to be worth having.
-                let mut want = need.div_ceil(256) * 256;
-                let tail = want % BLOCKS_PER_GROUP;
-                if tail != 0 && tail < 1024 {
-                    want += 1024 - tail;
-                }
-                if want <= blocks {
-                    return Ok((geo, journal));
-                }
-                blocks = want;
-            }
-            bail!("could not find a size for the file system")
-        }
+impl InodeTable {
+    fn put(&mut self, ino: u32, bytes: &[u8; INODE_SIZE]) {
+        let off = (ino as usize - 1) * INODE_SIZE;
+        self.0[off..off + INODE_SIZE].copy_from_slice(bytes);
     }
 }
 
@@ -396,8 +129,6 @@ impl Prepared<'_> {
     /// Writes the file system; returns what it holds.
     pub fn write(&self, target: &Target) -> Result<Ext4Report> {
         let g = &self.geometry;
-        let o = &self.opts;
-        let time = o.time;
         let mut io = Io {
             target,
             alloc: Allocator::new(g),
@@ -412,13 +143,35 @@ impl Prepared<'_> {
                 g.inodes()
             );
         }
-        let mut table = vec![0u8; max_ino as usize * INODE_SIZE];
-        let mut put_inode = |ino: u32, bytes: &[u8; INODE_SIZE]| {
-            let off = (ino as usize - 1) * INODE_SIZE;
-            table[off..off + INODE_SIZE].copy_from_slice(bytes);
-        };
-
+        let mut table = InodeTable(vec![0u8; max_ino as usize * INODE_SIZE]);
         // The journal first, right after group 0's metadata.
+        let (journal_iblock, journal_size) = self.write_journal(&mut io, &mut table)?;
+        let mut used_dirs = vec![0u32; g.groups as usize];
+        let hashes = self.write_inodes(&mut io, &mut table, &mut used_dirs)?;
+        let (total_free_blocks, _) = meta::write_groups(
+            self,
+            target,
+            &meta::Summary {
+                cursor: io.alloc.next,
+                table: &table.0,
+                max_ino,
+                used_dirs: &used_dirs,
+                journal_iblock: &journal_iblock,
+                journal_size,
+            },
+        )?;
+        Ok(Ext4Report {
+            bytes: g.blocks * BLOCK,
+            blocks: g.blocks,
+            free_blocks: total_free_blocks,
+            inodes: g.inodes(),
+            inodes_used: max_ino as u64,
+            manifest: self.manifest(&hashes),
+        })
+    }
+
+    /// The journal's blocks and inode; returns its i_block and size in bytes.
+    fn write_journal(&self, io: &mut Io, table: &mut InodeTable) -> Result<([u8; 60], u64)> {
         let jseed = inode_seed(self.fs_seed, JOURNAL_INO, 0);
         let mut jruns = Vec::new();
         let mut jdone = 0u64;
@@ -427,20 +180,20 @@ impl Prepared<'_> {
             jruns.push((jdone, s, n));
             jdone += n;
         }
-        target.write_block(
+        io.target.write_block(
             jruns[0].1,
-            &journal::superblock(self.journal_blocks as u32, &o.uuid),
+            &journal::superblock(self.journal_blocks as u32, &self.opts.uuid),
         )?;
         let (j_iblock, j_tree) = io.finish_extents(&jruns, jseed)?;
         let jsize = self.journal_blocks * BLOCK;
-        put_inode(
+        table.put(
             JOURNAL_INO,
             &inode::encode(
                 &InodeSpec {
                     mode: 0o100600,
                     size: jsize,
                     links: 1,
-                    time,
+                    time: self.opts.time,
                     flags: EXTENTS_FL,
                     i_block: j_iblock,
                     blocks: self.journal_blocks + j_tree,
@@ -449,13 +202,21 @@ impl Prepared<'_> {
                 jseed,
             ),
         );
+        Ok((j_iblock, jsize))
+    }
 
-        let mut used_dirs = vec![0u32; g.groups as usize];
+    /// Every node's data and inode, in inode order. Small files are read and hashed
+    /// ahead by worker threads while this thread allocates and writes; large ones stream
+    /// through here. Returns the sha256 of each regular file by inode.
+    fn write_inodes(
+        &self,
+        io: &mut Io,
+        table: &mut InodeTable,
+        used_dirs: &mut [u32],
+    ) -> Result<HashMap<u32, String>> {
         let mut hashes: HashMap<u32, String> = HashMap::new();
         let mut bufs = Buffers::new();
         let pb = crate::util::progress::bytes(self.tree.content_bytes(), "writing ext4");
-        // Small files are read and hashed ahead by worker threads, in inode order, while
-        // this thread allocates and writes; large ones stream through here.
         let small: Vec<&Data> = self
             .nodes
             .iter()
@@ -492,148 +253,172 @@ impl Prepared<'_> {
             }
             let mut k = 0usize;
             for n in &self.nodes {
-                let seed = inode_seed(self.fs_seed, n.ino, 0);
-                let (mode_bits, uid, gid, mtime) = match n.entry {
-                    Some(e) => (e.meta.mode, e.meta.uid, e.meta.gid, e.meta.mtime),
-                    None => (0o700, 0, 0, time),
+                let prefetched = match n.entry {
+                    Some(Entry {
+                        kind: Kind::File(d),
+                        ..
+                    }) if n.what == What::File && d.len() <= PREFETCH_MAX => {
+                        let p = rxs[k % workers]
+                            .recv()
+                            .map_err(|_| anyhow::anyhow!("a reader thread stopped"))??;
+                        k += 1;
+                        Some(p)
+                    }
+                    _ => None,
                 };
-                let kind_bits = match n.entry {
-                    Some(e) => e.kind.file_type_bits(),
-                    None => 0o040000,
+                let Some((spec, sha)) = self.node_inode(n, io, &mut bufs, prefetched)? else {
+                    continue;
                 };
-                let mut spec = InodeSpec {
-                    mode: (kind_bits | (mode_bits & 0o7777)) as u16,
-                    uid,
-                    gid,
-                    links: if n.what == What::Dir && n.links >= 65000 {
-                        1
-                    } else {
-                        n.links.min(65000) as u16
-                    },
-                    time: mtime,
-                    ..Default::default()
-                };
-                match n.what {
-                    What::Dir => {
-                        let (blocks, indexed) = &self.dir_blocks[&n.ino];
-                        let mut runs = Vec::new();
-                        let joined: Vec<u8> = blocks.concat();
-                        io.put_blocks(0, &joined, &mut runs)?;
-                        let (ib, tb) = io.finish_extents(&runs, seed)?;
-                        spec.i_block = ib;
-                        spec.blocks = blocks.len() as u64 + tb;
-                        spec.size = blocks.len() as u64 * BLOCK;
-                        spec.flags = EXTENTS_FL | if *indexed { INDEX_FL } else { 0 };
-                        used_dirs[((n.ino - 1) / g.inodes_per_group) as usize] += 1;
-                    }
-                    What::File => {
-                        let Some(Entry {
-                            kind: Kind::File(d),
-                            ..
-                        }) = n.entry
-                        else {
-                            unreachable!("a file node holds a file")
-                        };
-                        let (w, sha) = if d.len() <= PREFETCH_MAX {
-                            let p = rxs[k % workers]
-                                .recv()
-                                .map_err(|_| anyhow::anyhow!("a reader thread stopped"))??;
-                            k += 1;
-                            (write_bytes(&mut io, &p.bytes, seed, &mut bufs)?, p.sha256)
-                        } else {
-                            write_file(&mut io, d, seed, &mut bufs)?
-                        };
-                        pb.inc(d.len());
-                        spec.i_block = w.i_block;
-                        spec.blocks = w.blocks;
-                        spec.flags = w.flags;
-                        spec.size = d.len();
-                        hashes.insert(n.ino, sha);
-                    }
-                    What::FastLink | What::SlowLink => {
-                        let Some(Entry {
-                            kind: Kind::Symlink(t),
-                            ..
-                        }) = n.entry
-                        else {
-                            continue;
-                        };
-                        spec.size = t.len() as u64;
-                        if n.what == What::FastLink {
-                            spec.i_block[..t.len()].copy_from_slice(t.as_bytes());
-                        } else {
-                            let mut b = vec![0u8; BLOCK as usize];
-                            b[..t.len()].copy_from_slice(t.as_bytes());
-                            let mut runs = Vec::new();
-                            io.put_blocks(0, &b, &mut runs)?;
-                            let (ib, tb) = io.finish_extents(&runs, seed)?;
-                            spec.i_block = ib;
-                            spec.blocks = 1 + tb;
-                            spec.flags = EXTENTS_FL;
-                        }
-                    }
-                    What::Dev => {
-                        if let Some(Entry {
-                            kind: Kind::CharDev { major, minor } | Kind::BlockDev { major, minor },
-                            ..
-                        }) = n.entry
-                        {
-                            spec.i_block = inode::device_block(*major, *minor);
-                        }
-                    }
-                    What::Special => {}
+                if n.what == What::Dir {
+                    used_dirs[((n.ino - 1) / self.geometry.inodes_per_group) as usize] += 1;
                 }
-                if let Some(e) = n.entry {
-                    if !e.meta.xattrs.is_empty() {
-                        match xattr::inline_area(&e.meta.xattrs)? {
-                            Some(area) => spec.inline_xattrs = Some(area),
-                            None => {
-                                let (at, _) = io.alloc(1)?;
-                                io.write(at, &xattr::block(&e.meta.xattrs, at, self.fs_seed)?)?;
-                                spec.file_acl = at;
-                                spec.blocks += 1;
-                            }
-                        }
-                    }
+                if let (
+                    Some(sha),
+                    Some(Entry {
+                        kind: Kind::File(d),
+                        ..
+                    }),
+                ) = (sha, n.entry)
+                {
+                    pb.inc(d.len());
+                    hashes.insert(n.ino, sha);
                 }
-                put_inode(n.ino, &inode::encode(&spec, seed));
+                table.put(
+                    n.ino,
+                    &inode::encode(&spec, inode_seed(self.fs_seed, n.ino, 0)),
+                );
             }
             Ok(())
         })?;
         io.flush()?;
         pb.finish_and_clear();
+        Ok(hashes)
+    }
 
-        let (total_free_blocks, _) = meta::write_groups(
-            self,
-            target,
-            &meta::Summary {
-                cursor: io.alloc.next,
-                table: &table,
-                max_ino,
-                used_dirs: &used_dirs,
-                journal_iblock: &j_iblock,
-                journal_size: jsize,
+    /// One node's data blocks and inode; the file's sha256 for a regular file. None for
+    /// a node with nothing to write.
+    fn node_inode(
+        &self,
+        n: &Node,
+        io: &mut Io,
+        bufs: &mut Buffers,
+        prefetched: Option<Prefetched>,
+    ) -> Result<Option<(InodeSpec, Option<String>)>> {
+        let time = self.opts.time;
+        let mut sha_out = None;
+        let seed = inode_seed(self.fs_seed, n.ino, 0);
+        let (mode_bits, uid, gid, mtime) = match n.entry {
+            Some(e) => (e.meta.mode, e.meta.uid, e.meta.gid, e.meta.mtime),
+            None => (0o700, 0, 0, time),
+        };
+        let kind_bits = match n.entry {
+            Some(e) => e.kind.file_type_bits(),
+            None => 0o040000,
+        };
+        let mut spec = InodeSpec {
+            mode: (kind_bits | (mode_bits & 0o7777)) as u16,
+            uid,
+            gid,
+            links: if n.what == What::Dir && n.links >= 65000 {
+                1
+            } else {
+                n.links.min(65000) as u16
             },
-        )?;
-
-        let mut manifest = Vec::with_capacity(self.tree.len());
-        for (p, e) in self.tree.iter() {
-            let ino = self.ino_of.get(p.as_str()).copied().unwrap_or(0);
-            let sha = match &e.kind {
-                Kind::File(_) | Kind::HardLink(_) => hashes.get(&ino).cloned(),
-                _ => None,
-            };
-            let m = ManifestEntry::in_tree(self.tree, p, e, sha);
-            manifest.push(m);
+            time: mtime,
+            ..Default::default()
+        };
+        match n.what {
+            What::Dir => {
+                let (blocks, indexed) = &self.dir_blocks[&n.ino];
+                let mut runs = Vec::new();
+                let joined: Vec<u8> = blocks.concat();
+                io.put_blocks(0, &joined, &mut runs)?;
+                let (ib, tb) = io.finish_extents(&runs, seed)?;
+                spec.i_block = ib;
+                spec.blocks = blocks.len() as u64 + tb;
+                spec.size = blocks.len() as u64 * BLOCK;
+                spec.flags = EXTENTS_FL | if *indexed { INDEX_FL } else { 0 };
+            }
+            What::File => {
+                let Some(Entry {
+                    kind: Kind::File(d),
+                    ..
+                }) = n.entry
+                else {
+                    unreachable!("a file node holds a file")
+                };
+                let (w, sha) = match prefetched {
+                    Some(p) => (write_bytes(io, &p.bytes, seed, bufs)?, p.sha256),
+                    None => write_file(io, d, seed, bufs)?,
+                };
+                spec.i_block = w.i_block;
+                spec.blocks = w.blocks;
+                spec.flags = w.flags;
+                spec.size = d.len();
+                sha_out = Some(sha);
+            }
+            What::FastLink | What::SlowLink => {
+                let Some(Entry {
+                    kind: Kind::Symlink(t),
+                    ..
+                }) = n.entry
+                else {
+                    return Ok(None);
+                };
+                spec.size = t.len() as u64;
+                if n.what == What::FastLink {
+                    spec.i_block[..t.len()].copy_from_slice(t.as_bytes());
+                } else {
+                    let mut b = vec![0u8; BLOCK as usize];
+                    b[..t.len()].copy_from_slice(t.as_bytes());
+                    let mut runs = Vec::new();
+                    io.put_blocks(0, &b, &mut runs)?;
+                    let (ib, tb) = io.finish_extents(&runs, seed)?;
+                    spec.i_block = ib;
+                    spec.blocks = 1 + tb;
+                    spec.flags = EXTENTS_FL;
+                }
+            }
+            What::Dev => {
+                if let Some(Entry {
+                    kind: Kind::CharDev { major, minor } | Kind::BlockDev { major, minor },
+                    ..
+                }) = n.entry
+                {
+                    spec.i_block = inode::device_block(*major, *minor);
+                }
+            }
+            What::Special => {}
         }
-        Ok(Ext4Report {
-            bytes: g.blocks * BLOCK,
-            blocks: g.blocks,
-            free_blocks: total_free_blocks,
-            inodes: g.inodes(),
-            inodes_used: max_ino as u64,
-            manifest,
-        })
+        if let Some(e) = n.entry {
+            if !e.meta.xattrs.is_empty() {
+                match xattr::inline_area(&e.meta.xattrs)? {
+                    Some(area) => spec.inline_xattrs = Some(area),
+                    None => {
+                        let (at, _) = io.alloc(1)?;
+                        io.write(at, &xattr::block(&e.meta.xattrs, at, self.fs_seed)?)?;
+                        spec.file_acl = at;
+                        spec.blocks += 1;
+                    }
+                }
+            }
+        }
+        Ok(Some((spec, sha_out)))
+    }
+
+    /// The manifest: every path of the tree, with the sha256 of what its inode holds.
+    fn manifest(&self, hashes: &HashMap<u32, String>) -> Vec<ManifestEntry> {
+        self.tree
+            .iter()
+            .map(|(p, e)| {
+                let ino = self.ino_of.get(p.as_str()).copied().unwrap_or(0);
+                let sha = match &e.kind {
+                    Kind::File(_) | Kind::HardLink(_) => hashes.get(&ino).cloned(),
+                    _ => None,
+                };
+                ManifestEntry::in_tree(self.tree, p, e, sha)
+            })
+            .collect()
     }
 }
 

@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use super::deb::Unpacked;
 use super::deps;
 use super::lock::LockedPackage;
-use crate::util::progress;
 use crate::tree::{path, Data, Entry, Kind, Meta, Tree};
+use crate::util::progress;
 
 /// What installing did that a user may want to know.
 #[derive(Debug, Default)]

@@ -62,4 +62,3 @@ pub fn kernel_files(pkgs: &[Unpacked]) -> Result<KernelFiles> {
         builtin,
     })
 }
-

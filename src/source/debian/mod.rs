@@ -19,8 +19,8 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::cache::Cache;
 use crate::profile::{Distribution, Kernel, LoadedProfile};
+use crate::util::cache::Cache;
 use crate::util::progress;
 use crate::util::{download as fetch, http};
 use deb::Unpacked;
@@ -98,7 +98,8 @@ fn fetch_index(
     let f = std::fs::File::open(&blob)?;
     let mut text = String::new();
     use std::io::Read;
-    let mut r = crate::util::decompress::Codec::from_name(&path).reader(std::io::BufReader::new(f))?;
+    let mut r =
+        crate::util::decompress::Codec::from_name(&path).reader(std::io::BufReader::new(f))?;
     r.read_to_string(&mut text)
         .with_context(|| format!("decompressing {path}"))?;
     Ok(text)

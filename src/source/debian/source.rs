@@ -8,11 +8,11 @@ use anyhow::{bail, Result};
 use super::deb::Unpacked;
 use super::lock::{LockFile, LockedPackage};
 use super::{dpkg, install, kernel, LockState};
-use crate::util::cache::Cache;
 use crate::profile::{Distribution, LoadedProfile};
 use crate::source::kernel::KernelFiles;
 use crate::source::{FetchedPackages, LockOutcome, PackageOptions, PackageSource};
 use crate::tree::Tree;
+use crate::util::cache::Cache;
 use crate::util::http::Http;
 
 /// A profile's `[distribution]` of Debian.

@@ -1,0 +1,224 @@
+//! The command line's shape: every verb, option and its help text, and their
+//! translation into the library's typed arguments.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use kiln::commands::ProfileArgs;
+use kiln::plan::{self, Accel, BuildOptions, RunOverrides};
+use kiln::profile::{Seconds, Size};
+use kiln::source::PackageOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Rootless, declarative VM image builder and test runner",
+    long_about = "kiln reads a TOML profile and, without root, loop devices or mounts, writes an \
+initramfs (newc cpio + zstd), a tar, or a GPT disk image with ext4 itself, from Debian packages, \
+overlays and files; then boots it in QEMU, runs the profile's test inside and reports its exit \
+status and results.\n\nExit status of `kiln test`: 0 passed; 1-119 the test's own status; 120 \
+kiln's own step in the guest failed; 123 the test exited with 120 or more; 124 timed out; 125 \
+kernel panic; 126 QEMU failed; 127 the guest reported no status; 130 interrupted. Any command: \
+2 for a bad profile, 1 for other errors."
+)]
+pub struct Cli {
+    /// Print only errors and results, no progress.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Build the image a profile describes, with its manifest, into the output directory.
+    Build(BuildArgs),
+    /// Print (--print) or run the QEMU command for a profile's image.
+    Qemu {
+        #[command(flatten)]
+        build: BuildArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print the command instead of running it.
+        #[arg(long)]
+        print: bool,
+        /// The command as `kiln test` runs it (console and status into the files of the
+        /// latest run, OUT/NAME.run/) rather than as `kiln boot` does (console on this
+        /// terminal). Without --print, runs the test as `kiln test --no-build`.
+        #[arg(long)]
+        test: bool,
+    },
+    /// Build, then boot with the serial console on this terminal (Ctrl-A X quits QEMU).
+    /// A disk image keeps what the guest writes.
+    Boot {
+        #[command(flatten)]
+        build: BuildArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Boot the image already in the output directory instead of building it first.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Build, boot, run the profile's test, bring its results back, exit with its status.
+    Test {
+        #[command(flatten)]
+        build: BuildArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Test the image already in the output directory instead of building it first.
+        #[arg(long)]
+        no_build: bool,
+        /// Time limit for the whole run (boot, test, power-off), e.g. "90s" or "5m";
+        /// overrides [test] timeout (default 5m).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<Seconds>,
+        /// Show the serial console as the guest runs.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Let the guest's writes reach the disk image (by default they go to a
+        /// throwaway overlay, so every run starts from the built image).
+        #[arg(long)]
+        persist: bool,
+    },
+    /// List the entries of an image: initramfs (.cpio, .cpio.zst), tar, ext4, or GPT disk (its root file system).
+    Ls {
+        /// The image file.
+        image: PathBuf,
+    },
+    /// Copy a file or directory out of an ext4 image or GPT disk, without root or mounting.
+    /// Symlinks inside are copied as symlinks; nothing is written outside DEST.
+    Extract {
+        /// The image file (ext4, or a GPT disk whose root partition is read).
+        image: PathBuf,
+        /// Path inside the image, e.g. /etc/os-release or /var/log.
+        path: String,
+        /// Directory to copy into (created if missing).
+        dest: PathBuf,
+    },
+    /// Resolve the profile's Debian packages and write its lock (profiles/x.toml → profiles/x.lock).
+    Lock {
+        #[command(flatten)]
+        build: BuildArgs,
+        /// Resolve afresh even if the lock still matches the profile (picks up new package versions).
+        #[arg(long)]
+        update: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct BuildArgs {
+    /// The profile (TOML) to read.
+    profile: PathBuf,
+    /// Directory for images, manifests and run directories.
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        default_value = "out",
+        env = "KILN_OUT_DIR"
+    )]
+    out_dir: PathBuf,
+    /// Kernel image (bzImage/vmlinuz) to boot, instead of the profile's [kernel].
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Debian mirror URL, instead of the profile's or the host's apt configuration.
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// Fail if the lock is missing or no longer matches the profile, instead of resolving afresh.
+    #[arg(long)]
+    locked: bool,
+    /// Accept an archive whose InRelease Valid-Until has passed (e.g. a snapshot mirror).
+    #[arg(long)]
+    ignore_valid_until: bool,
+    /// Parallel downloads (default 6).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    jobs: usize,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct RunArgs {
+    /// Guest memory, e.g. "2G" (default: [qemu] memory, else 1G).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<Size>,
+    /// Number of virtual CPUs (default: [qemu] cpus, else 2).
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// QEMU machine type (default: [qemu] machine, else q35).
+    #[arg(long, value_name = "TYPE")]
+    machine: Option<String>,
+    /// QEMU CPU model (default: host under KVM, max under TCG).
+    #[arg(long, value_name = "MODEL")]
+    cpu: Option<String>,
+    /// Accelerator: auto probes whether KVM really runs guests and falls back to TCG.
+    #[arg(long, value_enum)]
+    accel: Option<AccelArg>,
+    /// Extra kernel command-line word(s); repeatable.
+    #[arg(long, value_name = "WORDS")]
+    append: Vec<String>,
+    /// Extra QEMU argument; repeatable, e.g. --qemu-arg=-s.
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_args: Vec<String>,
+    /// QEMU binary (default: [qemu] binary, else qemu-system-x86_64).
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl BuildArgs {
+    /// The profile and build settings, with SOURCE_DATE_EPOCH read from the environment.
+    pub fn profile_args(&self) -> Result<ProfileArgs> {
+        // The environment is read here, at the edge; the library takes values.
+        let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => Some(plan::parse_epoch(&v)?),
+            Err(_) => None,
+        };
+        Ok(ProfileArgs {
+            profile: self.profile.clone(),
+            build: BuildOptions {
+                out_dir: self.out_dir.clone(),
+                kernel: self.kernel.clone(),
+                packages: PackageOptions {
+                    mirror: self.mirror.clone(),
+                    ignore_valid_until: self.ignore_valid_until,
+                    locked: self.locked,
+                    jobs: self.jobs,
+                },
+                epoch,
+            },
+        })
+    }
+}
+
+impl RunArgs {
+    /// The run settings given on the command line.
+    pub fn overrides(&self, timeout: Option<Seconds>) -> RunOverrides {
+        RunOverrides {
+            qemu: self.qemu.clone(),
+            machine: self.machine.clone(),
+            cpu: self.cpu.clone(),
+            memory: self.memory.map(|s| s.0),
+            cpus: self.cpus,
+            accel: self.accel.map(|a| match a {
+                AccelArg::Auto => Accel::Auto,
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            }),
+            append: self
+                .append
+                .iter()
+                .flat_map(|a| a.split_whitespace().map(String::from))
+                .collect(),
+            qemu_args: self.qemu_args.clone(),
+            timeout: timeout.map(|t| t.0),
+        }
+    }
+}

@@ -270,3 +270,63 @@ fn a_failing_build_leaves_the_previous_image_alone() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+#[test]
+fn writer_options_are_parsed_once_at_load_and_located() {
+    let d = tempfile::tempdir().unwrap();
+    let base = "version = 1\n[output]\nformat = \"disk\"\n";
+    write(d.path(), "a.toml", &format!("{base}root_size = \"huge\"\n"));
+    let e = load_err(d.path(), "a.toml");
+    assert!(
+        e.contains("a.toml:4:13") && e.contains("output.root_size"),
+        "{e}"
+    );
+    assert!(e.contains("`huge` is not a size"), "{e}");
+    write(d.path(), "b.toml", &format!("{base}free_space = \"x%\"\n"));
+    let e = load_err(d.path(), "b.toml");
+    assert!(
+        e.contains("b.toml:4:14") && e.contains("output.free_space"),
+        "{e}"
+    );
+    write(
+        d.path(),
+        "c.toml",
+        &format!(
+            "{base}[[output.partition]]\nlabel = \"data\"\nsize = \"8M\"\ntype = \"usr-ish\"\n"
+        ),
+    );
+    let e = load_err(d.path(), "c.toml");
+    assert!(
+        e.contains("c.toml:7:8") && e.contains("output.partition[0].type"),
+        "{e}"
+    );
+    assert!(e.contains("use root, esp, linux-generic"), "{e}");
+    write(
+        d.path(),
+        "e.toml",
+        &format!(
+            "{base}[[output.partition]]\nlabel = \"data\"\nsize = \"8M\"\nfilesystem = \"btrfs\"\n"
+        ),
+    );
+    let e = load_err(d.path(), "e.toml");
+    assert!(e.contains("output.partition[0].filesystem"), "{e}");
+    assert!(e.contains("one of: ext4, none"), "{e}");
+    // And valid values load into their typed form.
+    write(
+        d.path(),
+        "ok.toml",
+        &format!("{base}root_size = \"2G\"\nfree_space = \"25%\"\n[[output.partition]]\nlabel = \"var\"\nsize = \"8M\"\ntype = \"var\"\nfilesystem = \"none\"\n"),
+    );
+    let lp = kiln::profile::load(&d.path().join("ok.toml")).unwrap();
+    use kiln::output::options::{FreeSpace, PartitionFs, PartitionType, RootSize};
+    assert_eq!(lp.profile.output.root_size, Some(RootSize::Fixed(2 << 30)));
+    assert_eq!(lp.profile.output.free_space, Some(FreeSpace::Percent(25)));
+    assert_eq!(
+        lp.profile.output.partition[0].kind,
+        Some(PartitionType::Var)
+    );
+    assert_eq!(
+        lp.profile.output.partition[0].filesystem,
+        Some(PartitionFs::None)
+    );
+}

@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::csum::crc32c_raw;
-use super::layout::{self, BLOCKS_PER_GROUP};
+use super::layout::{self, Geometry, GroupMeta, BLOCKS_PER_GROUP};
 use super::writer::{Prepared, Target};
 use super::{put16, put32, BLOCK, FIRST_INO, INODE_SIZE, JOURNAL_INO};
 
@@ -150,52 +150,88 @@ pub(super) fn write_groups(p: &Prepared, target: &Target, s: &Summary) -> Result
             bytes.resize((to - from).div_ceil(BLOCK as usize) * BLOCK as usize, 0);
             target.write_block(m.inode_table, &bytes)?;
         }
-        let bb_csum = crc32c_raw(p.fs_seed, &bb[..(BLOCKS_PER_GROUP / 8) as usize]);
-        let ib_csum = crc32c_raw(p.fs_seed, &ib[..(ipg / 8) as usize]);
-        let d = &mut gdt[grp as usize * g.desc_size..(grp as usize + 1) * g.desc_size];
-        put32(d, 0x00, m.block_bitmap as u32);
-        put32(d, 0x04, m.inode_bitmap as u32);
-        put32(d, 0x08, m.inode_table as u32);
-        put16(d, 0x0C, free_blocks as u16);
-        put16(d, 0x0E, free_inodes as u16);
-        put16(d, 0x10, used_dirs[grp as usize] as u16);
-        put16(d, 0x12, 0x4);
-        put16(d, 0x18, bb_csum as u16);
-        put16(d, 0x1A, ib_csum as u16);
-        put16(d, 0x1C, (ipg - used_inodes) as u16);
-        if g.is_64bit {
-            put32(d, 0x20, (m.block_bitmap >> 32) as u32);
-            put32(d, 0x24, (m.inode_bitmap >> 32) as u32);
-            put32(d, 0x28, (m.inode_table >> 32) as u32);
-            put16(d, 0x2C, (free_blocks >> 16) as u16);
-            put16(d, 0x2E, (free_inodes >> 16) as u16);
-            put16(d, 0x30, (used_dirs[grp as usize] >> 16) as u16);
-            put16(d, 0x32, ((ipg - used_inodes) >> 16) as u16);
-            put16(d, 0x38, (bb_csum >> 16) as u16);
-            put16(d, 0x3A, (ib_csum >> 16) as u16);
-        }
-        let c = crc32c_raw(p.fs_seed, &(grp as u32).to_le_bytes());
-        let c = crc32c_raw(c, &d[..0x1E]);
-        let c = crc32c_raw(c, &[0, 0]);
-        let c = if g.desc_size > 0x20 {
-            crc32c_raw(c, &d[0x20..])
-        } else {
-            c
+        let counts = Counts {
+            free_blocks,
+            free_inodes,
+            used_dirs: used_dirs[grp as usize],
+            unused_inodes: ipg - used_inodes,
+            block_bitmap_csum: crc32c_raw(p.fs_seed, &bb[..(BLOCKS_PER_GROUP / 8) as usize]),
+            inode_bitmap_csum: crc32c_raw(p.fs_seed, &ib[..(ipg / 8) as usize]),
         };
-        put16(d, 0x1E, c as u16);
+        let d = &mut gdt[grp as usize * g.desc_size..(grp as usize + 1) * g.desc_size];
+        descriptor(d, grp, &m, &counts, g.is_64bit, p.fs_seed);
     }
-    for grp in 0..g.groups {
-        if !layout::has_super(grp) {
-            continue;
-        }
-        let sb = superblock(
+    let sb = |grp| {
+        superblock(
             p,
             total_free_blocks,
             total_free_inodes,
             j_iblock,
             jsize,
             grp,
-        );
+        )
+    };
+    write_superblocks(g, target, &gdt, sb)?;
+    Ok((total_free_blocks, total_free_inodes))
+}
+
+/// A group's counts and bitmap checksums, for its descriptor.
+struct Counts {
+    free_blocks: u64,
+    free_inodes: u64,
+    used_dirs: u32,
+    unused_inodes: u64,
+    block_bitmap_csum: u32,
+    inode_bitmap_csum: u32,
+}
+
+/// Encodes group `grp`'s descriptor into `d` (32 or 64 bytes), checksum last.
+fn descriptor(d: &mut [u8], grp: u64, m: &GroupMeta, c: &Counts, is_64bit: bool, fs_seed: u32) {
+    put32(d, 0x00, m.block_bitmap as u32);
+    put32(d, 0x04, m.inode_bitmap as u32);
+    put32(d, 0x08, m.inode_table as u32);
+    put16(d, 0x0C, c.free_blocks as u16);
+    put16(d, 0x0E, c.free_inodes as u16);
+    put16(d, 0x10, c.used_dirs as u16);
+    put16(d, 0x12, 0x4);
+    put16(d, 0x18, c.block_bitmap_csum as u16);
+    put16(d, 0x1A, c.inode_bitmap_csum as u16);
+    put16(d, 0x1C, c.unused_inodes as u16);
+    if is_64bit {
+        put32(d, 0x20, (m.block_bitmap >> 32) as u32);
+        put32(d, 0x24, (m.inode_bitmap >> 32) as u32);
+        put32(d, 0x28, (m.inode_table >> 32) as u32);
+        put16(d, 0x2C, (c.free_blocks >> 16) as u16);
+        put16(d, 0x2E, (c.free_inodes >> 16) as u16);
+        put16(d, 0x30, (c.used_dirs >> 16) as u16);
+        put16(d, 0x32, (c.unused_inodes >> 16) as u16);
+        put16(d, 0x38, (c.block_bitmap_csum >> 16) as u16);
+        put16(d, 0x3A, (c.inode_bitmap_csum >> 16) as u16);
+    }
+    let c = crc32c_raw(fs_seed, &(grp as u32).to_le_bytes());
+    let c = crc32c_raw(c, &d[..0x1E]);
+    let c = crc32c_raw(c, &[0, 0]);
+    let c = if d.len() > 0x20 {
+        crc32c_raw(c, &d[0x20..])
+    } else {
+        c
+    };
+    put16(d, 0x1E, c as u16);
+}
+
+/// The superblock and descriptor table at the start of every group that has a copy
+/// (sparse_super); group 0's superblock sits 1024 bytes into block 0.
+fn write_superblocks(
+    g: &Geometry,
+    target: &Target,
+    gdt: &[u8],
+    superblock: impl Fn(u64) -> Vec<u8>,
+) -> Result<()> {
+    for grp in 0..g.groups {
+        if !layout::has_super(grp) {
+            continue;
+        }
+        let sb = superblock(grp);
         let at = g.group_start(grp);
         if grp == 0 {
             let mut b0 = vec![0u8; BLOCK as usize];
@@ -206,8 +242,7 @@ pub(super) fn write_groups(p: &Prepared, target: &Target, s: &Summary) -> Result
             b[..1024].copy_from_slice(&sb);
             target.write_block(at, &b)?;
         }
-        target.write_block(at + 1, &gdt)?;
+        target.write_block(at + 1, gdt)?;
     }
-
-    Ok((total_free_blocks, total_free_inodes))
+    Ok(())
 }

@@ -291,7 +291,7 @@ impl Plan {
             writer,
             out_dir,
             kernel,
-            results: test.and_then(|t| t.results.clone()),
+            results: test.and_then(|t| t.results.as_ref().map(|r| r.to_string())),
             has_test: test.is_some(),
             boot_initrd,
             root_partuuid: (format == Format::Disk)

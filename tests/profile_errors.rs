@@ -198,7 +198,7 @@ fn merge_rules_scalars_override_lists_append_tables_merge() {
         "lists append, includes first; base.toml layered once"
     );
     assert_eq!(p.kernel.cmdline, vec!["quiet", "loglevel=8"]);
-    let paths: Vec<_> = p.file.iter().map(|f| f.path.clone()).collect();
+    let paths: Vec<_> = p.file.iter().map(|f| f.path.to_string()).collect();
     assert_eq!(paths, vec!["/base", "/top"]);
     assert_eq!(lp.name, "p");
 }

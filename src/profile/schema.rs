@@ -8,6 +8,7 @@ use super::types::{Located, Mode, RelPath, Seconds, Size};
 pub use crate::output::options::{
     Compression, Format, FreeSpace, PartitionFs, PartitionType, RootSize,
 };
+pub use crate::tree::path::ImagePath;
 
 /// A merged profile: everything that describes one image and how to test it.
 #[derive(Debug, Deserialize, Default)]
@@ -202,7 +203,7 @@ pub struct Overlay {
     /// Host directory, relative to the profile file; must exist.
     pub source: RelPath,
     /// Where the directory's contents go in the image (default "/").
-    pub destination: Option<String>,
+    pub destination: Option<ImagePath>,
     /// "root": every entry owned by 0:0 (default); "host": keep the host's uid/gid.
     pub owner: Option<Owner>,
 }
@@ -212,7 +213,7 @@ pub struct Overlay {
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     /// Absolute path in the image.
-    pub path: String,
+    pub path: ImagePath,
     /// Host file whose contents are used.
     pub source: Option<RelPath>,
     /// Inline file contents.
@@ -235,7 +236,7 @@ pub struct FileSpec {
 #[serde(deny_unknown_fields)]
 pub struct DirectorySpec {
     /// Absolute path in the image.
-    pub path: String,
+    pub path: ImagePath,
     /// Permission bits; default 0755.
     pub mode: Option<Mode>,
     /// Owner uid; default 0.
@@ -249,7 +250,7 @@ pub struct DirectorySpec {
 #[serde(deny_unknown_fields)]
 pub struct SymlinkSpec {
     /// Absolute path of the link in the image.
-    pub path: String,
+    pub path: ImagePath,
     /// Link target, stored as written; must not be empty.
     pub target: String,
     /// Owner uid; default 0.
@@ -263,9 +264,9 @@ pub struct SymlinkSpec {
 #[serde(deny_unknown_fields)]
 pub struct HardlinkSpec {
     /// Absolute path of the new link in the image.
-    pub path: String,
+    pub path: ImagePath,
     /// An existing regular file in the image.
-    pub target: String,
+    pub target: ImagePath,
 }
 
 /// The type of a `[[device]]` entry.
@@ -287,7 +288,7 @@ pub enum DeviceKind {
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
     /// Absolute path in the image.
-    pub path: String,
+    pub path: ImagePath,
     /// Node type, written `type`.
     #[serde(rename = "type")]
     pub kind: DeviceKind,
@@ -310,7 +311,7 @@ pub struct BinarySpec {
     /// A host executable: a path, or a bare name looked up in $PATH.
     pub source: String,
     /// Where it goes in the image (default: the host path).
-    pub path: Option<String>,
+    pub path: Option<ImagePath>,
 }
 
 /// `[system]`: configuration of the installed system.
@@ -342,7 +343,7 @@ pub struct Test {
     /// How long the whole run (boot, test, power-off) may take.
     pub timeout: Option<Seconds>,
     /// A directory in the guest whose contents come back to the host after the run.
-    pub results: Option<String>,
+    pub results: Option<ImagePath>,
     /// Size of the results disk (default 1G; sparse, so it costs what the guest writes).
     pub results_size: Option<Size>,
 }

@@ -5,11 +5,6 @@ use super::diag::ProfileError;
 use super::node::Node;
 use super::schema::{DeviceKind, Format, Profile};
 use super::types::Located;
-use crate::tree::path;
-
-fn image_path<T>(item: &Located<T>, field: &str, value: &str) -> Result<String, ProfileError> {
-    path::normalize(value).map_err(|m| item.field_error(field, m))
-}
 
 fn exists<T>(
     item: &Located<T>,
@@ -60,7 +55,6 @@ fn image_name(name: &str, root: &Node) -> Result<(), ProfileError> {
 /// `[[file]]`, `[[overlay]]`, `[[directory]]`, `[[symlink]]`, `[[hardlink]]`, `[[device]]`, `[[binary]]`.
 fn entries(p: &Profile) -> Result<(), ProfileError> {
     for f in &p.file {
-        image_path(f, "path", &f.path)?;
         match (&f.source, &f.content) {
             (Some(src), None) => exists(f, "source", src, false)?,
             (None, Some(_)) => {}
@@ -88,27 +82,15 @@ fn entries(p: &Profile) -> Result<(), ProfileError> {
     }
     for o in &p.overlay {
         exists(o, "source", &o.source, true)?;
-        if let Some(d) = &o.destination {
-            image_path(o, "destination", d)?;
-        }
-    }
-    for d in &p.directory {
-        image_path(d, "path", &d.path)?;
     }
     for s in &p.symlink {
-        image_path(s, "path", &s.path)?;
         if s.target.is_empty() {
             return Err(s
                 .error("a symlink target cannot be empty")
                 .key(&format!("{}.target", s.key)));
         }
     }
-    for h in &p.hardlink {
-        image_path(h, "path", &h.path)?;
-        image_path(h, "target", &h.target)?;
-    }
     for d in &p.device {
-        image_path(d, "path", &d.path)?;
         let numbered = matches!(d.kind, DeviceKind::Char | DeviceKind::Block);
         if numbered && (d.major.is_none() || d.minor.is_none()) {
             return Err(d.error("char and block devices need `major` and `minor`"));
@@ -118,11 +100,6 @@ fn entries(p: &Profile) -> Result<(), ProfileError> {
         }
         if d.major.is_some_and(|m| m > 0xfff) || d.minor.is_some_and(|m| m > 0xfffff) {
             return Err(d.error("device numbers are limited to major ≤ 4095 and minor ≤ 1048575"));
-        }
-    }
-    for b in &p.binary {
-        if let Some(dest) = &b.path {
-            image_path(b, "path", dest)?;
         }
     }
     Ok(())
@@ -184,9 +161,6 @@ fn kernel_and_test(p: &Profile) -> Result<(), ProfileError> {
             }
             (None, Some(s)) => exists(t, "script", s, false)?,
             _ => {}
-        }
-        if let Some(r) = &t.results {
-            image_path(t, "results", r)?;
         }
     }
     Ok(())

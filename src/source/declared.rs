@@ -61,7 +61,7 @@ fn binaries(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
             let md = std::fs::metadata(&f).with_context(|| format!("reading {}", f.display()))?;
             let dest = if f == host {
                 match &b.path {
-                    Some(p) => path::normalize(p).map_err(anyhow::Error::msg)?,
+                    Some(p) => p.as_str().to_string(),
                     None => path::normalize(&host.to_string_lossy()).map_err(anyhow::Error::msg)?,
                 }
             } else {
@@ -86,7 +86,7 @@ fn binaries(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
 fn overlays(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for o in &p.overlay {
         let dest = match &o.destination {
-            Some(d) => path::normalize(d).map_err(anyhow::Error::msg)?,
+            Some(d) => d.as_str().to_string(),
             None => String::new(),
         };
         let keep = o.owner.unwrap_or_default() == Owner::Host;
@@ -99,10 +99,10 @@ fn overlays(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
 /// `[[directory]]`.
 fn directories(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for d in &p.directory {
-        let dest = path::normalize(&d.path).map_err(anyhow::Error::msg)?;
+        let dest = d.path.as_str();
         let meta = Meta::new(d.mode.map(|m| m.0).unwrap_or(0o755), cx.mtime)
             .owner(d.uid.unwrap_or(0), d.gid.unwrap_or(0));
-        tree.insert(&dest, Entry::new(Kind::Dir, meta))?;
+        tree.insert(dest, Entry::new(Kind::Dir, meta))?;
     }
     Ok(())
 }
@@ -110,7 +110,7 @@ fn directories(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()>
 /// `[[file]]`: host files, inline text, templates.
 fn files(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for f in &p.file {
-        let dest = path::normalize(&f.path).map_err(anyhow::Error::msg)?;
+        let dest = f.path.as_str();
         let render = f.template.unwrap_or(false);
         let data = match (&f.source, &f.content) {
             (Some(src), _) if render => {
@@ -152,7 +152,7 @@ fn files(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
         for (k, v) in &f.xattrs {
             meta.xattrs.insert(k.clone(), xattr_value(v));
         }
-        tree.insert(&dest, Entry::new(Kind::File(data), meta))?;
+        tree.insert(dest, Entry::new(Kind::File(data), meta))?;
     }
     Ok(())
 }
@@ -160,9 +160,9 @@ fn files(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
 /// `[[symlink]]`.
 fn symlinks(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for s in &p.symlink {
-        let dest = path::normalize(&s.path).map_err(anyhow::Error::msg)?;
+        let dest = s.path.as_str();
         let meta = Meta::new(0o777, cx.mtime).owner(s.uid.unwrap_or(0), s.gid.unwrap_or(0));
-        tree.insert(&dest, Entry::new(Kind::Symlink(s.target.clone()), meta))?;
+        tree.insert(dest, Entry::new(Kind::Symlink(s.target.clone()), meta))?;
     }
     Ok(())
 }
@@ -170,9 +170,9 @@ fn symlinks(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
 /// `[[hardlink]]`: another name for a regular file already in the image.
 fn hardlinks(tree: &mut Tree, p: &Profile, _cx: &DeclaredContext) -> Result<()> {
     for h in &p.hardlink {
-        let dest = path::normalize(&h.path).map_err(anyhow::Error::msg)?;
-        let target = path::normalize(&h.target).map_err(anyhow::Error::msg)?;
-        let target = tree.resolve(&target)?;
+        let dest = h.path.as_str();
+        let target = h.target.as_str();
+        let target = tree.resolve(target)?;
         let meta = match tree.get(&target) {
             Some(Entry {
                 kind: Kind::File(_),
@@ -193,7 +193,7 @@ fn hardlinks(tree: &mut Tree, p: &Profile, _cx: &DeclaredContext) -> Result<()> 
                     .into())
             }
         };
-        tree.insert(&dest, Entry::new(Kind::HardLink(target), meta))?;
+        tree.insert(dest, Entry::new(Kind::HardLink(target), meta))?;
     }
     Ok(())
 }
@@ -201,7 +201,7 @@ fn hardlinks(tree: &mut Tree, p: &Profile, _cx: &DeclaredContext) -> Result<()> 
 /// `[[device]]`: device nodes, FIFOs and sockets.
 fn devices(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
     for d in &p.device {
-        let dest = path::normalize(&d.path).map_err(anyhow::Error::msg)?;
+        let dest = d.path.as_str();
         let (major, minor) = (d.major.unwrap_or(0), d.minor.unwrap_or(0));
         let kind = match d.kind {
             DeviceKind::Char => Kind::CharDev { major, minor },
@@ -215,7 +215,7 @@ fn devices(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
         };
         let meta = Meta::new(d.mode.map(|m| m.0).unwrap_or(default_mode), cx.mtime)
             .owner(d.uid.unwrap_or(0), d.gid.unwrap_or(0));
-        tree.insert(&dest, Entry::new(kind, meta))?;
+        tree.insert(dest, Entry::new(kind, meta))?;
     }
     Ok(())
 }

@@ -28,6 +28,31 @@ impl ImagePath {
     }
 }
 
+impl ImagePath {
+    /// Like [`ImagePath::new`], but the path must start with `/`, as profiles write them.
+    pub fn absolute(path: &str) -> Result<ImagePath, String> {
+        normalize(path).map(ImagePath)
+    }
+}
+
+/// Profiles write image paths absolute; they are checked and normalised as they load.
+impl<'de> serde::Deserialize<'de> for ImagePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Checked inside the visitor, so the error is located at the value.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ImagePath;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an absolute image path such as \"/etc/hostname\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ImagePath, E> {
+                ImagePath::absolute(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 impl std::fmt::Display for ImagePath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "/{}", self.0)

@@ -196,6 +196,11 @@ fn the_printed_test_command_runs_the_test_in_a_shell() {
     // A first run makes the run directory the printed command writes into.
     let o = run(&mut test_cmd(&p, &out));
     assert_eq!(o.status.code(), Some(9));
+    // The run kept the command it ran; the printed one differs only in where the
+    // console goes (the latest-run link rather than the run's own directory).
+    let kept = std::fs::read_to_string(out.join("printed.run/qemu.sh")).unwrap();
+    assert!(kept.starts_with("#!/bin/sh\n"), "{kept}");
+    assert!(kept.contains("printed.runs/1/console.log"), "{kept}");
     let o = run(kiln()
         .args(["qemu", "--print", "--test"])
         .arg(&p)

@@ -25,6 +25,8 @@ pub struct RunDir {
     pub status_virtio: PathBuf,
     /// QEMU's standard error.
     pub qemu_stderr: PathBuf,
+    /// The QEMU command the run used, as a shell script.
+    pub qemu_sh: PathBuf,
     /// The results disk.
     pub results_img: PathBuf,
     /// Where the results disk's contents are copied.
@@ -44,6 +46,7 @@ impl RunDir {
             status_uart: dir.join("status-uart"),
             status_virtio: dir.join("status-virtio"),
             qemu_stderr: dir.join("qemu-stderr.log"),
+            qemu_sh: dir.join("qemu.sh"),
             results_img: dir.join("results.img"),
             results: dir.join("results"),
             _lock: None,

@@ -14,7 +14,7 @@ pub mod supervise;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 pub use console::GuestReport;
 pub use dir::RunDir;
@@ -160,6 +160,17 @@ pub fn run(
     }
     attach_results(plan, &mut l, &files);
     let args = qemu::command(&l, &spec(choice.accel, &files, opts.mode));
+    // The exact command, so a run can be repeated by hand without digging it out of a log.
+    let script = format!(
+        "#!/bin/sh\n# The QEMU command of this run.\nexec {}",
+        qemu::printable(&args)
+    );
+    std::fs::write(&files.qemu_sh, script)
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&files.qemu_sh, std::fs::Permissions::from_mode(0o755))
+        })
+        .with_context(|| format!("writing {}", files.qemu_sh.display()))?;
     let interactive = opts.mode == Mode::Interactive;
     sink.event(Event::Booting {
         name: &plan.name,

@@ -82,6 +82,10 @@ pub enum Cmd {
         /// throwaway overlay, so every run starts from the built image).
         #[arg(long)]
         persist: bool,
+        /// With several --kernel: how many VMs run at once (default: the host's CPUs
+        /// divided by each VM's vCPUs, at least 1).
+        #[arg(short, long, value_name = "N")]
+        jobs: Option<usize>,
     },
     /// List the entries of an image: initramfs (.cpio, .cpio.zst), tar, ext4, or GPT disk (its root file system).
     Ls {
@@ -121,9 +125,10 @@ pub struct BuildArgs {
         env = "KILN_OUT_DIR"
     )]
     out_dir: PathBuf,
-    /// Kernel image (bzImage/vmlinuz) to boot, instead of the profile's [kernel].
+    /// Kernel image (bzImage/vmlinuz) to boot, instead of the profile's [kernel]. `kiln
+    /// test` takes it several times and runs the test once on each kernel (a matrix).
     #[arg(long, value_name = "PATH")]
-    kernel: Option<PathBuf>,
+    kernel: Vec<PathBuf>,
     /// Debian mirror URL, instead of the profile's or the host's apt configuration.
     #[arg(long, value_name = "URL")]
     mirror: Option<String>,
@@ -135,7 +140,7 @@ pub struct BuildArgs {
     ignore_valid_until: bool,
     /// Parallel downloads (default 6).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
-    jobs: usize,
+    downloads: usize,
 }
 
 #[derive(Args, Clone, Default)]
@@ -175,7 +180,25 @@ pub enum AccelArg {
 
 impl BuildArgs {
     /// The profile and build settings, with SOURCE_DATE_EPOCH read from the environment.
+    /// Only `kiln test` accepts several kernels; see [`BuildArgs::kernels`].
     pub fn profile_args(&self) -> Result<ProfileArgs> {
+        if self.kernel.len() > 1 {
+            anyhow::bail!(
+                "--kernel was given {} times; only `kiln test` runs several kernels",
+                self.kernel.len()
+            );
+        }
+        self.profile_args_any()
+    }
+
+    /// Every --kernel, for a matrix.
+    pub fn kernels(&self) -> &[PathBuf] {
+        &self.kernel
+    }
+
+    /// The profile and build settings, whatever the number of kernels (the first, if
+    /// any, is the plan's).
+    pub fn profile_args_any(&self) -> Result<ProfileArgs> {
         // The environment is read here, at the edge; the library takes values.
         let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(v) => Some(plan::parse_epoch(&v)?),
@@ -185,12 +208,12 @@ impl BuildArgs {
             profile: self.profile.clone(),
             build: BuildOptions {
                 out_dir: self.out_dir.clone(),
-                kernel: self.kernel.clone(),
+                kernel: self.kernel.first().cloned(),
                 packages: PackageOptions {
                     mirror: self.mirror.clone(),
                     ignore_valid_until: self.ignore_valid_until,
                     locked: self.locked,
-                    jobs: self.jobs,
+                    jobs: self.downloads,
                 },
                 epoch,
             },

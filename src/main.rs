@@ -61,14 +61,22 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             timeout,
             verbose,
             persist,
+            jobs,
         } => {
             let t = commands::TestArgs {
                 overrides: run.overrides(timeout),
                 no_build,
                 verbose,
                 persist,
+                kernels: build.kernels().to_vec(),
+                jobs,
             };
-            commands::test(&build.profile_args()?, &t, &cancel_on_interrupt(), printer)
+            commands::test(
+                &build.profile_args_any()?,
+                &t,
+                &cancel_on_interrupt(),
+                printer,
+            )
         }
         Cmd::Ls { image } => commands::ls(&image, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),

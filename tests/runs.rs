@@ -312,3 +312,73 @@ fn a_disk_keeps_the_guests_writes_only_with_persist() {
     );
     assert_eq!(t(&[]), Some(0), "the marker persisted");
 }
+
+#[test]
+fn several_kernels_run_as_a_matrix_in_parallel_with_a_summary() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // Fails on purpose on 6.1 kernels only.
+    let p = write(
+        d.path(),
+        "mx.toml",
+        "version = 1\n[distribution]\nsuite = \"trixie\"\npackages = [\"busybox-static\"]\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n[[symlink]]\npath = \"/bin/sh\"\ntarget = \"busybox\"\n[test]\ncommand = \"uname -r; case $(uname -r) in 6.1.*) exit 3;; esac\"\ntimeout = \"120s\"\n[qemu]\nmemory = \"512M\"\naccel = \"tcg\"\n",
+    );
+    assert!(run(kiln().arg("build").arg(&p).arg("-o").arg(&out))
+        .status
+        .success());
+    let trixie = out.join("mx.vmlinuz");
+    let missing = d.path().join("no-such-bzImage");
+    let start = Instant::now();
+    let o = run(kiln()
+        .arg("test")
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .arg("--no-build")
+        .arg("--kernel")
+        .arg(&trixie)
+        .arg("--kernel")
+        .arg(debian_kernel())
+        .arg("--kernel")
+        .arg(&missing)
+        .arg("--kernel")
+        .arg(&trixie)
+        .args(["-j", "2"]));
+    let wall = start.elapsed();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "one cell failed, one could not start"
+    );
+    let s = stdout(&o);
+    let row = |label: &str| {
+        s.lines()
+            .find(|l| l.split_whitespace().next() == Some(label))
+            .unwrap_or_else(|| panic!("no row for {label}:\n{s}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let bookworm = debian_kernel()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(row("mx.vmlinuz")[1..3], ["passed", "0"], "{s}");
+    assert_eq!(row("mx.vmlinuz#2")[1..3], ["passed", "0"], "{s}");
+    assert_eq!(row(&bookworm)[1..3], ["failed", "3"], "{s}");
+    assert_eq!(row("no-such-bzImage")[1], "error", "{s}");
+    assert!(s.contains("kiln: 2 of 4 cells passed"), "{s}");
+    // Each booted cell has its own run directory with its own console.
+    let dirs: Vec<String> = ["mx.vmlinuz", "mx.vmlinuz#2", &bookworm]
+        .iter()
+        .map(|l| row(l).last().unwrap().clone())
+        .collect();
+    assert_ne!(dirs[0], dirs[1]);
+    let console = std::fs::read_to_string(Path::new(&dirs[2]).join("console.log")).unwrap();
+    assert!(
+        console.contains("6.1.0-"),
+        "the failing cell ran the bookworm kernel"
+    );
+    eprintln!("matrix of 3 boots with -j 2: {wall:?}");
+}

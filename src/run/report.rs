@@ -1,7 +1,8 @@
 //! The human reporter: renders a run's events as kiln has always printed them. It
 //! decides nothing; the outcome comes from the run.
 
-use super::{Event, RunReport, Sink};
+use super::matrix::{Cell, MatrixSink};
+use super::{Event, Outcome, RunReport, Sink};
 use crate::util::printer::Printer;
 
 /// Lines of console shown after a run that did not pass.
@@ -94,4 +95,96 @@ impl Sink for TextReporter<'_> {
             }
         }
     }
+}
+
+/// Text for a matrix: a line per cell as it starts and finishes, then a summary table.
+pub struct MatrixReporter<'a> {
+    printer: &'a Printer,
+    labels: Vec<String>,
+    warned: Vec<String>,
+}
+
+impl<'a> MatrixReporter<'a> {
+    /// A reporter for `cells`, writing through `printer`.
+    pub fn new(printer: &'a Printer, cells: &[Cell]) -> Self {
+        MatrixReporter {
+            printer,
+            labels: cells.iter().map(|c| c.label.clone()).collect(),
+            warned: Vec::new(),
+        }
+    }
+}
+
+impl MatrixSink for MatrixReporter<'_> {
+    fn cell_event(&mut self, cell: usize, e: Event<'_>) {
+        let p = self.printer;
+        let label = self.labels.get(cell).map(String::as_str).unwrap_or("?");
+        match e {
+            Event::Warning(w) => {
+                if !self.warned.iter().any(|x| x == w) {
+                    self.warned.push(w.to_string());
+                    p.warn(w);
+                }
+            }
+            Event::Booting { accel, dir, .. } => p.step(format!(
+                "[{label}] booting under {} (run directory {})",
+                accel.name().to_uppercase(),
+                dir.display()
+            )),
+            Event::Console(_) => {}
+            Event::Results { files, dir } => p.out(format!(
+                "kiln: [{label}] results: {files} files in {}",
+                dir.display()
+            )),
+            Event::ResultsFailed(e) => {
+                p.warn(format!("[{label}] could not read the results disk: {e}"))
+            }
+            Event::Finished(r) => p.out(format!(
+                "kiln: [{label}] {} in {:.1}s",
+                r.outcome,
+                r.elapsed.as_secs_f64()
+            )),
+        }
+    }
+}
+
+/// The summary table of a matrix: one row per cell.
+pub fn summary(printer: &Printer, cells: &[Cell], reports: &[anyhow::Result<RunReport>]) {
+    let width = cells
+        .iter()
+        .map(|c| c.label.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    printer.out(format!(
+        "{:<width$}  {:<14} {:>6} {:>9}  run directory",
+        "kernel", "outcome", "status", "time"
+    ));
+    for (c, r) in cells.iter().zip(reports) {
+        match r {
+            Ok(r) => {
+                let status = match &r.guest {
+                    Some(super::GuestReport::Status(s)) => s.to_string(),
+                    _ => "-".to_string(),
+                };
+                printer.out(format!(
+                    "{:<width$}  {:<14} {:>6} {:>8.1}s  {}",
+                    c.label,
+                    r.outcome.label(),
+                    status,
+                    r.elapsed.as_secs_f64(),
+                    r.files.dir.display()
+                ));
+            }
+            Err(e) => printer.out(format!(
+                "{:<width$}  {:<14} {:>6} {:>9}  {e:#}",
+                c.label, "error", "-", "-"
+            )),
+        }
+    }
+    let passed = reports
+        .iter()
+        .filter(|r| matches!(r, Ok(r) if r.outcome == Outcome::Passed))
+        .count();
+    printer.out(format!("kiln: {passed} of {} cells passed", cells.len()));
 }

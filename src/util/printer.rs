@@ -2,15 +2,15 @@
 //! stderr. A closed stdout (`kiln ls | head`) is not an error and never a panic: the
 //! printer notes it and drops further output, and the command decides what it means.
 
-use std::cell::Cell;
 use std::fmt::Display;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Writes lines for a command.
 #[derive(Debug, Default)]
 pub struct Printer {
     quiet: bool,
-    closed: Cell<bool>,
+    closed: AtomicBool,
 }
 
 impl Printer {
@@ -18,7 +18,7 @@ impl Printer {
     pub fn new(quiet: bool) -> Printer {
         Printer {
             quiet,
-            closed: Cell::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -29,12 +29,12 @@ impl Printer {
 
     /// Writes `s` to stdout as is.
     pub fn out_raw(&self, s: &[u8]) {
-        if self.closed.get() {
+        if self.closed.load(Ordering::Relaxed) {
             return;
         }
         let mut o = std::io::stdout().lock();
         if o.write_all(s).and_then(|_| o.flush()).is_err() {
-            self.closed.set(true);
+            self.closed.store(true, Ordering::Relaxed);
         }
     }
 
@@ -45,7 +45,7 @@ impl Printer {
 
     /// Whether stdout was closed by its reader.
     pub fn stdout_closed(&self) -> bool {
-        self.closed.get()
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// A progress step on stderr, `kiln: message`, unless quiet.

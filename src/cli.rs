@@ -86,6 +86,17 @@ pub enum Cmd {
         /// divided by each VM's vCPUs, at least 1).
         #[arg(short, long, value_name = "N")]
         jobs: Option<usize>,
+        /// JSON lines on stdout: one object per finished run (kernel, test, outcome,
+        /// exit code, guest status, duration, run directory), then a summary object.
+        #[arg(long, conflicts_with = "tap")]
+        json: bool,
+        /// Also write a JUnit XML report here: one testsuite per kernel, one testcase
+        /// per test, the console's tail in <system-out>.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// TAP (version 13) on stdout: one line per kernel; status 77 is a SKIP.
+        #[arg(long)]
+        tap: bool,
     },
     /// List the entries of an image: initramfs (.cpio, .cpio.zst), tar, ext4, or GPT disk (its root file system).
     Ls {

@@ -62,6 +62,9 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             verbose,
             persist,
             jobs,
+            json,
+            junit,
+            tap,
         } => {
             let t = commands::TestArgs {
                 overrides: run.overrides(timeout),
@@ -70,6 +73,9 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 persist,
                 kernels: build.kernels().to_vec(),
                 jobs,
+                json,
+                junit,
+                tap,
             };
             commands::test(
                 &build.profile_args_any()?,

@@ -343,7 +343,8 @@ fn several_kernels_run_as_a_matrix_in_parallel_with_a_summary() {
         .arg(&missing)
         .arg("--kernel")
         .arg(&trixie)
-        .args(["-j", "2"]));
+        .args(["-j", "2", "--junit"])
+        .arg(d.path().join("junit.xml")));
     let wall = start.elapsed();
     assert_eq!(
         o.status.code(),
@@ -381,4 +382,74 @@ fn several_kernels_run_as_a_matrix_in_parallel_with_a_summary() {
         "the failing cell ran the bookworm kernel"
     );
     eprintln!("matrix of 3 boots with -j 2: {wall:?}");
+    // A third-party JUnit reader agrees: one suite per kernel, the failure's type is the
+    // outcome, the cell that could not start is an error.
+    let py = r#"
+import sys
+from junitparser import JUnitXml, Failure, Error
+x = JUnitXml.fromfile(sys.argv[1])
+for s in x:
+    for c in s:
+        kinds = [type(r).__name__ + ":" + (r.type or "") for r in c.result]
+        print(s.name, c.name, "passed" if c.is_passed else " ".join(kinds))
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(py)
+        .arg(d.path().join("junit.xml"))
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = format!(
+        "mx.vmlinuz test passed\n{bookworm} test Failure:failed\nno-such-bzImage test Error:error\nmx.vmlinuz#2 test passed\n"
+    );
+    assert_eq!(got, want);
+}
+
+#[test]
+fn json_lines_and_tap_describe_each_cell() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let p = busybox_profile(
+        d.path(),
+        "fmt",
+        "[test]\ncommand = \"exit 77\"\ntimeout = \"120s\"\n",
+    );
+    assert!(run(kiln().arg("build").arg(&p).arg("-o").arg(&out))
+        .status
+        .success());
+    let o = run(test_cmd(&p, &out).args(["--no-build", "--json"]));
+    assert_eq!(
+        o.status.code(),
+        Some(77),
+        "one cell keeps the single-run status"
+    );
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["type"], "cell");
+    assert_eq!(lines[0]["outcome"], "failed");
+    assert_eq!(lines[0]["guest_status"], 77);
+    assert_eq!(lines[0]["exit_code"], 77);
+    assert!(Path::new(lines[0]["console_log"].as_str().unwrap()).exists());
+    assert_eq!(lines[1]["type"], "summary");
+    assert_eq!(lines[1]["passed"], 0);
+    // TAP, read by prove: status 77 is a skip, so the run is a pass.
+    let o = run(test_cmd(&p, &out).args(["--no-build", "--tap"]));
+    let tap = d.path().join("cells.tap");
+    std::fs::write(&tap, stdout(&o)).unwrap();
+    let prove = Command::new("prove")
+        .args(["--exec", "cat", "-v"])
+        .arg(&tap)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&prove.stdout);
+    assert!(prove.status.success(), "{text}");
+    assert!(
+        text.contains("# SKIP status 77") && text.contains("Result: PASS"),
+        "{text}"
+    );
 }

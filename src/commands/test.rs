@@ -3,7 +3,9 @@
 use anyhow::Result;
 
 use super::{load, plan_or_build, ExitStatus, Printer, ProfileArgs};
+use crate::plan::KernelPlan;
 use crate::plan::RunOverrides;
+use crate::run::formats::{self, CellResult};
 use crate::run::report::{summary, MatrixReporter, TextReporter};
 use crate::run::{self, matrix, Cancel, Mode, Outcome, RunOptions};
 
@@ -22,6 +24,12 @@ pub struct TestArgs {
     pub kernels: Vec<std::path::PathBuf>,
     /// VMs at once in a matrix (None: the default for the host).
     pub jobs: Option<usize>,
+    /// JSON lines on stdout: one object per finished cell, then a summary.
+    pub json: bool,
+    /// Write JUnit XML here.
+    pub junit: Option<std::path::PathBuf>,
+    /// TAP on stdout.
+    pub tap: bool,
 }
 
 /// Builds, boots, runs the test, brings its results back; exits with the outcome's status.
@@ -44,7 +52,7 @@ pub fn test(
         persist: t.persist,
         mode: Mode::Test,
     };
-    if t.kernels.len() > 1 {
+    if t.kernels.len() > 1 || t.json || t.tap || t.junit.is_some() {
         return matrix(&plan, &opts, t, cancel, printer);
     }
     let mut reporter = TextReporter::new(printer, t.verbose);
@@ -52,8 +60,9 @@ pub fn test(
     Ok(ExitStatus::from_code(report.outcome.exit_code()))
 }
 
-/// The test on every kernel, in parallel: a line per cell, a summary, and exit 0 only
-/// when every cell passed (130 when cancelled, else 1).
+/// The test on every kernel, in parallel: a line per cell, a summary (or JSON lines,
+/// TAP, JUnit). One cell keeps the single-run exit-status table; several exit 0 only
+/// when every cell passed, 130 when cancelled, else 1.
 fn matrix(
     plan: &crate::plan::Plan,
     opts: &RunOptions,
@@ -61,31 +70,70 @@ fn matrix(
     cancel: &Cancel,
     printer: &Printer,
 ) -> Result<ExitStatus> {
-    if opts.persist {
+    if opts.persist && t.kernels.len() > 1 {
         anyhow::bail!(
             "--persist cannot be combined with several --kernel: the cells share one image"
         );
     }
-    let cells = matrix::cells(&t.kernels);
+    let kernels = match (&plan.kernel, t.kernels.is_empty()) {
+        (_, false) => t.kernels.clone(),
+        (KernelPlan::Host(k), true) => vec![k.clone()],
+        (KernelPlan::Package { vmlinuz, .. }, true) => vec![vmlinuz.clone()],
+        (KernelPlan::None, true) => anyhow::bail!(
+            "{}: no kernel to boot; set [kernel] in the profile or pass --kernel PATH",
+            plan.profile.display()
+        ),
+    };
+    let cells = matrix::cells(&kernels);
     let jobs = t
         .jobs
         .unwrap_or_else(|| matrix::default_jobs(opts.config.cpus));
+    let machine = t.json || t.tap;
+    let human = |line: String| {
+        if machine {
+            printer.err(line)
+        } else {
+            printer.out(line)
+        }
+    };
     printer.step(format!(
-        "running {} on {} kernels, {jobs} at a time",
+        "running {} on {} kernel{}, {jobs} at a time",
         plan.name,
-        cells.len()
+        cells.len(),
+        if cells.len() == 1 { "" } else { "s" }
     ));
-    let mut reporter = MatrixReporter::new(printer, &cells);
+    let mut reporter = MatrixReporter::new(printer, &cells, TEST_NAME, t.json, machine);
     let reports = matrix::run_matrix(plan, &cells, opts, jobs, cancel, &mut reporter);
-    summary(printer, &cells, &reports);
+    summary(&human, &cells, &reports);
     let all_passed = reports
         .iter()
         .all(|r| matches!(r, Ok(r) if r.outcome == Outcome::Passed));
-    Ok(if all_passed {
-        ExitStatus::SUCCESS
-    } else if cancel.is_cancelled() {
-        ExitStatus::from_code(crate::run::outcome::EXIT_CANCELLED)
-    } else {
-        ExitStatus::FAILURE
-    })
+    let code = match (cells.len(), reports.first()) {
+        (1, Some(Ok(r))) => r.outcome.exit_code(),
+        _ if all_passed => 0,
+        _ if cancel.is_cancelled() => crate::run::outcome::EXIT_CANCELLED,
+        _ => 1,
+    };
+    let results: Vec<CellResult> = cells
+        .iter()
+        .zip(&reports)
+        .map(|(c, r)| CellResult::new(c, TEST_NAME, r))
+        .collect();
+    if t.json {
+        printer.out(formats::json_summary(&results, code));
+    }
+    if t.tap {
+        printer.out_raw(formats::tap(&results).as_bytes());
+    }
+    if let Some(path) = &t.junit {
+        crate::util::atomic::write(path, formats::junit(&plan.name, &results).as_bytes())?;
+        printer.step(format!("JUnit report: {}", path.display()));
+    }
+    if let (1, Some(Err(e))) = (cells.len(), reports.first()) {
+        anyhow::bail!("{e:#}");
+    }
+    Ok(ExitStatus::from_code(code))
 }
+
+/// The name of a profile's `[test]` in reports.
+const TEST_NAME: &str = "test";

@@ -6,6 +6,7 @@
 
 pub mod console;
 pub mod dir;
+pub mod formats;
 pub mod matrix;
 pub mod outcome;
 pub mod report;

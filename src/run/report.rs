@@ -100,17 +100,40 @@ impl Sink for TextReporter<'_> {
 /// Text for a matrix: a line per cell as it starts and finishes, then a summary table.
 pub struct MatrixReporter<'a> {
     printer: &'a Printer,
-    labels: Vec<String>,
+    cells: Vec<Cell>,
+    test: String,
     warned: Vec<String>,
+    /// stdout carries JSON lines (or TAP at the end); human lines go to stderr.
+    json: bool,
+    machine: bool,
 }
 
 impl<'a> MatrixReporter<'a> {
-    /// A reporter for `cells`, writing through `printer`.
-    pub fn new(printer: &'a Printer, cells: &[Cell]) -> Self {
+    /// A reporter for `cells` running `test`, writing through `printer`. With `json`,
+    /// each finished cell is a JSON line on stdout; with `machine` (JSON or TAP), human
+    /// lines go to stderr.
+    pub fn new(
+        printer: &'a Printer,
+        cells: &[Cell],
+        test: &str,
+        json: bool,
+        machine: bool,
+    ) -> Self {
         MatrixReporter {
             printer,
-            labels: cells.iter().map(|c| c.label.clone()).collect(),
+            cells: cells.to_vec(),
+            test: test.to_string(),
             warned: Vec::new(),
+            json,
+            machine,
+        }
+    }
+
+    fn human(&self, line: String) {
+        if self.machine {
+            self.printer.err(line);
+        } else {
+            self.printer.out(line);
         }
     }
 }
@@ -118,7 +141,11 @@ impl<'a> MatrixReporter<'a> {
 impl MatrixSink for MatrixReporter<'_> {
     fn cell_event(&mut self, cell: usize, e: Event<'_>) {
         let p = self.printer;
-        let label = self.labels.get(cell).map(String::as_str).unwrap_or("?");
+        let label = self
+            .cells
+            .get(cell)
+            .map(|c| c.label.clone())
+            .unwrap_or_default();
         match e {
             Event::Warning(w) => {
                 if !self.warned.iter().any(|x| x == w) {
@@ -132,31 +159,41 @@ impl MatrixSink for MatrixReporter<'_> {
                 dir.display()
             )),
             Event::Console(_) => {}
-            Event::Results { files, dir } => p.out(format!(
+            Event::Results { files, dir } => self.human(format!(
                 "kiln: [{label}] results: {files} files in {}",
                 dir.display()
             )),
             Event::ResultsFailed(e) => {
                 p.warn(format!("[{label}] could not read the results disk: {e}"))
             }
-            Event::Finished(r) => p.out(format!(
-                "kiln: [{label}] {} in {:.1}s",
-                r.outcome,
-                r.elapsed.as_secs_f64()
-            )),
+            Event::Finished(r) => {
+                self.human(format!(
+                    "kiln: [{label}] {} in {:.1}s",
+                    r.outcome,
+                    r.elapsed.as_secs_f64()
+                ));
+                if let (true, Some(c)) = (self.json, self.cells.get(cell)) {
+                    let result = super::formats::CellResult {
+                        cell: c,
+                        test: &self.test,
+                        report: Ok(r),
+                    };
+                    p.out(super::formats::json_cell(&result));
+                }
+            }
         }
     }
 }
 
 /// The summary table of a matrix: one row per cell.
-pub fn summary(printer: &Printer, cells: &[Cell], reports: &[anyhow::Result<RunReport>]) {
+pub fn summary(out: &dyn Fn(String), cells: &[Cell], reports: &[anyhow::Result<RunReport>]) {
     let width = cells
         .iter()
         .map(|c| c.label.len())
         .max()
         .unwrap_or(6)
         .max(6);
-    printer.out(format!(
+    out(format!(
         "{:<width$}  {:<14} {:>6} {:>9}  run directory",
         "kernel", "outcome", "status", "time"
     ));
@@ -167,7 +204,7 @@ pub fn summary(printer: &Printer, cells: &[Cell], reports: &[anyhow::Result<RunR
                     Some(super::GuestReport::Status(s)) => s.to_string(),
                     _ => "-".to_string(),
                 };
-                printer.out(format!(
+                out(format!(
                     "{:<width$}  {:<14} {:>6} {:>8.1}s  {}",
                     c.label,
                     r.outcome.label(),
@@ -176,7 +213,7 @@ pub fn summary(printer: &Printer, cells: &[Cell], reports: &[anyhow::Result<RunR
                     r.files.dir.display()
                 ));
             }
-            Err(e) => printer.out(format!(
+            Err(e) => out(format!(
                 "{:<width$}  {:<14} {:>6} {:>9}  {e:#}",
                 c.label, "error", "-", "-"
             )),
@@ -186,5 +223,5 @@ pub fn summary(printer: &Printer, cells: &[Cell], reports: &[anyhow::Result<RunR
         .iter()
         .filter(|r| matches!(r, Ok(r) if r.outcome == Outcome::Passed))
         .count();
-    printer.out(format!("kiln: {passed} of {} cells passed", cells.len()));
+    out(format!("kiln: {passed} of {} cells passed", cells.len()));
 }

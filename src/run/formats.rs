@@ -1,0 +1,229 @@
+//! Machine-readable reports of finished cells: JSON lines, JUnit XML and TAP. Each is a
+//! pure function of the results, so the text reporter, CI systems and tests all see the
+//! same outcomes.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use super::matrix::Cell;
+use super::{GuestReport, Outcome, RunReport};
+
+/// Lines of console kept in a JUnit failure.
+const JUNIT_TAIL: usize = 40;
+
+/// One finished cell, as the formats describe it.
+pub struct CellResult<'a> {
+    /// The cell.
+    pub cell: &'a Cell,
+    /// The test's name.
+    pub test: &'a str,
+    /// Its report, or why it could not run.
+    pub report: Result<&'a RunReport, &'a anyhow::Error>,
+}
+
+impl<'a> CellResult<'a> {
+    /// A cell's result from what the matrix returned.
+    pub fn new(cell: &'a Cell, test: &'a str, r: &'a anyhow::Result<RunReport>) -> Self {
+        CellResult {
+            cell,
+            test,
+            report: r.as_ref(),
+        }
+    }
+}
+
+impl CellResult<'_> {
+    fn outcome_label(&self) -> &'static str {
+        match self.report {
+            Ok(r) => r.outcome.label(),
+            Err(_) => "error",
+        }
+    }
+
+    fn passed(&self) -> bool {
+        matches!(self.report, Ok(r) if r.outcome == Outcome::Passed)
+    }
+
+    fn message(&self) -> String {
+        match self.report {
+            Ok(r) => r.outcome.to_string(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+}
+
+/// A cell as one JSON object (one line of `--json`).
+pub fn json_cell(c: &CellResult) -> serde_json::Value {
+    let (exit_code, guest, secs, dir, console) = match c.report {
+        Ok(r) => (
+            Some(r.outcome.exit_code()),
+            match &r.guest {
+                Some(GuestReport::Status(s)) => Some(*s),
+                _ => None,
+            },
+            Some(r.elapsed.as_secs_f64()),
+            Some(r.files.dir.display().to_string()),
+            Some(r.files.console.display().to_string()),
+        ),
+        Err(_) => (None, None, None, None, None),
+    };
+    json!({
+        "type": "cell",
+        "kernel": c.cell.label,
+        "kernel_path": c.cell.kernel.display().to_string(),
+        "test": c.test,
+        "outcome": c.outcome_label(),
+        "passed": c.passed(),
+        "message": c.message(),
+        "exit_code": exit_code,
+        "guest_status": guest,
+        "duration_s": secs,
+        "run_dir": dir,
+        "console_log": console,
+    })
+}
+
+/// The summary line of `--json`.
+pub fn json_summary(cells: &[CellResult], exit_code: i32) -> serde_json::Value {
+    let passed = cells.iter().filter(|c| c.passed()).count();
+    json!({
+        "type": "summary",
+        "cells": cells.len(),
+        "passed": passed,
+        "not_passed": cells.len() - passed,
+        "exit_code": exit_code,
+    })
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 allows only these control characters; consoles have others.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML: one `<testsuite>` per kernel, one `<testcase>` per test. A cell that did
+/// not pass is a `<failure>` whose type is the outcome (an `<error>` when QEMU or kiln
+/// failed, `<skipped>` for status 77), with the console's tail.
+pub fn junit(name: &str, cells: &[CellResult]) -> String {
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let total: f64 = cells
+        .iter()
+        .filter_map(|c| c.report.ok())
+        .map(|r| r.elapsed.as_secs_f64())
+        .sum();
+    let count = |f: &dyn Fn(&CellResult) -> bool| cells.iter().filter(|c| f(c)).count();
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{total:.3}\">",
+        xml_escape(name),
+        cells.len(),
+        count(&|c| kind(c) == Kind::Failure),
+        count(&|c| kind(c) == Kind::Error),
+    );
+    for c in cells {
+        let secs = c.report.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0);
+        let k = kind(c);
+        let _ = writeln!(
+            x,
+            "  <testsuite name=\"{}\" tests=\"1\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{secs:.3}\">",
+            xml_escape(&c.cell.label),
+            u8::from(k == Kind::Failure),
+            u8::from(k == Kind::Error),
+            u8::from(k == Kind::Skipped),
+        );
+        let _ = writeln!(
+            x,
+            "    <testcase name=\"{}\" classname=\"{}.{}\" time=\"{secs:.3}\">",
+            xml_escape(c.test),
+            xml_escape(name),
+            xml_escape(&c.cell.label),
+        );
+        let msg = xml_escape(&c.message());
+        let ty = c.outcome_label();
+        match k {
+            Kind::Passed => {}
+            Kind::Skipped => {
+                let _ = writeln!(x, "      <skipped message=\"{msg}\"/>");
+            }
+            Kind::Failure => {
+                let _ = writeln!(x, "      <failure type=\"{ty}\" message=\"{msg}\"/>");
+            }
+            Kind::Error => {
+                let _ = writeln!(x, "      <error type=\"{ty}\" message=\"{msg}\"/>");
+            }
+        }
+        if let Ok(r) = c.report {
+            let tail = super::console::last_lines(&r.files.console, JUNIT_TAIL).join("\n");
+            let _ = writeln!(x, "      <system-out>{}</system-out>", xml_escape(&tail));
+        }
+        x.push_str("    </testcase>\n  </testsuite>\n");
+    }
+    x.push_str("</testsuites>\n");
+    x
+}
+
+#[derive(PartialEq, Eq)]
+enum Kind {
+    Passed,
+    Skipped,
+    Failure,
+    Error,
+}
+
+fn kind(c: &CellResult) -> Kind {
+    match c.report {
+        Ok(r) => match &r.outcome {
+            Outcome::Passed => Kind::Passed,
+            Outcome::Failed(77) => Kind::Skipped,
+            Outcome::QemuFailed(_) | Outcome::Infrastructure(_) | Outcome::Cancelled => Kind::Error,
+            _ => Kind::Failure,
+        },
+        Err(_) => Kind::Error,
+    }
+}
+
+/// TAP version 13: a plan, then `ok`/`not ok` per cell; status 77 is `# SKIP`.
+pub fn tap(cells: &[CellResult]) -> String {
+    let mut t = format!("TAP version 13\n1..{}\n", cells.len());
+    for (i, c) in cells.iter().enumerate() {
+        let desc = format!("{} {}", c.cell.label, c.test).replace('#', "\\#");
+        let line = match kind(c) {
+            Kind::Passed => format!("ok {} - {desc}", i + 1),
+            Kind::Skipped => format!("ok {} - {desc} # SKIP status 77", i + 1),
+            _ => format!(
+                "not ok {} - {desc}\n  ---\n  outcome: {}\n  message: {:?}\n  ...",
+                i + 1,
+                c.outcome_label(),
+                c.message()
+            ),
+        };
+        t.push_str(&line);
+        t.push('\n');
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_escapes_markup_and_drops_control_characters() {
+        assert_eq!(
+            xml_escape("a<b & \"c\" \u{1b}[0m"),
+            "a&lt;b &amp; &quot;c&quot; [0m"
+        );
+    }
+}

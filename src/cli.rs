@@ -97,6 +97,10 @@ pub enum Cmd {
         /// TAP (version 13) on stdout: one line per kernel; status 77 is a SKIP.
         #[arg(long)]
         tap: bool,
+        /// Run only shard I of N of the kernels (every N-th from the I-th), e.g. 2/4, so
+        /// N CI jobs cover every kernel once.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<kiln::run::matrix::Shard>,
     },
     /// List the entries of an image: initramfs (.cpio, .cpio.zst), tar, ext4, or GPT disk (its root file system).
     Ls {

@@ -65,6 +65,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             json,
             junit,
             tap,
+            shard,
         } => {
             let t = commands::TestArgs {
                 overrides: run.overrides(timeout),
@@ -76,6 +77,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 json,
                 junit,
                 tap,
+                shard,
             };
             commands::test(
                 &build.profile_args_any()?,

@@ -59,6 +59,9 @@ pub struct RunConfig {
     pub memory: u64,
     /// Virtual CPUs.
     pub cpus: u32,
+    /// Whether `cpus` was asked for (profile or command line) rather than defaulted, so
+    /// a matrix may choose it.
+    pub cpus_explicit: bool,
     /// Accelerator requested.
     pub accel: Accel,
     /// Kernel command-line words from the profile (kiln's own come first).
@@ -115,7 +118,10 @@ impl RunConfig {
             c.cpu = o.cpu.clone();
         }
         c.memory = o.memory.unwrap_or(c.memory);
-        c.cpus = o.cpus.unwrap_or(c.cpus);
+        if let Some(n) = o.cpus {
+            c.cpus = n;
+            c.cpus_explicit = true;
+        }
         c.accel = o.accel.unwrap_or(c.accel);
         c.cmdline.extend(o.append.iter().cloned());
         c.qemu_args.extend(o.qemu_args.iter().cloned());
@@ -270,6 +276,7 @@ impl Plan {
             cpu: q.cpu.clone(),
             memory: q.memory.map(|s| s.0).unwrap_or(DEFAULT_MEMORY),
             cpus: q.cpus.unwrap_or(2),
+            cpus_explicit: q.cpus.is_some(),
             accel: q.accel.unwrap_or_default(),
             cmdline: p.kernel.cmdline.clone(),
             qemu_args: q.args.clone(),

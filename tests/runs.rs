@@ -370,6 +370,18 @@ fn several_kernels_run_as_a_matrix_in_parallel_with_a_summary() {
     assert_eq!(row(&bookworm)[1..3], ["failed", "3"], "{s}");
     assert_eq!(row("no-such-bzImage")[1], "error", "{s}");
     assert!(s.contains("kiln: 2 of 4 cells passed"), "{s}");
+    // Each cell that did not pass says how to re-run just it; that command works.
+    let rerun = s
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("kiln: rerun [{bookworm}]: kiln ")))
+        .unwrap_or_else(|| panic!("no rerun line:\n{s}"))
+        .to_string();
+    let again = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} {rerun}", env!("CARGO_BIN_EXE_kiln")))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(3), "{rerun}");
     // Each booted cell has its own run directory with its own console.
     let dirs: Vec<String> = ["mx.vmlinuz", "mx.vmlinuz#2", &bookworm]
         .iter()
@@ -437,6 +449,27 @@ fn json_lines_and_tap_describe_each_cell() {
     assert!(Path::new(lines[0]["console_log"].as_str().unwrap()).exists());
     assert_eq!(lines[1]["type"], "summary");
     assert_eq!(lines[1]["passed"], 0);
+    // A shard runs its share of the kernels: every second one from the first.
+    let o = run(kiln()
+        .arg("test")
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .args(["--no-build", "--json", "--shard", "2/2"])
+        .arg("--kernel")
+        .arg(d.path().join("never-booted"))
+        .arg("--kernel")
+        .arg(debian_kernel()));
+    let cells: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "cell")
+        .collect();
+    assert_eq!(cells.len(), 1, "{}", stdout(&o));
+    assert_eq!(
+        cells[0]["kernel_path"].as_str().unwrap(),
+        debian_kernel().to_str().unwrap()
+    );
     // TAP, read by prove: status 77 is a skip, so the run is a pass.
     let o = run(test_cmd(&p, &out).args(["--no-build", "--tap"]));
     let tap = d.path().join("cells.tap");

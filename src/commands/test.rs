@@ -30,6 +30,8 @@ pub struct TestArgs {
     pub junit: Option<std::path::PathBuf>,
     /// TAP on stdout.
     pub tap: bool,
+    /// Run only this shard of the cells.
+    pub shard: Option<matrix::Shard>,
 }
 
 /// Builds, boots, runs the test, brings its results back; exits with the outcome's status.
@@ -52,7 +54,7 @@ pub fn test(
         persist: t.persist,
         mode: Mode::Test,
     };
-    if t.kernels.len() > 1 || t.json || t.tap || t.junit.is_some() {
+    if t.kernels.len() > 1 || t.json || t.tap || t.junit.is_some() || t.shard.is_some() {
         return matrix(&plan, &opts, t, cancel, printer);
     }
     let mut reporter = TextReporter::new(printer, t.verbose);
@@ -84,7 +86,25 @@ fn matrix(
             plan.profile.display()
         ),
     };
-    let cells = matrix::cells(&kernels);
+    let mut cells = matrix::cells(&kernels);
+    if let Some(shard) = t.shard {
+        let all = cells.len();
+        cells = shard.select(cells);
+        printer.step(format!(
+            "shard {}/{}: {} of {all} cells",
+            shard.index,
+            shard.count,
+            cells.len()
+        ));
+    }
+    // Under TCG, two 1-vCPU guests on two cores finish sooner than two 2-vCPU guests
+    // (each vCPU is a host thread), and one guest is no slower with one vCPU: so a matrix
+    // gives each VM one vCPU unless the profile or --cpus says otherwise.
+    let mut opts = opts.clone();
+    if cells.len() > 1 && !opts.config.cpus_explicit {
+        opts.config.cpus = 1;
+    }
+    let opts = &opts;
     let jobs = t
         .jobs
         .unwrap_or_else(|| matrix::default_jobs(opts.config.cpus));
@@ -97,14 +117,21 @@ fn matrix(
         }
     };
     printer.step(format!(
-        "running {} on {} kernel{}, {jobs} at a time",
+        "running {} on {} kernel{}, {jobs} at a time, {} vCPU{} each",
         plan.name,
         cells.len(),
-        if cells.len() == 1 { "" } else { "s" }
+        if cells.len() == 1 { "" } else { "s" },
+        opts.config.cpus,
+        if opts.config.cpus == 1 { "" } else { "s" }
     ));
     let mut reporter = MatrixReporter::new(printer, &cells, TEST_NAME, t.json, machine);
     let reports = matrix::run_matrix(plan, &cells, opts, jobs, cancel, &mut reporter);
     summary(&human, &cells, &reports);
+    for (c, r) in cells.iter().zip(&reports) {
+        if !matches!(r, Ok(r) if r.outcome == Outcome::Passed) {
+            human(format!("kiln: rerun [{}]: {}", c.label, rerun(plan, c)));
+        }
+    }
     let all_passed = reports
         .iter()
         .all(|r| matches!(r, Ok(r) if r.outcome == Outcome::Passed));
@@ -133,6 +160,18 @@ fn matrix(
         anyhow::bail!("{e:#}");
     }
     Ok(ExitStatus::from_code(code))
+}
+
+/// The kiln command that re-runs one cell on the image already built.
+fn rerun(plan: &crate::plan::Plan, c: &matrix::Cell) -> String {
+    use crate::util::shell::shell_quote;
+    let path = |p: &std::path::Path| shell_quote(&p.display().to_string());
+    format!(
+        "kiln test {} -o {} --no-build --kernel {}",
+        path(&plan.profile),
+        path(&plan.out_dir),
+        path(&c.kernel)
+    )
 }
 
 /// The name of a profile's `[test]` in reports.

@@ -43,6 +43,44 @@ pub fn cells(kernels: &[PathBuf]) -> Vec<Cell> {
     out
 }
 
+/// A slice of a matrix for one CI job: shard `index` of `count`, both from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Which shard, from 1.
+    pub index: usize,
+    /// How many shards.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("`{s}` is not a shard; write I/N with 1 <= I <= N, e.g. 2/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// The cells of this shard: every `count`-th cell from the `index`-th, so shards
+    /// are deterministic, disjoint, and together cover every cell once.
+    pub fn select(self, cells: Vec<Cell>) -> Vec<Cell> {
+        cells
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.count == self.index - 1)
+            .map(|(_, c)| c)
+            .collect()
+    }
+}
+
 /// Receives the events of every cell, tagged with the cell's index.
 pub trait MatrixSink: Send {
     /// One event of cell `cell`.
@@ -129,6 +167,31 @@ impl Sink for Tagged<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_cover_every_cell_exactly_once() {
+        let all = cells(
+            &(0..11)
+                .map(|i| std::path::PathBuf::from(format!("/k/bzImage-{i}")))
+                .collect::<Vec<_>>(),
+        );
+        for n in 1..=4 {
+            let mut seen: Vec<String> = Vec::new();
+            for i in 1..=n {
+                let shard: Shard = format!("{i}/{n}").parse().unwrap();
+                let part = shard.select(all.clone());
+                assert!(part.len() >= all.len() / n, "{i}/{n} is balanced");
+                seen.extend(part.into_iter().map(|c| c.label));
+            }
+            seen.sort();
+            let mut want: Vec<String> = all.iter().map(|c| c.label.clone()).collect();
+            want.sort();
+            assert_eq!(seen, want, "n = {n}");
+        }
+        for bad in ["0/2", "3/2", "x", "1/0", "1/"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn labels_are_unique_file_names() {

@@ -486,3 +486,65 @@ fn json_lines_and_tap_describe_each_cell() {
         "{text}"
     );
 }
+
+#[test]
+fn a_kernel_that_lacks_what_the_run_needs_is_not_booted() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // The Debian kernel, beside a configuration without zstd initramfs support.
+    let kernel = debian_kernel();
+    let release = kernel
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("vmlinuz-")
+        .to_string();
+    let config = std::fs::read_to_string(kernel.with_file_name(format!("config-{release}")))
+        .expect("Debian ships the configuration beside the kernel");
+    assert!(config.contains("CONFIG_RD_ZSTD=y"));
+    let boot = d.path().join("boot");
+    std::fs::create_dir(&boot).unwrap();
+    std::fs::copy(&kernel, boot.join("vmlinuz-9.9.9-test")).unwrap();
+    std::fs::write(
+        boot.join("config-9.9.9-test"),
+        config.replace("CONFIG_RD_ZSTD=y", "# CONFIG_RD_ZSTD is not set"),
+    )
+    .unwrap();
+    let p = busybox_profile(d.path(), "pre", "[test]\ncommand = \"true\"\n");
+    let start = Instant::now();
+    let o = run(kiln()
+        .arg("test")
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .arg("--kernel")
+        .arg(boot.join("vmlinuz-9.9.9-test")));
+    assert_eq!(o.status.code(), Some(122), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("PREFLIGHT") && stdout(&o).contains("CONFIG_RD_ZSTD is not set"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(start.elapsed() < Duration::from_secs(30), "it did not boot");
+    let console = std::fs::read(out.join("pre.run/console.log")).unwrap();
+    assert!(console.is_empty(), "nothing was booted");
+    // A disk on a host kernel needs its disk drivers built in; Debian's are modules.
+    let disk = write(
+        d.path(),
+        "disk.toml",
+        "version = 1\n[output]\nformat = \"disk\"\nfree_space = \"8M\"\n[[file]]\npath = \"/sbin/init\"\ncontent = \"#!/bin/sh\\n\"\nmode = \"0755\"\n[qemu]\naccel = \"tcg\"\n",
+    );
+    let o = run(kiln()
+        .arg("test")
+        .arg(&disk)
+        .arg("-o")
+        .arg(&out)
+        .arg("--kernel")
+        .arg(&kernel));
+    assert_eq!(o.status.code(), Some(122), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("CONFIG_VIRTIO_BLK=m, but it must be built in"),
+        "{}",
+        stdout(&o)
+    );
+}

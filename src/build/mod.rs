@@ -66,6 +66,10 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     layers::assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
     if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
         write_data(&k.vmlinuz, vmlinuz)?;
+        // Beside the kernel, where the preflight looks for a kernel's configuration.
+        if let Some(config) = &k.config {
+            write_data(config, &vmlinuz.with_extension("config"))?;
+        }
         progress::step(format!("kernel {} → {}", k.release, vmlinuz.display()));
     }
     if let (Some(initrd), Some(p)) = (&plan.boot_initrd, pkgs) {

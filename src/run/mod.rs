@@ -25,8 +25,8 @@ pub use supervise::Cancel;
 
 use crate::plan::{Plan, RunConfig};
 use crate::vm::kvm::{self, Accelerator};
-use crate::vm::launch;
 use crate::vm::qemu::{self, Console, Disk, Launch, RunSpec, StatusChannel};
+use crate::vm::{launch, preflight};
 
 /// How the console is wired and the run is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,8 @@ pub struct RunOptions {
 pub enum Event<'a> {
     /// Something the user should know (e.g. KVM is not usable).
     Warning(&'a str),
+    /// A note on how the run proceeds (e.g. no kernel configuration to check).
+    Note(&'a str),
     /// QEMU is about to start.
     Booting {
         /// Image name.
@@ -147,6 +149,35 @@ pub fn run(
 ) -> Result<RunReport> {
     let mut l = launch_for(plan, opts)?;
     launch::check_files(&plan.profile, &l)?;
+    let lacks = match preflight::find_config(&l.kernel) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            preflight::missing(
+                &preflight::KernelConfig::parse(&text),
+                &preflight::needs(plan),
+            )
+        }
+        None => {
+            sink.event(Event::Note(&format!(
+                "no configuration found beside {}; booting without a preflight",
+                l.kernel.display()
+            )));
+            Vec::new()
+        }
+    };
+    if !lacks.is_empty() {
+        let report = RunReport {
+            outcome: Outcome::Preflight(lacks.join("; ")),
+            guest: None,
+            elapsed: Duration::ZERO,
+            files: RunDir::create(&plan.runs_dir(), &plan.latest_run())?,
+            hung_after_status: false,
+            interactive: opts.mode == Mode::Interactive,
+        };
+        sink.event(Event::Finished(&report));
+        return Ok(report);
+    }
     let choice = kvm::choose(opts.config.accel, &opts.config.qemu);
     if let Some(w) = &choice.warning {
         sink.event(Event::Warning(w));

@@ -23,6 +23,8 @@ pub enum Outcome {
     NoStatus,
     /// The caller cancelled the run (Ctrl-C); QEMU was killed.
     Cancelled,
+    /// The kernel lacks what the run needs (from its configuration); not booted.
+    Preflight(String),
 }
 
 /// The highest test status that passes through to kiln's exit status unchanged.
@@ -31,6 +33,8 @@ pub const MAX_PASSTHROUGH: i32 = 119;
 pub const EXIT_HIGH_STATUS: i32 = 123;
 /// Exit status for [`Outcome::Infrastructure`].
 pub const EXIT_INFRASTRUCTURE: i32 = 120;
+/// Exit status for [`Outcome::Preflight`].
+pub const EXIT_PREFLIGHT: i32 = 122;
 /// Exit status for [`Outcome::TimedOut`].
 pub const EXIT_TIMED_OUT: i32 = 124;
 /// Exit status for [`Outcome::KernelPanic`].
@@ -57,6 +61,7 @@ impl Outcome {
             Outcome::QemuFailed(_) => EXIT_QEMU_FAILED,
             Outcome::NoStatus => EXIT_NO_STATUS,
             Outcome::Cancelled => EXIT_CANCELLED,
+            Outcome::Preflight(_) => EXIT_PREFLIGHT,
         }
     }
 
@@ -71,6 +76,7 @@ impl Outcome {
             Outcome::QemuFailed(_) => "QEMU failed",
             Outcome::NoStatus => "no status",
             Outcome::Cancelled => "cancelled",
+            Outcome::Preflight(_) => "preflight",
         }
     }
 }
@@ -93,6 +99,7 @@ impl fmt::Display for Outcome {
                 "NO STATUS: the guest shut down without reporting an exit status"
             ),
             Outcome::Cancelled => write!(f, "CANCELLED: interrupted; QEMU was killed"),
+            Outcome::Preflight(m) => write!(f, "PREFLIGHT: not booted; the kernel lacks what the run needs: {m}"),
         }
     }
 }
@@ -113,9 +120,10 @@ mod tests {
             Outcome::QemuFailed("q".into()),
             Outcome::NoStatus,
             Outcome::Cancelled,
+            Outcome::Preflight("p".into()),
         ];
         let codes: Vec<i32> = all.iter().map(Outcome::exit_code).collect();
-        assert_eq!(codes, [0, 3, 123, 120, 124, 125, 126, 127, 130]);
+        assert_eq!(codes, [0, 3, 123, 120, 124, 125, 126, 127, 130, 122]);
         for c in 1..=MAX_PASSTHROUGH {
             assert_eq!(Outcome::Failed(c).exit_code(), c);
         }

@@ -59,6 +59,7 @@ impl Sink for TextReporter<'_> {
         let p = self.printer;
         match e {
             Event::Warning(w) => p.warn(w),
+            Event::Note(n) => p.step(n),
             Event::Booting {
                 name,
                 accel,
@@ -159,6 +160,7 @@ impl MatrixSink for MatrixReporter<'_> {
                 dir.display()
             )),
             Event::Console(_) => {}
+            Event::Note(n) => p.step(format!("[{label}] {n}")),
             Event::Results { files, dir } => self.human(format!(
                 "kiln: [{label}] results: {files} files in {}",
                 dir.display()

@@ -25,6 +25,8 @@ pub struct KernelFiles {
     pub modules: BTreeMap<String, (String, Data)>,
     /// Modules built into the kernel (from modules.builtin).
     pub builtin: BTreeSet<String>,
+    /// The kernel's build configuration (`/boot/config-*`), when shipped.
+    pub config: Option<Data>,
 }
 
 /// A module's name from its file name: `virtio-blk.ko.xz` → `virtio_blk`.

@@ -4,5 +4,6 @@
 pub mod disk;
 pub mod kvm;
 pub mod launch;
+pub mod preflight;
 pub mod qemu;
 pub mod serial;

@@ -20,6 +20,7 @@ pub fn kernel_files(pkgs: &[Unpacked]) -> Result<KernelFiles> {
     let mut vmlinuz = None;
     let mut modules = BTreeMap::new();
     let mut builtin_src = None;
+    let mut config = None;
     for u in pkgs {
         let tar = Arc::new(u.data_tar.clone());
         for m in &u.members {
@@ -43,6 +44,8 @@ pub fn kernel_files(pkgs: &[Unpacked]) -> Result<KernelFiles> {
                 modules.insert(module_name(p), (p.to_string(), data));
             } else if p.ends_with("/modules.builtin") {
                 builtin_src = Some(data);
+            } else if p.starts_with("boot/config-") {
+                config = Some(data);
             }
         }
     }
@@ -60,5 +63,6 @@ pub fn kernel_files(pkgs: &[Unpacked]) -> Result<KernelFiles> {
         vmlinuz,
         modules,
         builtin,
+        config,
     })
 }

@@ -13,7 +13,7 @@ use crate::output::options::{Compression, DEFAULT_FREE_SPACE};
 use crate::output::tar::TarWriter;
 use crate::output::ImageWriter;
 pub use crate::profile::Accel;
-use crate::profile::{Format, LoadedProfile};
+use crate::profile::{Format, LoadedProfile, Splats};
 use crate::source::PackageOptions;
 
 /// Settings for a build that come from the command line rather than the profile.
@@ -72,6 +72,8 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Size of the results disk.
     pub results_size: u64,
+    /// A kernel splat on the console fails a passing test.
+    pub splats_fail: bool,
 }
 
 /// Default guest memory.
@@ -287,6 +289,7 @@ impl Plan {
                 .and_then(|t| t.results_size)
                 .map(|s| s.0)
                 .unwrap_or(DEFAULT_RESULTS_SIZE),
+            splats_fail: test.and_then(|t| t.splats).unwrap_or_default() == Splats::Fail,
         };
         Ok(Plan {
             name: lp.name.clone(),

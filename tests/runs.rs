@@ -548,3 +548,21 @@ fn a_kernel_that_lacks_what_the_run_needs_is_not_booted() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_kernel_splat_fails_a_passing_test_unless_the_profile_says_warn() {
+    // The guest's kernel logs a WARNING splat (through /dev/kmsg), then the test passes.
+    let cmd = "echo '<4>WARNING: CPU: 0 PID: 1 at kiln/splat.c:1 kiln_splat+0x0/0x10' > /dev/kmsg; sleep 1; true";
+    let (code, out, _) = status_of(cmd, "");
+    assert_eq!(code, Some(121), "{out}");
+    assert!(
+        out.contains("KERNEL SPLAT") && out.contains("WARNING: CPU: 0 PID: 1 at kiln/splat.c:1"),
+        "{out}"
+    );
+    let (code, out, err) = status_of(cmd, "splats = \"warn\"\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(err.contains("the kernel reported a splat"), "{err}");
+    // Words a test prints are not kernel lines.
+    let (code, out, _) = status_of("echo 'BUG: this is the test talking'", "");
+    assert_eq!(code, Some(0), "{out}");
+}

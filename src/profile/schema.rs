@@ -346,6 +346,20 @@ pub struct Test {
     pub results: Option<ImagePath>,
     /// Size of the results disk (default 1G; sparse, so it costs what the guest writes).
     pub results_size: Option<Size>,
+    /// What a kernel splat (Oops, BUG, WARNING, KASAN, …) on the console does to a test
+    /// that passed: "fail" (default) or "warn".
+    pub splats: Option<Splats>,
+}
+
+/// What a kernel splat does to a passing test.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Splats {
+    /// The run fails as a kernel splat.
+    #[default]
+    Fail,
+    /// The run passes; the splat is reported.
+    Warn,
 }
 
 /// QEMU accelerator.

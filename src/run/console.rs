@@ -51,6 +51,35 @@ pub fn panic_line(console: &str) -> Option<String> {
         })
 }
 
+/// The first kernel splat on the console: an Oops, a `BUG:`, a `WARNING:`, a
+/// general protection fault, or a sanitizer or lockdep report.
+pub fn splat_line(console: &str) -> Option<String> {
+    const MARKERS: [&str; 9] = [
+        "Oops:",
+        "BUG:",
+        "WARNING:",
+        "general protection fault",
+        "KASAN:",
+        "UBSAN:",
+        "KFENCE:",
+        "possible circular locking dependency detected",
+        "INFO: task ",
+    ];
+    console.lines().find_map(|l| {
+        // Kernel lines start with "[ seconds] "; a test printing "WARNING:" is not a splat.
+        let rest = l
+            .trim_start()
+            .strip_prefix('[')?
+            .split_once("] ")?
+            .1
+            .trim_end();
+        MARKERS
+            .iter()
+            .any(|m| rest.starts_with(m))
+            .then(|| rest.to_string())
+    })
+}
+
 /// The last `n` lines of the console log.
 pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
     let text = std::fs::read(path).unwrap_or_default();
@@ -148,6 +177,18 @@ mod tests {
                 "cannot mount the results disk".into()
             ))
         );
+    }
+
+    #[test]
+    fn finds_splats_in_kernel_lines_only() {
+        let log = "[    1.0] ok\nWARNING: from a test script\n[    3.2] WARNING: CPU: 0 PID: 1 at mm/x.c:10 f+0x1/0x2\n";
+        assert_eq!(
+            splat_line(log).unwrap(),
+            "WARNING: CPU: 0 PID: 1 at mm/x.c:10 f+0x1/0x2"
+        );
+        assert!(splat_line("[ 2.0] BUG: kernel NULL pointer dereference").is_some());
+        assert!(splat_line("[ 2.0] ==================================================================\n[ 2.1] BUG: KASAN: slab-out-of-bounds").is_some());
+        assert!(splat_line("[ 1.0] all fine\nBUG: user text\n").is_none());
     }
 
     #[test]

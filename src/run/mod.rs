@@ -230,7 +230,19 @@ pub fn run(
             Err(e) => (Outcome::QemuFailed(e), None, Duration::ZERO, false),
             Ok(ended) => {
                 let guest = console::read_report(&channels);
-                let outcome = decide(&ended, guest.as_ref(), &files);
+                let mut outcome = decide(&ended, guest.as_ref(), &files);
+                if outcome == Outcome::Passed {
+                    let text = std::fs::read(&files.console).unwrap_or_default();
+                    if let Some(line) = console::splat_line(&String::from_utf8_lossy(&text)) {
+                        if opts.config.splats_fail {
+                            outcome = Outcome::KernelSplat(line);
+                        } else {
+                            sink.event(Event::Warning(&format!(
+                                "the test passed, but the kernel reported a splat: {line}"
+                            )));
+                        }
+                    }
+                }
                 (outcome, guest, ended.elapsed, ended.hung_after_status)
             }
         }

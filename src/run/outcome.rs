@@ -25,6 +25,8 @@ pub enum Outcome {
     Cancelled,
     /// The kernel lacks what the run needs (from its configuration); not booted.
     Preflight(String),
+    /// The test passed, but the kernel reported a splat (the console line).
+    KernelSplat(String),
 }
 
 /// The highest test status that passes through to kiln's exit status unchanged.
@@ -33,6 +35,8 @@ pub const MAX_PASSTHROUGH: i32 = 119;
 pub const EXIT_HIGH_STATUS: i32 = 123;
 /// Exit status for [`Outcome::Infrastructure`].
 pub const EXIT_INFRASTRUCTURE: i32 = 120;
+/// Exit status for [`Outcome::KernelSplat`].
+pub const EXIT_KERNEL_SPLAT: i32 = 121;
 /// Exit status for [`Outcome::Preflight`].
 pub const EXIT_PREFLIGHT: i32 = 122;
 /// Exit status for [`Outcome::TimedOut`].
@@ -62,6 +66,7 @@ impl Outcome {
             Outcome::NoStatus => EXIT_NO_STATUS,
             Outcome::Cancelled => EXIT_CANCELLED,
             Outcome::Preflight(_) => EXIT_PREFLIGHT,
+            Outcome::KernelSplat(_) => EXIT_KERNEL_SPLAT,
         }
     }
 
@@ -77,6 +82,7 @@ impl Outcome {
             Outcome::NoStatus => "no status",
             Outcome::Cancelled => "cancelled",
             Outcome::Preflight(_) => "preflight",
+            Outcome::KernelSplat(_) => "kernel splat",
         }
     }
 }
@@ -100,6 +106,7 @@ impl fmt::Display for Outcome {
             ),
             Outcome::Cancelled => write!(f, "CANCELLED: interrupted; QEMU was killed"),
             Outcome::Preflight(m) => write!(f, "PREFLIGHT: not booted; the kernel lacks what the run needs: {m}"),
+            Outcome::KernelSplat(l) => write!(f, "KERNEL SPLAT: the test passed, but the kernel reported: {l}"),
         }
     }
 }
@@ -121,9 +128,10 @@ mod tests {
             Outcome::NoStatus,
             Outcome::Cancelled,
             Outcome::Preflight("p".into()),
+            Outcome::KernelSplat("s".into()),
         ];
         let codes: Vec<i32> = all.iter().map(Outcome::exit_code).collect();
-        assert_eq!(codes, [0, 3, 123, 120, 124, 125, 126, 127, 130, 122]);
+        assert_eq!(codes, [0, 3, 123, 120, 124, 125, 126, 127, 130, 122, 121]);
         for c in 1..=MAX_PASSTHROUGH {
             assert_eq!(Outcome::Failed(c).exit_code(), c);
         }

@@ -101,6 +101,14 @@ pub enum Cmd {
         /// N CI jobs cover every kernel once.
         #[arg(long, value_name = "I/N")]
         shard: Option<kiln::run::matrix::Shard>,
+        /// Run over the kernels of the profile's [matrix] table (any --kernel is added).
+        #[arg(long)]
+        matrix: bool,
+    },
+    /// The cells of a matrix.
+    Matrix {
+        #[command(subcommand)]
+        command: MatrixCmd,
     },
     /// List the entries of an image: initramfs (.cpio, .cpio.zst), tar, ext4, or GPT disk (its root file system).
     Ls {
@@ -124,6 +132,23 @@ pub enum Cmd {
         /// Resolve afresh even if the lock still matches the profile (picks up new package versions).
         #[arg(long)]
         update: bool,
+    },
+}
+
+/// `kiln matrix` subcommands.
+#[derive(Subcommand)]
+pub enum MatrixCmd {
+    /// List the cells of the profile's [matrix] (and any --kernel), each with the
+    /// --shard that runs it, for a CI system's job matrix.
+    List {
+        #[command(flatten)]
+        build: BuildArgs,
+        /// One JSON array: kernel, kernel_path, test and shard of each cell.
+        #[arg(long)]
+        json: bool,
+        /// How many shards (CI jobs) to split the cells over.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        shards: usize,
     },
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use cli::{Cli, Cmd};
+use cli::{Cli, Cmd, MatrixCmd};
 use kiln::commands::{self, BadInput, ExitStatus, Printer};
 use kiln::run::Cancel;
 
@@ -66,6 +66,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             junit,
             tap,
             shard,
+            matrix,
         } => {
             let t = commands::TestArgs {
                 overrides: run.overrides(timeout),
@@ -78,6 +79,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 junit,
                 tap,
                 shard,
+                matrix,
             };
             commands::test(
                 &build.profile_args_any()?,
@@ -86,6 +88,20 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 printer,
             )
         }
+        Cmd::Matrix {
+            command:
+                MatrixCmd::List {
+                    build,
+                    json,
+                    shards,
+                },
+        } => commands::matrix_list(
+            &build.profile_args_any()?,
+            build.kernels(),
+            shards,
+            json,
+            printer,
+        ),
         Cmd::Ls { image } => commands::ls(&image, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
         Cmd::Lock { build, update } => commands::lock(&build.profile_args()?, update, printer),

@@ -566,3 +566,63 @@ fn a_kernel_splat_fails_a_passing_test_unless_the_profile_says_warn() {
     let (code, out, _) = status_of("echo 'BUG: this is the test talking'", "");
     assert_eq!(code, Some(0), "{out}");
 }
+
+#[test]
+fn the_profiles_matrix_lists_its_cells_and_a_shard_runs_its_share() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let k = debian_kernel();
+    let extra = format!(
+        "[test]\ncommand = \"true\"\n[matrix]\nkernels = [{:?}, {:?}, {:?}]\n",
+        k.display().to_string(),
+        d.path().join("b/bzImage").display().to_string(),
+        d.path().join("c/bzImage").display().to_string()
+    );
+    let p = busybox_profile(d.path(), "m", &extra);
+    let o = run(kiln()
+        .args(["matrix", "list", "--json", "--shards", "2"])
+        .arg(&p));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cells: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let cells = cells.as_array().unwrap();
+    let shards: Vec<&str> = cells.iter().map(|c| c["shard"].as_str().unwrap()).collect();
+    assert_eq!(shards, ["1/2", "2/2", "1/2"]);
+    assert_eq!(cells[1]["kernel"], "bzImage");
+    assert_eq!(cells[2]["kernel"], "bzImage#2");
+    // Shard 1/2 runs cells 1 and 3: the Debian kernel boots, the missing one is an error.
+    let o = run(kiln()
+        .arg("test")
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .args(["--matrix", "--shard", "1/2", "--json"]));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ran: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|v| v["type"] == "cell")
+        .map(|v| {
+            (
+                v["kernel"].as_str().unwrap(),
+                v["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ran,
+        [
+            (k.file_name().unwrap().to_str().unwrap(), "passed"),
+            ("bzImage#2", "error")
+        ],
+        "{}",
+        stdout(&o)
+    );
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        (summary["cells"].as_u64(), summary["passed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(o.status.code(), Some(1));
+}

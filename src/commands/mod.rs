@@ -6,6 +6,7 @@ mod build;
 mod extract;
 mod lock;
 mod ls;
+mod matrix_list;
 mod qemu;
 mod test;
 
@@ -14,6 +15,7 @@ pub use build::build;
 pub use extract::extract;
 pub use lock::lock;
 pub use ls::ls;
+pub use matrix_list::matrix_list;
 pub use qemu::{qemu, QemuArgs};
 pub use test::{test, TestArgs};
 

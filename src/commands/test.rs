@@ -32,6 +32,8 @@ pub struct TestArgs {
     pub tap: bool,
     /// Run only this shard of the cells.
     pub shard: Option<matrix::Shard>,
+    /// Run over the profile's `[matrix] kernels` (with any --kernel added).
+    pub matrix: bool,
 }
 
 /// Builds, boots, runs the test, brings its results back; exits with the outcome's status.
@@ -49,12 +51,32 @@ pub fn test(
         ));
     }
     let plan = plan_or_build(&lp, a, t.no_build)?;
+    let mut t = t.clone();
+    if t.matrix {
+        if lp.profile.matrix.kernels.is_empty() {
+            anyhow::bail!(
+                "{}: --matrix needs `kernels` in a [matrix] table",
+                a.profile.display()
+            );
+        }
+        let mut kernels: Vec<_> = lp
+            .profile
+            .matrix
+            .kernels
+            .iter()
+            .map(|k| k.0.clone())
+            .collect();
+        kernels.extend(t.kernels.iter().cloned());
+        t.kernels = kernels;
+    }
+    let t = &t;
     let opts = RunOptions {
         config: plan.run.with(&t.overrides),
         persist: t.persist,
         mode: Mode::Test,
     };
-    if t.kernels.len() > 1 || t.json || t.tap || t.junit.is_some() || t.shard.is_some() {
+    if t.matrix || t.kernels.len() > 1 || t.json || t.tap || t.junit.is_some() || t.shard.is_some()
+    {
         return matrix(&plan, &opts, t, cancel, printer);
     }
     let mut reporter = TextReporter::new(printer, t.verbose);
@@ -147,6 +169,10 @@ fn matrix(
         .map(|(c, r)| CellResult::new(c, TEST_NAME, r))
         .collect();
     if t.json {
+        // Cells that could not run produced no Finished event; they get their line here.
+        for r in results.iter().filter(|r| r.report.is_err()) {
+            printer.out(formats::json_cell(r));
+        }
         printer.out(formats::json_summary(&results, code));
     }
     if t.tap {

@@ -68,6 +68,18 @@ pub struct Profile {
     /// The virtual machine that boots the image: `[qemu]`.
     #[serde(default)]
     pub qemu: Qemu,
+    /// The kernels `kiln test --matrix` runs the test on: `[matrix]`.
+    #[serde(default)]
+    pub matrix: Matrix,
+}
+
+/// `[matrix]`: what `kiln test --matrix` and `kiln matrix list` run over.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Matrix {
+    /// Kernel images on the host (relative to the profile), one cell each.
+    #[serde(default)]
+    pub kernels: Vec<RelPath>,
 }
 
 /// `[output]`: the image format and its options.

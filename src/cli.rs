@@ -20,9 +20,11 @@ use kiln::source::PackageOptions;
 initramfs (newc cpio + zstd), a tar, or a GPT disk image with ext4 itself, from Debian packages, \
 overlays and files; then boots it in QEMU, runs the profile's test inside and reports its exit \
 status and results.\n\nExit status of `kiln test`: 0 passed; 1-119 the test's own status; 120 \
-kiln's own step in the guest failed; 123 the test exited with 120 or more; 124 timed out; 125 \
-kernel panic; 126 QEMU failed; 127 the guest reported no status; 130 interrupted. Any command: \
-2 for a bad profile, 1 for other errors."
+kiln's own step in the guest failed; 121 kernel splat; 122 preflight (the kernel lacks what the \
+run needs; not booted); 123 the test exited with 120 or more; 124 timed out; 125 kernel panic; \
+126 QEMU failed; 127 the guest reported no status; 130 interrupted. With several kernels: 0 \
+when every run passed, 130 interrupted, else 1. Any command: 2 for a bad profile, 1 for other \
+errors."
 )]
 pub struct Cli {
     /// Print only errors and results, no progress.

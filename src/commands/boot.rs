@@ -29,9 +29,9 @@ pub fn boot(a: &ProfileArgs, b: &BootArgs, printer: &Printer) -> Result<ExitStat
     let mut reporter = TextReporter::new(printer, false);
     let report = run::run(&plan, &opts, &Cancel::new(), &mut reporter)?;
     Ok(match (&report.outcome, &report.guest) {
-        (Outcome::QemuFailed(m), _) => {
-            printer.err(format!("kiln: {}", Outcome::QemuFailed(m.clone())));
-            ExitStatus::from_code(report.outcome.exit_code())
+        (o @ (Outcome::QemuFailed(_) | Outcome::Preflight(_)), _) => {
+            printer.err(format!("kiln: {o}"));
+            ExitStatus::from_code(o.exit_code())
         }
         (_, Some(GuestReport::Status(_))) | (_, Some(GuestReport::Infrastructure(_))) => {
             ExitStatus::from_code(report.outcome.exit_code())

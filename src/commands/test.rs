@@ -112,6 +112,13 @@ fn matrix(
     if let Some(shard) = t.shard {
         let all = cells.len();
         cells = shard.select(cells);
+        if cells.is_empty() {
+            anyhow::bail!(
+                "shard {}/{} of {all} kernels selects none; use at most {all} shards, or --matrix for the profile's [matrix] kernels",
+                shard.index,
+                shard.count
+            );
+        }
         printer.step(format!(
             "shard {}/{}: {} of {all} cells",
             shard.index,

@@ -67,12 +67,13 @@ pub fn splat_line(console: &str) -> Option<String> {
     ];
     console.lines().find_map(|l| {
         // Kernel lines start with "[ seconds] "; a test printing "WARNING:" is not a splat.
-        let rest = l
-            .trim_start()
-            .strip_prefix('[')?
-            .split_once("] ")?
-            .1
-            .trim_end();
+        let (stamp, rest) = l.trim_start().strip_prefix('[')?.split_once("] ")?;
+        // A printk timestamp ("    3.141592"), so a test printing "[step 2] WARNING:" is not one.
+        let stamp = stamp.trim();
+        if stamp.is_empty() || !stamp.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return None;
+        }
+        let rest = rest.trim_end();
         MARKERS
             .iter()
             .any(|m| rest.starts_with(m))
@@ -189,6 +190,7 @@ mod tests {
         assert!(splat_line("[ 2.0] BUG: kernel NULL pointer dereference").is_some());
         assert!(splat_line("[ 2.0] ==================================================================\n[ 2.1] BUG: KASAN: slab-out-of-bounds").is_some());
         assert!(splat_line("[ 1.0] all fine\nBUG: user text\n").is_none());
+        assert!(splat_line("[step 2] WARNING: retrying\n").is_none());
     }
 
     #[test]

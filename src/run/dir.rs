@@ -105,7 +105,10 @@ fn point_latest(latest: &Path, runs: &Path, n: u64) -> Result<()> {
         std::fs::remove_dir_all(latest)
             .with_context(|| format!("replacing the old run directory {}", latest.display()))?;
     }
-    let tmp = latest.with_extension(format!("run.{}.tmp", std::process::id()));
+    // Unique per call: the cells of a matrix are threads of one process.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = latest.with_extension(format!("run.{}.{k}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&target, &tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::output::options::{Compression, Format};
-use crate::plan::{KernelPlan, Plan, WriterPlan};
+use crate::plan::{Plan, WriterPlan};
 
 /// A kernel's build configuration: option → value (`y`, `m`, a number, a string).
 #[derive(Debug, Default, Clone)]
@@ -96,7 +96,7 @@ pub fn needs(plan: &Plan) -> Vec<Need> {
     }
     if plan.format == Format::Disk {
         // A packaged kernel's boot initramfs loads these; any other kernel needs them built in.
-        let m = matches!(plan.kernel, KernelPlan::Package { .. });
+        let m = plan.boot_initrd.is_some();
         v.push(need("VIRTIO_PCI", m, "virtio devices (the root disk)"));
         v.push(need("VIRTIO_BLK", m, "the root disk"));
         v.push(need("EXT4_FS", m, "the root file system"));

@@ -16,14 +16,7 @@ pub fn matrix_list(
     printer: &Printer,
 ) -> Result<ExitStatus> {
     let lp = load(&a.profile)?;
-    let mut all: Vec<_> = lp
-        .profile
-        .matrix
-        .kernels
-        .iter()
-        .map(|k| k.0.clone())
-        .collect();
-    all.extend(kernels.iter().cloned());
+    let all = super::matrix_kernels(&lp, kernels);
     if all.is_empty() {
         bail!(
             "{} has no [matrix] kernels, and no --kernel was given",

@@ -59,15 +59,7 @@ pub fn test(
                 a.profile.display()
             );
         }
-        let mut kernels: Vec<_> = lp
-            .profile
-            .matrix
-            .kernels
-            .iter()
-            .map(|k| k.0.clone())
-            .collect();
-        kernels.extend(t.kernels.iter().cloned());
-        t.kernels = kernels;
+        t.kernels = super::matrix_kernels(&lp, &t.kernels);
     }
     let t = &t;
     let opts = RunOptions {

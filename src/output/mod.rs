@@ -6,7 +6,8 @@ pub mod disk;
 pub mod ext4;
 pub mod list;
 pub mod manifest;
-pub mod options;
+/// The writer options, as values (they live in `util` so the profile can name them).
+pub use crate::util::options;
 pub mod qcow2;
 pub mod tar;
 

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::types::{Located, Mode, RelPath, Seconds, Size};
-pub use crate::output::options::{
+pub use crate::tree::path::ImagePath;
+pub use crate::util::options::{
     Compression, Format, FreeSpace, PartitionFs, PartitionType, RootSize,
 };
-pub use crate::tree::path::ImagePath;
 
 /// A merged profile: everything that describes one image and how to test it.
 #[derive(Debug, Deserialize, Default)]

@@ -115,7 +115,7 @@ pub struct Size(pub u64);
 impl Size {
     /// Parses digits with an optional binary suffix: "512M", "2G", "4096".
     pub fn parse(s: &str) -> Result<Size, String> {
-        crate::output::options::parse_size(s).map(Size)
+        crate::util::options::parse_size(s).map(Size)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod decompress;
 pub mod download;
 pub mod http;
+pub mod options;
 pub mod printer;
 pub mod progress;
 pub mod shell;

@@ -1,5 +1,6 @@
 //! Writer options as values: what a profile's `[output]` table resolves to once, at load
 //! time, so that writers never see profile types and nothing parses these strings again.
+//! They sit below both the profile and the writers, which each import them from here.
 //! The spellings accepted here are the profile's; the GUIDs behind partition types are
 //! the disk writer's business (`output::disk`).
 

@@ -22,7 +22,7 @@ overlays and files; then boots it in QEMU, runs the profile's test inside and re
 status and results.\n\nExit status of `kiln test`: 0 passed; 1-119 the test's own status; 120 \
 kiln's own step in the guest failed; 121 kernel splat; 122 preflight (the kernel lacks what the \
 run needs; not booted); 123 the test exited with 120 or more; 124 timed out; 125 kernel panic; \
-126 QEMU failed; 127 the guest reported no status; 130 interrupted. With several kernels: 0 \
+126 QEMU failed; 127 the guest reported no status; 128 the test passed but left out a file its `require` lists; 130 interrupted. With several kernels: 0 \
 when every run passed, 130 interrupted, else 1. Any command: 2 for a bad profile, 1 for other \
 errors."
 )]
@@ -84,8 +84,8 @@ pub enum Cmd {
         /// throwaway overlay, so every run starts from the built image).
         #[arg(long)]
         persist: bool,
-        /// With several --kernel: how many VMs run at once (default: the host's CPUs
-        /// divided by each VM's vCPUs, at least 1).
+        /// With several cells (kernels × tests): how many VMs run at once (default: the
+        /// host's CPUs divided by each VM's vCPUs, at least 1).
         #[arg(short, long, value_name = "N")]
         jobs: Option<usize>,
         /// JSON lines on stdout: one object per finished run (kernel, test, outcome,
@@ -96,16 +96,20 @@ pub enum Cmd {
         /// per test, the console's tail in <system-out>.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
-        /// TAP (version 13) on stdout: one line per kernel; status 77 is a SKIP.
+        /// TAP (version 13) on stdout: one line per cell; status 77 is a SKIP.
         #[arg(long)]
         tap: bool,
-        /// Run only shard I of N of the kernels (every N-th from the I-th), e.g. 2/4, so
-        /// N CI jobs cover every kernel once.
+        /// Run only shard I of N of the cells (every N-th from the I-th), e.g. 2/4, so
+        /// N CI jobs cover every cell once.
         #[arg(long, value_name = "I/N")]
         shard: Option<kiln::run::matrix::Shard>,
         /// Run over the kernels of the profile's [matrix] table (any --kernel is added).
         #[arg(long)]
         matrix: bool,
+        /// Run only the test with this name (repeatable; default: every test of the
+        /// profile). What meson's test() calls: `kiln test PROFILE --test NAME --no-build`.
+        #[arg(long = "test", value_name = "NAME")]
+        tests: Vec<String>,
     },
     /// The cells of a matrix.
     Matrix {
@@ -140,8 +144,8 @@ pub enum Cmd {
 /// `kiln matrix` subcommands.
 #[derive(Subcommand)]
 pub enum MatrixCmd {
-    /// List the cells of the profile's [matrix] (and any --kernel), each with the
-    /// --shard that runs it, for a CI system's job matrix.
+    /// List the cells (kernel × test) of the profile's [matrix] (and any --kernel), each
+    /// with the --shard that runs it, for a CI system's job matrix.
     List {
         #[command(flatten)]
         build: BuildArgs,
@@ -168,8 +172,11 @@ pub struct BuildArgs {
     )]
     out_dir: PathBuf,
     /// Kernel image (bzImage/vmlinuz) to boot, instead of the profile's [kernel]. `kiln
-    /// test` takes it several times and runs the test once on each kernel (a matrix).
-    #[arg(long, value_name = "PATH")]
+    /// test` also takes a directory or glob of kernel images, or a Debian kernel package
+    /// (linux-image-6.1.0-47-cloud-amd64, or PACKAGE/SUITE such as
+    /// linux-image-cloud-amd64/bookworm), and takes --kernel several times: each test
+    /// runs once on each kernel (a matrix).
+    #[arg(long, value_name = "KERNEL")]
     kernel: Vec<PathBuf>,
     /// Debian mirror URL, instead of the profile's or the host's apt configuration.
     #[arg(long, value_name = "URL")]

@@ -16,10 +16,12 @@ use kiln::run::Cancel;
 fn cancel_on_interrupt() -> Cancel {
     let cancel = Cancel::new();
     let c = cancel.clone();
+    // SIGINT and SIGTERM alike: a CI runner's timeout sends SIGTERM.
     let _ = ctrlc::set_handler(move || {
+        let again = c.is_cancelled();
         let running = c.running();
         c.cancel();
-        if !running {
+        if again || !running {
             eprintln!("\nkiln: interrupted");
             std::process::exit(130);
         }
@@ -67,6 +69,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             tap,
             shard,
             matrix,
+            tests,
         } => {
             let t = commands::TestArgs {
                 overrides: run.overrides(timeout),
@@ -80,6 +83,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 tap,
                 shard,
                 matrix,
+                tests,
             };
             commands::test(
                 &build.profile_args_any()?,

@@ -74,6 +74,43 @@ pub struct RunConfig {
     pub results_size: u64,
     /// A kernel splat on the console fails a passing test.
     pub splats_fail: bool,
+    /// The test this run runs (`kiln.test=NAME` on the kernel command line); None for an
+    /// image without tests.
+    pub test: Option<String>,
+    /// Guest directory whose contents come back after the test.
+    pub results: Option<String>,
+    /// Files (relative to the results) the test must leave.
+    pub require: Vec<String>,
+}
+
+/// One test of the image, as a run needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestPlan {
+    /// Its name.
+    pub name: String,
+    /// Its time limit, if the profile sets one.
+    pub timeout: Option<Duration>,
+    /// Guest directory whose contents come back after it.
+    pub results: Option<String>,
+    /// Size of its results disk, if the profile sets one.
+    pub results_size: Option<u64>,
+    /// What a kernel splat does to it.
+    pub splats_fail: bool,
+    /// Files it must leave in its results.
+    pub require: Vec<String>,
+    /// Glob patterns of the kernel labels it runs on; empty: every kernel.
+    pub kernels: Vec<String>,
+}
+
+impl TestPlan {
+    /// Whether this test runs on the kernel labelled `label`.
+    pub fn runs_on(&self, label: &str) -> bool {
+        self.kernels.is_empty()
+            || self
+                .kernels
+                .iter()
+                .any(|k| glob::Pattern::new(k).is_ok_and(|p| p.matches(label)))
+    }
 }
 
 /// Default guest memory.
@@ -106,7 +143,57 @@ pub struct RunOverrides {
     pub timeout: Option<Duration>,
 }
 
+impl RunOverrides {
+    /// The command-line options that give these settings, for a command that repeats a run.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let mut opt = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                a.push(format!("--{k}={v}"));
+            }
+        };
+        opt("qemu", self.qemu.clone());
+        opt("machine", self.machine.clone());
+        opt("cpu", self.cpu.clone());
+        opt("memory", self.memory.map(|m| m.to_string()));
+        opt("cpus", self.cpus.map(|n| n.to_string()));
+        opt(
+            "accel",
+            self.accel.map(|x| {
+                match x {
+                    Accel::Auto => "auto",
+                    Accel::Kvm => "kvm",
+                    Accel::Tcg => "tcg",
+                }
+                .to_string()
+            }),
+        );
+        opt("timeout", self.timeout.map(|t| format!("{}s", t.as_secs())));
+        for w in &self.append {
+            a.push(format!("--append={w}"));
+        }
+        for q in &self.qemu_args {
+            a.push(format!("--qemu-arg={q}"));
+        }
+        a
+    }
+}
+
 impl RunConfig {
+    /// This configuration for running `test` (its time limit, results and splat policy).
+    pub fn for_test(&self, test: Option<&TestPlan>) -> RunConfig {
+        let mut c = self.clone();
+        if let Some(t) = test {
+            c.timeout = t.timeout.unwrap_or(DEFAULT_TIMEOUT);
+            c.results_size = t.results_size.unwrap_or(DEFAULT_RESULTS_SIZE);
+            c.splats_fail = t.splats_fail;
+            c.test = Some(t.name.clone());
+            c.results = t.results.clone();
+            c.require = t.require.clone();
+        }
+        c
+    }
+
     /// This configuration with `o`'s settings applied.
     pub fn with(&self, o: &RunOverrides) -> RunConfig {
         let mut c = self.clone();
@@ -175,10 +262,8 @@ pub struct Plan {
     pub writer: WriterPlan,
     /// Where the kernel comes from.
     pub kernel: KernelPlan,
-    /// Guest directory whose contents come back after a test.
-    pub results: Option<String>,
-    /// Whether the image has a test.
-    pub has_test: bool,
+    /// The image's tests, in profile order.
+    pub tests: Vec<TestPlan>,
     /// The initramfs that boots a disk image with a packaged kernel.
     pub boot_initrd: Option<PathBuf>,
     /// PARTUUID of a disk image's root partition.
@@ -268,7 +353,22 @@ impl Plan {
         let boot_initrd = (format == Format::Disk && matches!(kernel, KernelPlan::Package { .. }))
             .then(|| at("initrd.cpio.zst"));
         let q = &p.qemu;
-        let test = p.test.as_ref();
+        let tests: Vec<TestPlan> = p
+            .tests()
+            .iter()
+            .map(|t| TestPlan {
+                name: t
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| crate::profile::DEFAULT_TEST_NAME.to_string()),
+                timeout: t.timeout.map(|s| s.0),
+                results: t.results.as_ref().map(|r| r.to_string()),
+                results_size: t.results_size.map(|s| s.0),
+                splats_fail: t.splats.unwrap_or_default() == Splats::Fail,
+                require: t.require.clone(),
+                kernels: t.kernels.clone(),
+            })
+            .collect();
         let run = RunConfig {
             qemu: q
                 .binary
@@ -282,15 +382,14 @@ impl Plan {
             accel: q.accel.unwrap_or_default(),
             cmdline: p.kernel.cmdline.clone(),
             qemu_args: q.args.clone(),
-            timeout: test
-                .and_then(|t| t.timeout.map(|s| s.0))
-                .unwrap_or(DEFAULT_TIMEOUT),
-            results_size: test
-                .and_then(|t| t.results_size)
-                .map(|s| s.0)
-                .unwrap_or(DEFAULT_RESULTS_SIZE),
-            splats_fail: test.and_then(|t| t.splats).unwrap_or_default() == Splats::Fail,
-        };
+            timeout: DEFAULT_TIMEOUT,
+            results_size: DEFAULT_RESULTS_SIZE,
+            splats_fail: true,
+            test: None,
+            results: None,
+            require: Vec::new(),
+        }
+        .for_test(tests.first());
         Ok(Plan {
             name: lp.name.clone(),
             profile: lp.path.clone(),
@@ -301,13 +400,36 @@ impl Plan {
             writer,
             out_dir,
             kernel,
-            results: test.and_then(|t| t.results.as_ref().map(|r| r.to_string())),
-            has_test: test.is_some(),
+            tests,
             boot_initrd,
             root_partuuid: (format == Format::Disk)
                 .then(|| disk::root_partuuid(&lp.name).to_string()),
             run,
         })
+    }
+
+    /// This plan booting `k` instead of its own kernel.
+    pub fn use_kernel(&mut self, k: &CellKernel) {
+        self.kernel = KernelPlan::Host(k.image.clone());
+        match self.format {
+            Format::Initramfs => {
+                if let Some(initrd) = &k.initrd {
+                    self.image = initrd.clone();
+                }
+            }
+            // A kernel of the host boots a disk directly, as `--kernel` always has.
+            _ => self.boot_initrd = k.initrd.clone(),
+        }
+    }
+
+    /// The test named `name`.
+    pub fn test(&self, name: &str) -> Option<&TestPlan> {
+        self.tests.iter().find(|t| t.name == name)
+    }
+
+    /// Whether any test brings results back (so the image needs what mounts them).
+    pub fn has_results(&self) -> bool {
+        self.tests.iter().any(|t| t.results.is_some())
     }
 
     /// Where runs of this image keep their directories: `OUT/NAME.runs/`.
@@ -318,5 +440,115 @@ impl Plan {
     /// The link to the latest run's directory: `OUT/NAME.run`.
     pub fn latest_run(&self) -> PathBuf {
         self.out_dir.join(format!("{}.run", self.name))
+    }
+}
+
+/// A kernel a test runs on, as the command line or `[matrix] kernels` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelRef {
+    /// A kernel image file on the host.
+    Host(PathBuf),
+    /// Every kernel image (`vmlinuz*`, `bzImage*`) a directory holds or a glob matches.
+    Glob(String),
+    /// A Debian kernel package, from `suite` or else the first suite that has it.
+    Package {
+        /// The package name.
+        name: String,
+        /// The suite.
+        suite: Option<String>,
+    },
+}
+
+impl KernelRef {
+    /// Reads `s`, a path relative to `base`, a glob, a directory, `PACKAGE` or
+    /// `PACKAGE/SUITE` (apt's spelling). An existing file wins over a package name.
+    pub fn parse(s: &str, base: &Path) -> KernelRef {
+        let path = base.join(s);
+        if s.contains(['*', '?', '[']) {
+            return KernelRef::Glob(path.to_string_lossy().into_owned());
+        }
+        if path.is_dir() {
+            return KernelRef::Glob(path.to_string_lossy().into_owned());
+        }
+        if !path.exists() && crate::source::is_kernel_package_spec(s) {
+            let (name, suite) = match s.split_once('/') {
+                Some((n, suite)) => (n.to_string(), Some(suite.to_string())),
+                None => (s.to_string(), None),
+            };
+            return KernelRef::Package { name, suite };
+        }
+        KernelRef::Host(absolute(&path))
+    }
+
+    /// The refs of a profile's `[matrix] kernels`, each resolved against the file that
+    /// wrote it.
+    pub fn from_matrix(lp: &LoadedProfile) -> Vec<KernelRef> {
+        lp.profile
+            .matrix
+            .kernels
+            .iter()
+            .map(|k| {
+                let base = k
+                    .loc
+                    .as_ref()
+                    .map(|l| l.dir().to_path_buf())
+                    .unwrap_or_else(|| lp.path.parent().unwrap_or(Path::new(".")).to_path_buf());
+                match &k.value {
+                    crate::profile::MatrixKernel::Name(s) => KernelRef::parse(s, &base),
+                    crate::profile::MatrixKernel::Package { package, suite } => {
+                        KernelRef::Package {
+                            name: package.clone(),
+                            suite: suite.clone(),
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// A kernel a matrix runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellKernel {
+    /// A short, unique name for tables, logs and `kernels` patterns (the package, or
+    /// the image's file name).
+    pub label: String,
+    /// The kernel image on the host.
+    pub image: PathBuf,
+    /// The initrd QEMU loads on this kernel instead of the plan's: a disk's boot
+    /// initramfs, or an initramfs image with this kernel's modules appended.
+    pub initrd: Option<PathBuf>,
+}
+
+impl CellKernel {
+    /// A kernel image on the host, labelled by its file name.
+    pub fn host(image: &std::path::Path) -> CellKernel {
+        CellKernel {
+            label: image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| image.display().to_string()),
+            image: std::path::absolute(image).unwrap_or_else(|_| image.to_path_buf()),
+            initrd: None,
+        }
+    }
+
+    /// The label as one path component: a run directory's name.
+    pub fn dir_name(&self) -> String {
+        self.label.replace('/', "@")
+    }
+}
+
+/// Makes labels unique by numbering repeats: `vmlinuz`, `vmlinuz#2`.
+pub fn unique_labels(kernels: &mut [CellKernel]) {
+    let mut seen: Vec<String> = Vec::new();
+    for k in kernels.iter_mut() {
+        let base = k.label.clone();
+        let mut n = 2;
+        while seen.contains(&k.label) {
+            k.label = format!("{base}#{n}");
+            n += 1;
+        }
+        seen.push(k.label.clone());
     }
 }

@@ -12,7 +12,7 @@ use super::modules::{insert_modules, module_paths, DISK_MODULES};
 use crate::output::cpio::{self, CpioOptions};
 use crate::plan::Plan;
 use crate::profile::LoadedProfile;
-use crate::source::kernel;
+use crate::source::kernel::{self, KernelFiles};
 use crate::source::FetchedPackages;
 use crate::template::{self, Renderer};
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
@@ -29,6 +29,18 @@ pub fn build(
     let k = pkgs
         .kernel()
         .context("the boot initramfs needs the kernel's files")?;
+    build_for(lp, plan, k, pkgs, dest, renderer)
+}
+
+/// Writes to `dest` the boot initramfs for kernel `k`, with the boot shell from `pkgs`.
+pub fn build_for(
+    lp: &LoadedProfile,
+    plan: &Plan,
+    k: &KernelFiles,
+    pkgs: &dyn FetchedPackages,
+    dest: &Path,
+    renderer: &Renderer,
+) -> Result<()> {
     let epoch = plan.epoch;
     let mut tree = Tree::new(epoch);
     pkgs.install_boot_shell(&mut tree, epoch)?;

@@ -31,12 +31,23 @@ pub fn template_data(lp: &LoadedProfile, plan: &Plan, modules: &[String]) -> Res
         json!({
             "name": plan.name,
             "format": match plan.format { Format::Initramfs => "initramfs", Format::Disk => "disk", Format::Tar => "tar" },
-            "results": plan.results,
+            "tests": plan.tests.iter().zip(p_tests(lp)).map(|(t, unit)| json!({
+                "name": t.name,
+                "results": t.results,
+                "unit": unit,
+            })).collect::<Vec<_>>(),
+            "results": plan.tests.first().and_then(|t| t.results.as_deref()),
+            "first_test": plan.tests.first().map(|t| t.name.as_str()).unwrap_or(""),
             "modules": modules,
             "source_date_epoch": plan.epoch,
         }),
     );
     Ok(Value::Object(data))
+}
+
+/// Each test's unit, in the plan's order.
+fn p_tests(lp: &LoadedProfile) -> Vec<Option<String>> {
+    lp.profile.tests().iter().map(|t| t.unit.clone()).collect()
 }
 
 /// Adds the layers after packages. `units` are those packages and kiln enable.
@@ -62,8 +73,12 @@ pub fn assemble(
         data,
     };
     add_declared(tree, p, &cx)?;
-    if let Some(test) = &p.test {
-        add_test(tree, lp, plan, renderer, data, test)?;
+    let tests = p.tests();
+    for (t, tp) in tests.iter().zip(&plan.tests) {
+        add_test_body(tree, lp, plan, &tp.name, t)?;
+    }
+    if !tests.is_empty() {
+        add_runner(tree, plan, renderer, data)?;
     }
     configure::enable_units(tree, &input)?;
     if plan.format == Format::Initramfs && !tree.contains("init") {
@@ -79,22 +94,20 @@ fn exe(data: Data, mtime: i64) -> Entry {
     Entry::new(Kind::File(data), Meta::new(0o755, mtime))
 }
 
-/// The test's script, kiln's wrapper around it, and what starts the wrapper: /init in
-/// an initramfs, a systemd unit in a disk or tar.
-fn add_test(
+/// A test's command or script at `/usr/lib/kiln/tests/NAME`; a unit test has none.
+fn add_test_body(
     tree: &mut Tree,
     lp: &LoadedProfile,
     plan: &Plan,
-    renderer: &Renderer,
-    data: &Value,
+    name: &str,
     test: &Located<Test>,
 ) -> Result<()> {
-    let body = match (&test.command, &test.script) {
-        (Some(cmd), _) => Data::bytes(format!(
-            "#!/bin/sh\n# The [test] command of profile \"{}\".\n{cmd}\n",
+    let body = match (&test.command, &test.script, &test.unit) {
+        (Some(cmd), _, _) => Data::bytes(format!(
+            "#!/bin/sh\n# The test \"{name}\" of profile \"{}\".\n{cmd}\n",
             plan.name
         )),
-        (None, Some(script)) => {
+        (None, Some(script), _) => {
             let md = std::fs::metadata(script as &Path)
                 .with_context(|| format!("reading test script {}", script.display()))?;
             Data::Host {
@@ -102,9 +115,19 @@ fn add_test(
                 size: md.len(),
             }
         }
-        (None, None) => bail!("{}: [test] needs `command` or `script`", lp.path.display()),
+        (None, None, Some(_)) => return Ok(()),
+        (None, None, None) => bail!(
+            "{}: test `{name}` needs `command`, `script` or `unit`",
+            lp.path.display()
+        ),
     };
-    tree.insert("usr/lib/kiln/test", exe(body, plan.epoch))?;
+    tree.insert(&format!("usr/lib/kiln/tests/{name}"), exe(body, plan.epoch))?;
+    Ok(())
+}
+
+/// kiln's wrapper, which picks the test the kernel command line names, and what starts
+/// it: /init in an initramfs, a systemd unit in a disk or tar.
+fn add_runner(tree: &mut Tree, plan: &Plan, renderer: &Renderer, data: &Value) -> Result<()> {
     let wrapper = renderer.render("run-test (built in)", template::TEST_WRAPPER, data)?;
     tree.insert(
         "usr/lib/kiln/run-test",

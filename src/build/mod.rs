@@ -6,6 +6,7 @@
 //! [[device]] → the test and kiln's generated files.
 
 pub mod boot_initrd;
+pub mod kernels;
 pub mod layers;
 pub mod modules;
 
@@ -54,8 +55,8 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
             progress::step(format!("removed {removed} entries matching `remove`"));
         }
     }
-    modules::insert_modules(&mut tree, &modules, plan.epoch)?;
-    if plan.format == Format::Disk && plan.has_test {
+    modules::insert_module_list(&mut tree, &modules, plan.epoch)?;
+    if plan.format == Format::Disk && !plan.tests.is_empty() {
         units.push("kiln-test.service".to_string());
     }
     if let Some(p) = pkgs {

@@ -25,7 +25,7 @@ pub fn image_modules(
         return Ok(Vec::new());
     }
     let mut wanted = lp.profile.kernel.modules.clone();
-    if let (Some(k), Some(_)) = (kernel, &plan.results) {
+    if let (Some(k), true) = (kernel, plan.has_results()) {
         for m in DISK_MODULES {
             if kernel::has_module(k, m) && !wanted.iter().any(|w| w == m) {
                 wanted.push(m.to_string());
@@ -42,6 +42,23 @@ pub fn image_modules(
             lp.path.display()
         ),
     }
+}
+
+/// Where an initramfs lists the modules its init loads, one path a line.
+pub const MODULES_LIST: &str = "usr/lib/kiln/modules.list";
+
+/// Puts loadable modules in the tree with the list an initramfs's init loads them from.
+pub fn insert_module_list(tree: &mut Tree, modules: &[LoadableModule], epoch: i64) -> Result<()> {
+    insert_modules(tree, modules, epoch)?;
+    if !modules.is_empty() {
+        let mut list = module_paths(modules).join("\n");
+        list.push('\n');
+        tree.insert(
+            MODULES_LIST,
+            Entry::new(Kind::File(Data::bytes(list)), Meta::new(0o644, epoch)),
+        )?;
+    }
+    Ok(())
 }
 
 /// Puts loadable modules at their paths in the tree.

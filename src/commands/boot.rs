@@ -25,6 +25,7 @@ pub fn boot(a: &ProfileArgs, b: &BootArgs, printer: &Printer) -> Result<ExitStat
         config: plan.run.with(&b.overrides),
         persist: true,
         mode: Mode::Interactive,
+        dir: None,
     };
     let mut reporter = TextReporter::new(printer, false);
     let report = run::run(&plan, &opts, &Cancel::new(), &mut reporter)?;

@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 
 use super::{load, ExitStatus, Printer, ProfileArgs};
+use crate::plan::{KernelRef, Plan};
 use crate::run::matrix::{self, Shard};
 
 /// Prints the cells of the profile's `[matrix]` (and any `--kernel`): a line each, or
@@ -16,14 +17,23 @@ pub fn matrix_list(
     printer: &Printer,
 ) -> Result<ExitStatus> {
     let lp = load(&a.profile)?;
-    let all = super::matrix_kernels(&lp, kernels);
-    if all.is_empty() {
+    let cwd = std::env::current_dir()?;
+    let mut refs = KernelRef::from_matrix(&lp);
+    refs.extend(
+        kernels
+            .iter()
+            .map(|k| KernelRef::parse(&k.to_string_lossy(), &cwd)),
+    );
+    if refs.is_empty() {
         bail!(
             "{} has no [matrix] kernels, and no --kernel was given",
             a.profile.display()
         );
     }
-    let cells = matrix::cells(&all);
+    let plan = Plan::new(&lp, &a.build)?;
+    let tests = super::test::selected_tests(&plan, &[])?;
+    let ks = crate::build::kernels::without_fetching(&refs)?;
+    let cells = matrix::cells(&ks, &tests, &|t| plan.run.for_test(Some(t)));
     let shards = shards.max(1);
     let shard_of = |i: usize| Shard {
         index: i % shards + 1,
@@ -36,9 +46,9 @@ pub fn matrix_list(
             .map(|(i, c)| {
                 let s = shard_of(i);
                 serde_json::json!({
-                    "kernel": c.label,
-                    "kernel_path": c.kernel.display().to_string(),
-                    "test": "test",
+                    "kernel": c.kernel.label,
+                    "kernel_path": c.kernel.image.display().to_string(),
+                    "test": c.test,
                     "shard": format!("{}/{}", s.index, s.count),
                 })
             })
@@ -48,11 +58,12 @@ pub fn matrix_list(
         for (i, c) in cells.iter().enumerate() {
             let s = shard_of(i);
             printer.out(format!(
-                "{}/{}\t{}\t{}",
+                "{}/{}\t{}\t{}\t{}",
                 s.index,
                 s.count,
-                c.label,
-                c.kernel.display()
+                c.kernel.label,
+                c.test,
+                c.kernel.image.display()
             ));
         }
     }

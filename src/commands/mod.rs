@@ -69,18 +69,6 @@ pub struct ProfileArgs {
     pub build: BuildOptions,
 }
 
-/// The kernels of a matrix: the profile's `[matrix] kernels`, then those given with
-/// `--kernel`.
-fn matrix_kernels(lp: &LoadedProfile, extra: &[PathBuf]) -> Vec<PathBuf> {
-    lp.profile
-        .matrix
-        .kernels
-        .iter()
-        .map(|k| k.0.clone())
-        .chain(extra.iter().cloned())
-        .collect()
-}
-
 /// The plan, after building the image unless `no_build` (then the image must exist).
 fn plan_or_build(lp: &LoadedProfile, a: &ProfileArgs, no_build: bool) -> Result<Plan> {
     if !no_build {

@@ -53,6 +53,7 @@ pub fn qemu(
         config: plan.run.with(&q.overrides),
         persist: !q.test,
         mode,
+        dir: None,
     };
     let mut l = run::launch_for(&plan, &opts)?;
     // Printing should not spend two seconds probing unless it must.
@@ -69,7 +70,7 @@ pub fn qemu(
     };
     // The files of the latest run: where `kiln test` would put them.
     let files = RunDir::at(&plan.latest_run());
-    run::attach_results(&plan, &mut l, &files);
+    run::attach_results(&opts.config, &mut l, &files);
     printer
         .out_raw(qemu::printable(&qemu::command(&l, &run::spec(accel, &files, mode))).as_bytes());
     Ok(ExitStatus::SUCCESS)

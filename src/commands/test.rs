@@ -2,12 +2,11 @@
 
 use anyhow::Result;
 
-use super::{load, plan_or_build, ExitStatus, Printer, ProfileArgs};
-use crate::plan::KernelPlan;
-use crate::plan::RunOverrides;
+use super::{load, plan_or_build, BadInput, ExitStatus, Printer, ProfileArgs};
+use crate::plan::{CellKernel, KernelPlan, KernelRef, Plan, RunOverrides, TestPlan};
 use crate::run::formats::{self, CellResult};
 use crate::run::report::{summary, MatrixReporter, TextReporter};
-use crate::run::{self, matrix, Cancel, Mode, Outcome, RunOptions};
+use crate::run::{self, matrix, Cancel, Mode, Outcome, RunDir, RunOptions};
 
 /// What `kiln test` takes besides the profile.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +19,8 @@ pub struct TestArgs {
     pub verbose: bool,
     /// Let the guest's writes reach the disk image.
     pub persist: bool,
-    /// More than one: run the test on each (a matrix).
+    /// Kernels to run on (paths, globs, directories or Debian packages); more than one
+    /// makes a matrix.
     pub kernels: Vec<std::path::PathBuf>,
     /// VMs at once in a matrix (None: the default for the host).
     pub jobs: Option<usize>,
@@ -34,6 +34,8 @@ pub struct TestArgs {
     pub shard: Option<matrix::Shard>,
     /// Run over the profile's `[matrix] kernels` (with any --kernel added).
     pub matrix: bool,
+    /// Run only these tests (default: all).
+    pub tests: Vec<String>,
 }
 
 /// Builds, boots, runs the test, brings its results back; exits with the outcome's status.
@@ -50,85 +52,159 @@ pub fn test(
             a.profile.display()
         ));
     }
-    let plan = plan_or_build(&lp, a, t.no_build)?;
-    let mut t = t.clone();
-    if t.matrix {
-        if lp.profile.matrix.kernels.is_empty() {
-            anyhow::bail!(
-                "{}: --matrix needs `kernels` in a [matrix] table",
-                a.profile.display()
-            );
-        }
-        t.kernels = super::matrix_kernels(&lp, &t.kernels);
+    if t.matrix && lp.profile.matrix.kernels.is_empty() {
+        anyhow::bail!(
+            "{}: --matrix needs `kernels` in a [matrix] table",
+            a.profile.display()
+        );
     }
-    let t = &t;
-    let opts = RunOptions {
+    let cwd = std::env::current_dir()?;
+    let mut refs: Vec<KernelRef> = if t.matrix {
+        KernelRef::from_matrix(&lp)
+    } else {
+        Vec::new()
+    };
+    refs.extend(
+        t.kernels
+            .iter()
+            .map(|k| KernelRef::parse(&k.to_string_lossy(), &cwd)),
+    );
+    // One host kernel keeps today's single run on it; anything else leaves the image's
+    // own kernel alone and gives each cell its kernel.
+    let mut a = a.clone();
+    a.build.kernel = match refs.as_slice() {
+        [KernelRef::Host(k)] if !t.matrix => Some(k.clone()),
+        _ => None,
+    };
+    let plan = plan_or_build(&lp, &a, t.no_build)?;
+    let tests = selected_tests(&plan, &t.tests)?;
+    let kernels = match refs.as_slice() {
+        [] | [KernelRef::Host(_)] if !t.matrix => vec![own_kernel(&plan)?],
+        _ => crate::build::kernels::cell_kernels(&lp, &plan, &refs, &a.build.packages)?,
+    };
+    let base = RunOptions {
         config: plan.run.with(&t.overrides),
         persist: t.persist,
         mode: Mode::Test,
+        dir: None,
     };
-    if t.matrix || t.kernels.len() > 1 || t.json || t.tap || t.junit.is_some() || t.shard.is_some()
-    {
-        return matrix(&plan, &opts, t, cancel, printer);
+    let config = |tp: &TestPlan| plan.run.for_test(Some(tp)).with(&t.overrides);
+    let mut cells = matrix::cells(&kernels, &tests, &config);
+    let several = cells.len() > 1;
+    if several || t.matrix || t.json || t.tap || t.junit.is_some() || t.shard.is_some() {
+        if let Some(shard) = t.shard {
+            let all = cells.len();
+            cells = shard.select(cells);
+            if cells.is_empty() {
+                anyhow::bail!(
+                    "shard {}/{} of {all} cells selects none; use at most {all} shards",
+                    shard.index,
+                    shard.count
+                );
+            }
+            printer.step(format!(
+                "shard {}/{}: {} of {all} cells",
+                shard.index,
+                shard.count,
+                cells.len()
+            ));
+        }
+        return run_cells(&plan, &base, cells, &a, t, cancel, printer);
     }
+    let Some(cell) = cells.pop() else {
+        anyhow::bail!(
+            "no test runs on kernel {}: every test's `kernels` excludes it",
+            kernels.first().map(|k| k.label.as_str()).unwrap_or("-")
+        );
+    };
+    let mut plan = plan.clone();
+    plan.use_kernel(&cell.kernel);
+    let opts = RunOptions {
+        config: cell.config,
+        ..base
+    };
     let mut reporter = TextReporter::new(printer, t.verbose);
     let report = run::run(&plan, &opts, cancel, &mut reporter)?;
     Ok(ExitStatus::from_code(report.outcome.exit_code()))
 }
 
-/// The test on every kernel, in parallel: a line per cell, a summary (or JSON lines,
-/// TAP, JUnit). One cell keeps the single-run exit-status table; several exit 0 only
-/// when every cell passed, 130 when cancelled, else 1.
-fn matrix(
-    plan: &crate::plan::Plan,
-    opts: &RunOptions,
+/// The tests `names` picks (all when empty), or an error naming the ones there are.
+pub(super) fn selected_tests(plan: &Plan, names: &[String]) -> Result<Vec<TestPlan>> {
+    if plan.tests.is_empty() {
+        // An image whose own init reports a status: one run, under the default name.
+        return Ok(vec![TestPlan {
+            name: crate::profile::DEFAULT_TEST_NAME.to_string(),
+            timeout: None,
+            results: None,
+            results_size: None,
+            splats_fail: plan.run.splats_fail,
+            require: Vec::new(),
+            kernels: Vec::new(),
+        }]);
+    }
+    if names.is_empty() {
+        return Ok(plan.tests.clone());
+    }
+    names
+        .iter()
+        .map(|n| {
+            plan.test(n).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--test {n}: {} has no test of that name; its tests: {}",
+                    plan.profile.display(),
+                    plan.tests
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+                .context(BadInput)
+            })
+        })
+        .collect()
+}
+
+/// The kernel the plan boots, as a cell's.
+fn own_kernel(plan: &Plan) -> Result<CellKernel> {
+    match &plan.kernel {
+        KernelPlan::Host(k) => Ok(CellKernel::host(k)),
+        KernelPlan::Package { package, vmlinuz } => Ok(CellKernel {
+            label: package.clone(),
+            image: vmlinuz.clone(),
+            initrd: plan.boot_initrd.clone(),
+        }),
+        KernelPlan::None => anyhow::bail!(
+            "{}: no kernel to boot; set [kernel] in the profile or pass --kernel PATH",
+            plan.profile.display()
+        ),
+    }
+}
+
+/// The cells, in parallel: a line per cell, a summary (or JSON lines, TAP, JUnit). One
+/// cell keeps the single-run exit-status table; several exit 0 only when every cell
+/// passed, 130 when cancelled, else 1.
+fn run_cells(
+    plan: &Plan,
+    base: &RunOptions,
+    mut cells: Vec<matrix::Cell>,
+    a: &ProfileArgs,
     t: &TestArgs,
     cancel: &Cancel,
     printer: &Printer,
 ) -> Result<ExitStatus> {
-    if opts.persist && t.kernels.len() > 1 {
-        anyhow::bail!(
-            "--persist cannot be combined with several --kernel: the cells share one image"
-        );
-    }
-    let kernels = match (&plan.kernel, t.kernels.is_empty()) {
-        (_, false) => t.kernels.clone(),
-        (KernelPlan::Host(k), true) => vec![k.clone()],
-        (KernelPlan::Package { vmlinuz, .. }, true) => vec![vmlinuz.clone()],
-        (KernelPlan::None, true) => anyhow::bail!(
-            "{}: no kernel to boot; set [kernel] in the profile or pass --kernel PATH",
-            plan.profile.display()
-        ),
-    };
-    let mut cells = matrix::cells(&kernels);
-    if let Some(shard) = t.shard {
-        let all = cells.len();
-        cells = shard.select(cells);
-        if cells.is_empty() {
-            anyhow::bail!(
-                "shard {}/{} of {all} kernels selects none; use at most {all} shards, or --matrix for the profile's [matrix] kernels",
-                shard.index,
-                shard.count
-            );
-        }
-        printer.step(format!(
-            "shard {}/{}: {} of {all} cells",
-            shard.index,
-            shard.count,
-            cells.len()
-        ));
+    if base.persist && cells.len() > 1 {
+        anyhow::bail!("--persist cannot be combined with several cells: they share one image");
     }
     // Under TCG, two 1-vCPU guests on two cores finish sooner than two 2-vCPU guests
     // (each vCPU is a host thread), and one guest is no slower with one vCPU: so a matrix
     // gives each VM one vCPU unless the profile or --cpus says otherwise.
-    let mut opts = opts.clone();
-    if cells.len() > 1 && !opts.config.cpus_explicit {
-        opts.config.cpus = 1;
+    if cells.len() > 1 {
+        for c in cells.iter_mut().filter(|c| !c.config.cpus_explicit) {
+            c.config.cpus = 1;
+        }
     }
-    let opts = &opts;
-    let jobs = t
-        .jobs
-        .unwrap_or_else(|| matrix::default_jobs(opts.config.cpus));
+    let cpus = cells.iter().map(|c| c.config.cpus).max().unwrap_or(1);
+    let jobs = t.jobs.unwrap_or_else(|| matrix::default_jobs(cpus));
     let machine = t.json || t.tap;
     let human = |line: String| {
         if machine {
@@ -137,20 +213,31 @@ fn matrix(
             printer.out(line)
         }
     };
+    let kernels = {
+        let mut k: Vec<&str> = cells.iter().map(|c| c.kernel.label.as_str()).collect();
+        k.dedup();
+        k.len()
+    };
+    let files = RunDir::create(&plan.runs_dir(), &plan.latest_run())?;
     printer.step(format!(
-        "running {} on {} kernel{}, {jobs} at a time, {} vCPU{} each",
-        plan.name,
+        "running {} cell{} of {} ({kernels} kernel{}), {jobs} at a time, {cpus} vCPU{} each, in {}",
         cells.len(),
-        if cells.len() == 1 { "" } else { "s" },
-        opts.config.cpus,
-        if opts.config.cpus == 1 { "" } else { "s" }
+        plural(cells.len()),
+        plan.name,
+        plural(kernels),
+        plural(cpus as usize),
+        files.dir.display()
     ));
-    let mut reporter = MatrixReporter::new(printer, &cells, TEST_NAME, t.json, machine);
-    let reports = matrix::run_matrix(plan, &cells, opts, jobs, cancel, &mut reporter);
+    let mut reporter = MatrixReporter::new(printer, &cells, t.json, machine, t.verbose);
+    let reports = matrix::run_matrix(plan, &cells, base, &files.dir, jobs, cancel, &mut reporter);
     summary(&human, &cells, &reports);
     for (c, r) in cells.iter().zip(&reports) {
         if !matches!(r, Ok(r) if r.outcome == Outcome::Passed) {
-            human(format!("kiln: rerun [{}]: {}", c.label, rerun(plan, c)));
+            human(format!(
+                "kiln: rerun [{}]: {}",
+                c.name(),
+                rerun(plan, a, t, c)
+            ));
         }
     }
     let all_passed = reports
@@ -158,14 +245,14 @@ fn matrix(
         .all(|r| matches!(r, Ok(r) if r.outcome == Outcome::Passed));
     let code = match (cells.len(), reports.first()) {
         (1, Some(Ok(r))) => r.outcome.exit_code(),
-        _ if all_passed => 0,
         _ if cancel.is_cancelled() => crate::run::outcome::EXIT_CANCELLED,
+        _ if all_passed => 0,
         _ => 1,
     };
     let results: Vec<CellResult> = cells
         .iter()
         .zip(&reports)
-        .map(|(c, r)| CellResult::new(c, TEST_NAME, r))
+        .map(|(c, r)| CellResult::new(c, r))
         .collect();
     if t.json {
         // Cells that could not run produced no Finished event; they get their line here.
@@ -187,17 +274,46 @@ fn matrix(
     Ok(ExitStatus::from_code(code))
 }
 
-/// The kiln command that re-runs one cell on the image already built.
-fn rerun(plan: &crate::plan::Plan, c: &matrix::Cell) -> String {
-    use crate::util::shell::shell_quote;
-    let path = |p: &std::path::Path| shell_quote(&p.display().to_string());
-    format!(
-        "kiln test {} -o {} --no-build --kernel {}",
-        path(&plan.profile),
-        path(&plan.out_dir),
-        path(&c.kernel)
-    )
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
-/// The name of a profile's `[test]` in reports.
-const TEST_NAME: &str = "test";
+/// The kiln command that re-runs one cell on the image already built, with the run
+/// settings this one had.
+fn rerun(plan: &Plan, a: &ProfileArgs, t: &TestArgs, c: &matrix::Cell) -> String {
+    use crate::util::shell::shell_quote;
+    let q = |s: &str| shell_quote(s);
+    let path = |p: &std::path::Path| q(&p.display().to_string());
+    let mut line = format!(
+        "kiln test {} -o {} --no-build",
+        path(&a.profile),
+        path(&plan.out_dir)
+    );
+    let own = matches!(&plan.kernel, KernelPlan::Package { package, .. } if *package == c.kernel.label)
+        || matches!(&plan.kernel, KernelPlan::Host(k) if *k == c.kernel.image);
+    if !own {
+        // A package is named as it was asked for, so the kernels lock pins it again.
+        let k = if c
+            .kernel
+            .image
+            .starts_with(plan.out_dir.join(format!("{}.kernels", plan.name)))
+        {
+            c.kernel.label.clone()
+        } else {
+            c.kernel.image.display().to_string()
+        };
+        line.push_str(&format!(" --kernel {}", q(&k)));
+    }
+    if plan.tests.len() > 1 {
+        line.push_str(&format!(" --test {}", q(&c.test)));
+    }
+    for arg in t.overrides.to_args() {
+        line.push(' ');
+        line.push_str(&q(&arg));
+    }
+    line
+}

@@ -63,8 +63,8 @@ pub struct Profile {
     /// Configuration of the installed system: `[system]`.
     #[serde(default)]
     pub system: System,
-    /// How to test the image in a VM: `[test]`.
-    pub test: Option<Located<Test>>,
+    /// How to test the image in a VM: one `[test]`, or several `[[test]]`.
+    pub test: Option<Located<Tests>>,
     /// The virtual machine that boots the image: `[qemu]`.
     #[serde(default)]
     pub qemu: Qemu,
@@ -77,9 +77,58 @@ pub struct Profile {
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Matrix {
-    /// Kernel images on the host (relative to the profile), one cell each.
+    /// The kernels, one cell each (per test): a kernel image on the host (relative to the
+    /// profile), a directory or glob of them, a Debian kernel package
+    /// ("linux-image-6.1.0-47-cloud-amd64", or "PACKAGE/SUITE"), or a table
+    /// `{ package = "linux-image-cloud-amd64", suite = "bookworm" }`.
     #[serde(default)]
-    pub kernels: Vec<RelPath>,
+    pub kernels: Vec<Located<MatrixKernel>>,
+}
+
+/// One entry of `[matrix] kernels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatrixKernel {
+    /// A path, a glob, or a package name, as written.
+    Name(String),
+    /// A kernel package from a given suite.
+    Package {
+        /// The package, e.g. "linux-image-cloud-amd64".
+        package: String,
+        /// The suite to take it from; default: the first that has it.
+        suite: Option<String>,
+    },
+}
+
+impl<'de> Deserialize<'de> for MatrixKernel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            package: String,
+            suite: Option<String>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MatrixKernel;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a kernel path or package name, or { package = \"…\", suite = \"…\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MatrixKernel, E> {
+                Ok(MatrixKernel::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<MatrixKernel, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(MatrixKernel::Package {
+                    package: t.package,
+                    suite: t.suite,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[output]`: the image format and its options.
@@ -344,14 +393,83 @@ pub struct System {
     pub autologin: Option<bool>,
 }
 
-/// `[test]`: a command or script run in the booted guest; exactly one of them is required.
+/// `[test]` or `[[test]]`: one table, or a list of them under the same key.
+#[derive(Debug, Clone)]
+pub enum Tests {
+    /// `[test]`: a single test.
+    One(Test),
+    /// `[[test]]`: several, each a boot of the same image.
+    Many(Vec<Located<Test>>),
+}
+
+impl<'de> Deserialize<'de> for Tests {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Tests;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [test] table or a list of [[test]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Tests, A::Error> {
+                Test::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Tests::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Tests, A::Error> {
+                let mut all = Vec::new();
+                while let Some(t) = seq.next_element::<Located<Test>>()? {
+                    all.push(t);
+                }
+                Ok(Tests::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Profile {
+    /// The profile's tests in order, each located where it was written (a single `[test]`
+    /// is a list of one).
+    pub fn tests(&self) -> Vec<Located<Test>> {
+        match self.test.as_ref() {
+            None => Vec::new(),
+            Some(t) => match &t.value {
+                Tests::One(one) => vec![Located {
+                    value: one.clone(),
+                    loc: t.loc.clone(),
+                    key: t.key.clone(),
+                }],
+                Tests::Many(all) => all.clone(),
+            },
+        }
+    }
+}
+
+/// The name a test has when the profile does not give one.
+pub const DEFAULT_TEST_NAME: &str = "test";
+
+/// One test: a command, a script or a systemd unit run in the booted guest; exactly one of
+/// them is required. Each test is its own boot of the shared image.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Test {
+    /// The test's name, for `--test NAME`, reports and run directories; required when
+    /// there are several tests, else "test". Letters, digits, `.`, `_` and `-`.
+    pub name: Option<String>,
     /// Shell command run in the guest by /bin/sh -c.
     pub command: Option<String>,
     /// Host script copied into the guest and run instead of `command`.
     pub script: Option<RelPath>,
+    /// A systemd unit in the image started instead (disk and tar images); its main
+    /// process's exit status is the test's.
+    pub unit: Option<String>,
+    /// Glob patterns of the kernels (as reports name them) this test runs on; default all.
+    #[serde(default)]
+    pub kernels: Vec<String>,
+    /// Files (relative to `results`) the test must leave; a run without them fails.
+    #[serde(default)]
+    pub require: Vec<String>,
     /// How long the whole run (boot, test, power-off) may take.
     pub timeout: Option<Seconds>,
     /// A directory in the guest whose contents come back to the host after the run.

@@ -149,18 +149,85 @@ fn kernel_and_test(p: &Profile) -> Result<(), ProfileError> {
     if let (Some(kp), None) = (&p.kernel.package, &p.distribution) {
         return Err(kp.error("[kernel] package needs a [distribution] to fetch it from"));
     }
-    if let Some(t) = &p.test {
-        match (&t.command, &t.script) {
-            (Some(_), Some(_)) => {
-                return Err(t.error("[test] takes `command` or `script`, not both"))
+    tests(p)
+}
+
+/// `[test]` or `[[test]]`: each runs one thing, names are unique and usable in paths and
+/// on a kernel command line, and what a test asks for fits the image.
+fn tests(p: &Profile) -> Result<(), ProfileError> {
+    let all = p.tests();
+    let format = p.output.format.unwrap_or_default();
+    let mut names: Vec<String> = Vec::new();
+    for t in &all {
+        let what = [t.command.is_some(), t.script.is_some(), t.unit.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if what > 1 {
+            return Err(t.error("a test takes one of `command`, `script` or `unit`"));
+        }
+        if what == 0 {
+            return Err(t.error(
+                "a test needs `command` (a shell command), `script` (a host file) or `unit` (a systemd unit in the image)",
+            ));
+        }
+        if let Some(s) = &t.script {
+            exists(t, "script", s, false)?;
+        }
+        if let Some(u) = &t.unit {
+            if format == super::schema::Format::Initramfs {
+                return Err(t.field_error(
+                    "unit",
+                    "a test unit needs systemd: use output.format = \"disk\", or `command`",
+                ));
             }
-            (None, None) => {
-                return Err(
-                    t.error("[test] needs `command` (a shell command) or `script` (a host file)")
-                )
+            if u.contains('/') || !u.contains('.') {
+                return Err(t.field_error(
+                    "unit",
+                    format!("`{u}` is not a unit name; write e.g. \"TEST-01-BASIC.service\""),
+                ));
             }
-            (None, Some(s)) => exists(t, "script", s, false)?,
-            _ => {}
+        }
+        let name = match &t.name {
+            Some(n) => n.clone(),
+            None if all.len() > 1 => {
+                return Err(t.error("with several [[test]] tables, each needs a `name`"))
+            }
+            None => super::schema::DEFAULT_TEST_NAME.to_string(),
+        };
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(t.field_error(
+                "name",
+                format!("`{name}` is not a test name: use letters, digits, `.`, `_` and `-`"),
+            ));
+        }
+        if names.contains(&name) {
+            return Err(t.field_error("name", format!("two tests are named `{name}`")));
+        }
+        names.push(name);
+        for k in &t.kernels {
+            if let Err(e) = glob::Pattern::new(k) {
+                return Err(t.field_error("kernels", format!("`{k}` is not a glob pattern: {e}")));
+            }
+        }
+        if !t.require.is_empty() && t.results.is_none() {
+            return Err(t.field_error(
+                "require",
+                "`require` names files in the results directory: set `results` too",
+            ));
+        }
+        for r in &t.require {
+            if r.starts_with('/') || r.split('/').any(|c| c == "..") {
+                return Err(t.field_error(
+                    "require",
+                    format!("`{r}` must be a path inside the results directory"),
+                ));
+            }
         }
     }
     Ok(())

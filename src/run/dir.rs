@@ -67,11 +67,25 @@ impl RunDir {
                 Err(e) => return Err(e).with_context(|| format!("creating {}", d.display())),
             }
         };
+        let mut rd = RunDir::locked(&dir)?;
+        rd.number = n;
+        point_latest(latest, runs, n)?;
+        prune(runs, n);
+        Ok(rd)
+    }
+
+    /// Creates (or reuses) the directory `dir` for a run, locks it and empties its files:
+    /// a matrix's cell inside the matrix's own run directory.
+    pub fn create_at(dir: &Path) -> Result<RunDir> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        RunDir::locked(dir)
+    }
+
+    fn locked(dir: &Path) -> Result<RunDir> {
         let lock = File::create(dir.join(".lock"))?;
         lock.lock()
             .with_context(|| format!("locking {}", dir.display()))?;
-        let mut rd = RunDir::at(&dir);
-        rd.number = n;
+        let mut rd = RunDir::at(dir);
         rd._lock = Some(lock);
         for f in [
             &rd.console,
@@ -81,8 +95,6 @@ impl RunDir {
         ] {
             std::fs::write(f, b"").with_context(|| format!("creating {}", f.display()))?;
         }
-        point_latest(latest, runs, n)?;
-        prune(runs, n);
         Ok(rd)
     }
 }

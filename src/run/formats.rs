@@ -16,18 +16,15 @@ const JUNIT_TAIL: usize = 40;
 pub struct CellResult<'a> {
     /// The cell.
     pub cell: &'a Cell,
-    /// The test's name.
-    pub test: &'a str,
     /// Its report, or why it could not run.
     pub report: Result<&'a RunReport, &'a anyhow::Error>,
 }
 
 impl<'a> CellResult<'a> {
     /// A cell's result from what the matrix returned.
-    pub fn new(cell: &'a Cell, test: &'a str, r: &'a anyhow::Result<RunReport>) -> Self {
+    pub fn new(cell: &'a Cell, r: &'a anyhow::Result<RunReport>) -> Self {
         CellResult {
             cell,
-            test,
             report: r.as_ref(),
         }
     }
@@ -70,9 +67,9 @@ pub fn json_cell(c: &CellResult) -> serde_json::Value {
     };
     json!({
         "type": "cell",
-        "kernel": c.cell.label,
-        "kernel_path": c.cell.kernel.display().to_string(),
-        "test": c.test,
+        "kernel": c.cell.kernel.label,
+        "kernel_path": c.cell.kernel.image.display().to_string(),
+        "test": c.cell.test,
         "outcome": c.outcome_label(),
         "passed": c.passed(),
         "message": c.message(),
@@ -118,57 +115,67 @@ fn xml_escape(s: &str) -> String {
 /// failed, `<skipped>` for status 77), with the console's tail.
 pub fn junit(name: &str, cells: &[CellResult]) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let total: f64 = cells
-        .iter()
-        .filter_map(|c| c.report.ok())
-        .map(|r| r.elapsed.as_secs_f64())
-        .sum();
-    let count = |f: &dyn Fn(&CellResult) -> bool| cells.iter().filter(|c| f(c)).count();
+    let secs = |c: &CellResult| c.report.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0);
+    let count = |cs: &[&CellResult], k: Kind| cs.iter().filter(|c| kind(c) == k).count();
+    let all: Vec<&CellResult> = cells.iter().collect();
     let _ = writeln!(
         x,
-        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{total:.3}\">",
+        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
         xml_escape(name),
         cells.len(),
-        count(&|c| kind(c) == Kind::Failure),
-        count(&|c| kind(c) == Kind::Error),
+        count(&all, Kind::Failure),
+        count(&all, Kind::Error),
+        count(&all, Kind::Skipped),
+        all.iter().map(|c| secs(c)).sum::<f64>(),
     );
+    let mut kernels: Vec<&str> = Vec::new();
     for c in cells {
-        let secs = c.report.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0);
-        let k = kind(c);
+        if !kernels.contains(&c.cell.kernel.label.as_str()) {
+            kernels.push(&c.cell.kernel.label);
+        }
+    }
+    for k in kernels {
+        let suite: Vec<&CellResult> = cells.iter().filter(|c| c.cell.kernel.label == k).collect();
         let _ = writeln!(
             x,
-            "  <testsuite name=\"{}\" tests=\"1\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{secs:.3}\">",
-            xml_escape(&c.cell.label),
-            u8::from(k == Kind::Failure),
-            u8::from(k == Kind::Error),
-            u8::from(k == Kind::Skipped),
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
+            xml_escape(k),
+            suite.len(),
+            count(&suite, Kind::Failure),
+            count(&suite, Kind::Error),
+            count(&suite, Kind::Skipped),
+            suite.iter().map(|c| secs(c)).sum::<f64>(),
         );
-        let _ = writeln!(
-            x,
-            "    <testcase name=\"{}\" classname=\"{}.{}\" time=\"{secs:.3}\">",
-            xml_escape(c.test),
-            xml_escape(name),
-            xml_escape(&c.cell.label),
-        );
-        let msg = xml_escape(&c.message());
-        let ty = c.outcome_label();
-        match k {
-            Kind::Passed => {}
-            Kind::Skipped => {
-                let _ = writeln!(x, "      <skipped message=\"{msg}\"/>");
+        for c in suite {
+            let _ = writeln!(
+                x,
+                "    <testcase name=\"{}\" classname=\"{}.{}\" time=\"{:.3}\">",
+                xml_escape(&c.cell.test),
+                xml_escape(name),
+                xml_escape(k),
+                secs(c),
+            );
+            let msg = xml_escape(&c.message());
+            let ty = c.outcome_label();
+            match kind(c) {
+                Kind::Passed => {}
+                Kind::Skipped => {
+                    let _ = writeln!(x, "      <skipped message=\"{msg}\"/>");
+                }
+                Kind::Failure => {
+                    let _ = writeln!(x, "      <failure type=\"{ty}\" message=\"{msg}\"/>");
+                }
+                Kind::Error => {
+                    let _ = writeln!(x, "      <error type=\"{ty}\" message=\"{msg}\"/>");
+                }
             }
-            Kind::Failure => {
-                let _ = writeln!(x, "      <failure type=\"{ty}\" message=\"{msg}\"/>");
+            if let Ok(r) = c.report {
+                let tail = super::console::last_lines(&r.files.console, JUNIT_TAIL).join("\n");
+                let _ = writeln!(x, "      <system-out>{}</system-out>", xml_escape(&tail));
             }
-            Kind::Error => {
-                let _ = writeln!(x, "      <error type=\"{ty}\" message=\"{msg}\"/>");
-            }
+            x.push_str("    </testcase>\n");
         }
-        if let Ok(r) = c.report {
-            let tail = super::console::last_lines(&r.files.console, JUNIT_TAIL).join("\n");
-            let _ = writeln!(x, "      <system-out>{}</system-out>", xml_escape(&tail));
-        }
-        x.push_str("    </testcase>\n  </testsuite>\n");
+        x.push_str("  </testsuite>\n");
     }
     x.push_str("</testsuites>\n");
     x
@@ -198,21 +205,41 @@ fn kind(c: &CellResult) -> Kind {
 pub fn tap(cells: &[CellResult]) -> String {
     let mut t = format!("TAP version 13\n1..{}\n", cells.len());
     for (i, c) in cells.iter().enumerate() {
-        let desc = format!("{} {}", c.cell.label, c.test).replace('#', "\\#");
+        let desc = c.cell.name().replace('#', "\\#");
         let line = match kind(c) {
             Kind::Passed => format!("ok {} - {desc}", i + 1),
             Kind::Skipped => format!("ok {} - {desc} # SKIP status 77", i + 1),
             _ => format!(
-                "not ok {} - {desc}\n  ---\n  outcome: {}\n  message: {:?}\n  ...",
+                "not ok {} - {desc}\n  ---\n  outcome: {}\n  message: |-\n{}\n  ...",
                 i + 1,
                 c.outcome_label(),
-                c.message()
+                yaml_block(&c.message())
             ),
         };
         t.push_str(&line);
         t.push('\n');
     }
     t
+}
+
+/// `text` as the lines of a YAML literal block under a key at TAP's two-space indent:
+/// nothing in it needs escaping.
+fn yaml_block(text: &str) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let l: String = l
+                .chars()
+                .filter(|c| !c.is_control() || *c == '\t')
+                .collect();
+            format!("    {l}")
+        })
+        .collect();
+    if lines.is_empty() {
+        "    ".to_string()
+    } else {
+        lines.join("\n")
+    }
 }
 
 #[cfg(test)]

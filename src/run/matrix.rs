@@ -3,42 +3,49 @@
 //! cancelling stops them all.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::Result;
 
 use super::{Cancel, Event, RunOptions, RunReport, Sink};
-use crate::plan::{Accel, KernelPlan, Plan};
+pub use crate::plan::{unique_labels, CellKernel};
+use crate::plan::{Accel, Plan, RunConfig, TestPlan};
 use crate::vm::kvm::{self, Accelerator};
 
-/// One cell of a matrix: the image booted on one kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One cell of a matrix: the image booted on one kernel to run one test.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
-    /// A short, unique name for tables and logs (the kernel's file name).
-    pub label: String,
-    /// The kernel image on the host.
-    pub kernel: PathBuf,
+    /// The kernel.
+    pub kernel: CellKernel,
+    /// The test's name.
+    pub test: String,
+    /// The run's configuration (the test's settings and the command line's applied).
+    pub config: RunConfig,
 }
 
-/// Cells for kernel images, labelled by file name (with a number where names repeat).
-pub fn cells(kernels: &[PathBuf]) -> Vec<Cell> {
-    let mut out: Vec<Cell> = Vec::new();
+impl Cell {
+    /// `kernel test`, for lines and tables.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.kernel.label, self.test)
+    }
+}
+
+/// The cells of `kernels` × `tests`, kernel by kernel, skipping tests restricted to other
+/// kernels. `config` makes each test's run configuration.
+pub fn cells(
+    kernels: &[CellKernel],
+    tests: &[TestPlan],
+    config: &dyn Fn(&TestPlan) -> RunConfig,
+) -> Vec<Cell> {
+    let mut out = Vec::new();
     for k in kernels {
-        let base = k
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| k.display().to_string());
-        let mut label = base.clone();
-        let mut n = 2;
-        while out.iter().any(|c| c.label == label) {
-            label = format!("{base}#{n}");
-            n += 1;
+        for t in tests.iter().filter(|t| t.runs_on(&k.label)) {
+            out.push(Cell {
+                kernel: k.clone(),
+                test: t.name.clone(),
+                config: config(t),
+            });
         }
-        out.push(Cell {
-            label,
-            kernel: std::path::absolute(k).unwrap_or_else(|_| k.clone()),
-        });
     }
     out
 }
@@ -96,23 +103,25 @@ pub fn default_jobs(cpus_per_cell: u32) -> usize {
     (host / cpus_per_cell.max(1) as usize).max(1)
 }
 
-/// Runs every cell, `jobs` at a time. Returns each cell's report (or the error that kept
-/// it from running), in cell order.
+/// Runs every cell, `jobs` at a time, each in its own directory `dir/<kernel>/<test>/`.
+/// Returns each cell's report (or the error that kept it from running), in cell order.
 pub fn run_matrix(
     plan: &Plan,
     cells: &[Cell],
     opts: &RunOptions,
+    dir: &std::path::Path,
     jobs: usize,
     cancel: &Cancel,
     sink: &mut dyn MatrixSink,
 ) -> Vec<Result<RunReport>> {
+    // Cancelling stops the cells; the caller still writes its reports.
+    let _hold = cancel.hold();
     // One KVM probe for the whole matrix; every cell gets its answer.
-    let mut opts = opts.clone();
     let choice = kvm::choose(opts.config.accel, &opts.config.qemu);
     if let Some(w) = &choice.warning {
         sink.cell_event(0, Event::Warning(w));
     }
-    opts.config.accel = match choice.accel {
+    let accel = match choice.accel {
         Accelerator::Kvm => Accel::Kvm,
         Accelerator::Tcg => Accel::Tcg,
     };
@@ -128,13 +137,18 @@ pub fn run_matrix(
                 let r = if cancel.is_cancelled() {
                     Err(anyhow::anyhow!("cancelled before it started"))
                 } else {
+                    let c = &cells[i];
                     let mut p = plan.clone();
-                    p.kernel = KernelPlan::Host(cells[i].kernel.clone());
+                    p.use_kernel(&c.kernel);
+                    let mut o = opts.clone();
+                    o.config = c.config.clone();
+                    o.config.accel = accel;
+                    o.dir = Some(dir.join(c.kernel.dir_name()).join(&c.test));
                     let mut tagged = Tagged {
                         sink: &sink,
                         cell: i,
                     };
-                    super::run(&p, &opts, cancel, &mut tagged)
+                    super::run(&p, &o, cancel, &mut tagged)
                 };
                 if let Ok(mut res) = results.lock() {
                     res[i] = Some(r);
@@ -168,23 +182,59 @@ impl Sink for Tagged<'_, '_> {
 mod tests {
     use super::*;
 
+    fn test(name: &str, kernels: &[&str]) -> TestPlan {
+        TestPlan {
+            name: name.into(),
+            timeout: None,
+            results: None,
+            results_size: None,
+            splats_fail: true,
+            require: Vec::new(),
+            kernels: kernels.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    fn config(_: &TestPlan) -> RunConfig {
+        crate::plan::RunConfig {
+            qemu: "qemu".into(),
+            machine: "q35".into(),
+            cpu: None,
+            memory: 1,
+            cpus: 1,
+            cpus_explicit: false,
+            accel: Accel::Tcg,
+            cmdline: Vec::new(),
+            qemu_args: Vec::new(),
+            timeout: std::time::Duration::from_secs(1),
+            results_size: 1,
+            splats_fail: true,
+            test: None,
+            results: None,
+            require: Vec::new(),
+        }
+    }
+
     #[test]
     fn shards_cover_every_cell_exactly_once() {
+        let kernels: Vec<CellKernel> = (0..6)
+            .map(|i| CellKernel::host(std::path::Path::new(&format!("/k/bzImage-{i}"))))
+            .collect();
         let all = cells(
-            &(0..11)
-                .map(|i| std::path::PathBuf::from(format!("/k/bzImage-{i}")))
-                .collect::<Vec<_>>(),
+            &kernels,
+            &[test("a", &[]), test("b", &["*-[0-2]"])],
+            &config,
         );
+        assert_eq!(all.len(), 6 + 3);
         for n in 1..=4 {
             let mut seen: Vec<String> = Vec::new();
             for i in 1..=n {
                 let shard: Shard = format!("{i}/{n}").parse().unwrap();
                 let part = shard.select(all.clone());
                 assert!(part.len() >= all.len() / n, "{i}/{n} is balanced");
-                seen.extend(part.into_iter().map(|c| c.label));
+                seen.extend(part.into_iter().map(|c| c.name()));
             }
             seen.sort();
-            let mut want: Vec<String> = all.iter().map(|c| c.label.clone()).collect();
+            let mut want: Vec<String> = all.iter().map(|c| c.name()).collect();
             want.sort();
             assert_eq!(seen, want, "n = {n}");
         }
@@ -195,13 +245,27 @@ mod tests {
 
     #[test]
     fn labels_are_unique_file_names() {
-        let c = cells(&[
-            "/k/a/vmlinuz".into(),
-            "/k/b/vmlinuz".into(),
-            "/k/bzImage".into(),
-        ]);
-        let labels: Vec<&str> = c.iter().map(|c| c.label.as_str()).collect();
+        let mut k: Vec<CellKernel> = ["/k/a/vmlinuz", "/k/b/vmlinuz", "/k/bzImage"]
+            .iter()
+            .map(|p| CellKernel::host(std::path::Path::new(p)))
+            .collect();
+        unique_labels(&mut k);
+        let labels: Vec<&str> = k.iter().map(|c| c.label.as_str()).collect();
         assert_eq!(labels, ["vmlinuz", "vmlinuz#2", "bzImage"]);
         assert_eq!(default_jobs(u32::MAX), 1);
+    }
+
+    #[test]
+    fn tests_restricted_to_kernels_skip_the_others() {
+        let mut k = CellKernel::host(std::path::Path::new("/k/x"));
+        k.label = "linux-image-cloud-amd64/bookworm".into();
+        assert_eq!(k.dir_name(), "linux-image-cloud-amd64@bookworm");
+        let c = cells(
+            &[k],
+            &[test("a", &["*trixie*"]), test("b", &["*/bookworm"])],
+            &config,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].name(), "linux-image-cloud-amd64/bookworm b");
     }
 }

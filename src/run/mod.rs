@@ -46,6 +46,17 @@ pub struct RunOptions {
     pub persist: bool,
     /// Test or interactive.
     pub mode: Mode,
+    /// The run's directory; None: the next numbered one under the image's runs.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl RunOptions {
+    fn run_dir(&self, plan: &Plan) -> Result<RunDir> {
+        match &self.dir {
+            Some(d) => RunDir::create_at(d),
+            None => RunDir::create(&plan.runs_dir(), &plan.latest_run()),
+        }
+    }
 }
 
 /// Something that happened during a run.
@@ -133,8 +144,8 @@ pub fn spec(accel: Accelerator, files: &RunDir, mode: Mode) -> RunSpec {
 }
 
 /// Adds the results disk of a plan that asks for results.
-pub fn attach_results(plan: &Plan, l: &mut Launch, files: &RunDir) {
-    if plan.results.is_some() {
+pub fn attach_results(config: &RunConfig, l: &mut Launch, files: &RunDir) {
+    if config.results.is_some() {
         l.disks
             .push(Disk::raw(files.results_img.clone(), results::SERIAL));
     }
@@ -171,7 +182,7 @@ pub fn run(
             outcome: Outcome::Preflight(lacks.join("; ")),
             guest: None,
             elapsed: Duration::ZERO,
-            files: RunDir::create(&plan.runs_dir(), &plan.latest_run())?,
+            files: opts.run_dir(plan)?,
             hung_after_status: false,
             interactive: opts.mode == Mode::Interactive,
         };
@@ -182,8 +193,8 @@ pub fn run(
     if let Some(w) = &choice.warning {
         sink.event(Event::Warning(w));
     }
-    let files = RunDir::create(&plan.runs_dir(), &plan.latest_run())?;
-    if plan.results.is_some() {
+    let files = opts.run_dir(plan)?;
+    if opts.config.results.is_some() {
         results::prepare(
             &files.results_img,
             &plan.name,
@@ -191,7 +202,7 @@ pub fn run(
             plan.epoch,
         )?;
     }
-    attach_results(plan, &mut l, &files);
+    attach_results(&opts.config, &mut l, &files);
     let args = qemu::command(&l, &spec(choice.accel, &files, opts.mode));
     // The exact command, so a run can be repeated by hand without digging it out of a log.
     let script = format!(
@@ -247,13 +258,26 @@ pub fn run(
             }
         }
     };
-    if plan.results.is_some() && files.results_img.exists() {
+    let mut outcome = outcome;
+    if opts.config.results.is_some() && files.results_img.exists() {
         match results::collect(&files.results_img, &files.results) {
             Ok(r) => sink.event(Event::Results {
                 files: r.files as u64,
                 dir: &files.results,
             }),
             Err(e) => sink.event(Event::ResultsFailed(&format!("{e:#}"))),
+        }
+    }
+    if outcome == Outcome::Passed {
+        let missing: Vec<&str> = opts
+            .config
+            .require
+            .iter()
+            .filter(|r| std::fs::symlink_metadata(files.results.join(r)).is_err())
+            .map(|r| r.as_str())
+            .collect();
+        if !missing.is_empty() {
+            outcome = Outcome::MissingResults(missing.join(", "));
         }
     }
     let report = RunReport {

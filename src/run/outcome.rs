@@ -27,6 +27,8 @@ pub enum Outcome {
     Preflight(String),
     /// The test passed, but the kernel reported a splat (the console line).
     KernelSplat(String),
+    /// The test passed, but did not leave the result files it must (their names).
+    MissingResults(String),
 }
 
 /// The highest test status that passes through to kiln's exit status unchanged.
@@ -47,6 +49,8 @@ pub const EXIT_KERNEL_PANIC: i32 = 125;
 pub const EXIT_QEMU_FAILED: i32 = 126;
 /// Exit status for [`Outcome::NoStatus`].
 pub const EXIT_NO_STATUS: i32 = 127;
+/// Exit status for [`Outcome::MissingResults`].
+pub const EXIT_MISSING_RESULTS: i32 = 128;
 /// Exit status for [`Outcome::Cancelled`], as a shell reports SIGINT.
 pub const EXIT_CANCELLED: i32 = 130;
 
@@ -67,6 +71,7 @@ impl Outcome {
             Outcome::Cancelled => EXIT_CANCELLED,
             Outcome::Preflight(_) => EXIT_PREFLIGHT,
             Outcome::KernelSplat(_) => EXIT_KERNEL_SPLAT,
+            Outcome::MissingResults(_) => EXIT_MISSING_RESULTS,
         }
     }
 
@@ -83,6 +88,7 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Preflight(_) => "preflight",
             Outcome::KernelSplat(_) => "kernel splat",
+            Outcome::MissingResults(_) => "missing results",
         }
     }
 }
@@ -107,6 +113,7 @@ impl fmt::Display for Outcome {
             Outcome::Cancelled => write!(f, "CANCELLED: interrupted; QEMU was killed"),
             Outcome::Preflight(m) => write!(f, "PREFLIGHT: not booted; the kernel lacks what the run needs: {m}"),
             Outcome::KernelSplat(l) => write!(f, "KERNEL SPLAT: the test passed, but the kernel reported: {l}"),
+            Outcome::MissingResults(m) => write!(f, "MISSING RESULTS: the test passed, but did not leave {m}"),
         }
     }
 }
@@ -129,9 +136,13 @@ mod tests {
             Outcome::Cancelled,
             Outcome::Preflight("p".into()),
             Outcome::KernelSplat("s".into()),
+            Outcome::MissingResults("r".into()),
         ];
         let codes: Vec<i32> = all.iter().map(Outcome::exit_code).collect();
-        assert_eq!(codes, [0, 3, 123, 120, 124, 125, 126, 127, 130, 122, 121]);
+        assert_eq!(
+            codes,
+            [0, 3, 123, 120, 124, 125, 126, 127, 130, 122, 121, 128]
+        );
         for c in 1..=MAX_PASSTHROUGH {
             assert_eq!(Outcome::Failed(c).exit_code(), c);
         }

@@ -102,31 +102,35 @@ impl Sink for TextReporter<'_> {
 pub struct MatrixReporter<'a> {
     printer: &'a Printer,
     cells: Vec<Cell>,
-    test: String,
     warned: Vec<String>,
     /// stdout carries JSON lines (or TAP at the end); human lines go to stderr.
     json: bool,
     machine: bool,
+    /// Console lines stream to stderr, each prefixed with its cell.
+    verbose: bool,
+    /// Each cell's console bytes after its last complete line.
+    partial: Vec<Vec<u8>>,
 }
 
 impl<'a> MatrixReporter<'a> {
-    /// A reporter for `cells` running `test`, writing through `printer`. With `json`,
-    /// each finished cell is a JSON line on stdout; with `machine` (JSON or TAP), human
-    /// lines go to stderr.
+    /// A reporter for `cells`, writing through `printer`. With `json`, each finished cell
+    /// is a JSON line on stdout; with `machine` (JSON or TAP), human lines go to stderr;
+    /// with `verbose`, every cell's console streams to stderr line by line.
     pub fn new(
         printer: &'a Printer,
         cells: &[Cell],
-        test: &str,
         json: bool,
         machine: bool,
+        verbose: bool,
     ) -> Self {
         MatrixReporter {
             printer,
             cells: cells.to_vec(),
-            test: test.to_string(),
             warned: Vec::new(),
             json,
             machine,
+            verbose,
+            partial: vec![Vec::new(); cells.len()],
         }
     }
 
@@ -137,16 +141,25 @@ impl<'a> MatrixReporter<'a> {
             self.printer.out(line);
         }
     }
+
+    fn console(&mut self, cell: usize, bytes: &[u8], label: &str) {
+        let Some(buf) = self.partial.get_mut(cell) else {
+            return;
+        };
+        buf.extend_from_slice(bytes);
+        while let Some(n) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=n).collect();
+            let text = String::from_utf8_lossy(&line);
+            self.printer
+                .err(format!("[{label}] {}", text.trim_end_matches(['\r', '\n'])));
+        }
+    }
 }
 
 impl MatrixSink for MatrixReporter<'_> {
     fn cell_event(&mut self, cell: usize, e: Event<'_>) {
         let p = self.printer;
-        let label = self
-            .cells
-            .get(cell)
-            .map(|c| c.label.clone())
-            .unwrap_or_default();
+        let label = self.cells.get(cell).map(|c| c.name()).unwrap_or_default();
         match e {
             Event::Warning(w) => {
                 if !self.warned.iter().any(|x| x == w) {
@@ -159,7 +172,11 @@ impl MatrixSink for MatrixReporter<'_> {
                 accel.name().to_uppercase(),
                 dir.display()
             )),
-            Event::Console(_) => {}
+            Event::Console(b) => {
+                if self.verbose {
+                    self.console(cell, b, &label);
+                }
+            }
             Event::Note(n) => p.step(format!("[{label}] {n}")),
             Event::Results { files, dir } => self.human(format!(
                 "kiln: [{label}] results: {files} files in {}",
@@ -177,7 +194,6 @@ impl MatrixSink for MatrixReporter<'_> {
                 if let (true, Some(c)) = (self.json, self.cells.get(cell)) {
                     let result = super::formats::CellResult {
                         cell: c,
-                        test: &self.test,
                         report: Ok(r),
                     };
                     p.out(super::formats::json_cell(&result));
@@ -189,15 +205,16 @@ impl MatrixSink for MatrixReporter<'_> {
 
 /// The summary table of a matrix: one row per cell.
 pub fn summary(out: &dyn Fn(String), cells: &[Cell], reports: &[anyhow::Result<RunReport>]) {
-    let width = cells
+    let kw = cells
         .iter()
-        .map(|c| c.label.len())
+        .map(|c| c.kernel.label.len())
         .max()
         .unwrap_or(6)
         .max(6);
+    let tw = cells.iter().map(|c| c.test.len()).max().unwrap_or(4).max(4);
     out(format!(
-        "{:<width$}  {:<14} {:>6} {:>9}  run directory",
-        "kernel", "outcome", "status", "time"
+        "{:<kw$}  {:<tw$}  {:<15} {:>6} {:>9}  run directory",
+        "kernel", "test", "outcome", "status", "time"
     ));
     for (c, r) in cells.iter().zip(reports) {
         match r {
@@ -207,8 +224,9 @@ pub fn summary(out: &dyn Fn(String), cells: &[Cell], reports: &[anyhow::Result<R
                     _ => "-".to_string(),
                 };
                 out(format!(
-                    "{:<width$}  {:<14} {:>6} {:>8.1}s  {}",
-                    c.label,
+                    "{:<kw$}  {:<tw$}  {:<15} {:>6} {:>8.1}s  {}",
+                    c.kernel.label,
+                    c.test,
                     r.outcome.label(),
                     status,
                     r.elapsed.as_secs_f64(),
@@ -216,8 +234,8 @@ pub fn summary(out: &dyn Fn(String), cells: &[Cell], reports: &[anyhow::Result<R
                 ));
             }
             Err(e) => out(format!(
-                "{:<width$}  {:<14} {:>6} {:>9}  {e:#}",
-                c.label, "error", "-", "-"
+                "{:<kw$}  {:<tw$}  {:<15} {:>6} {:>9}  {e:#}",
+                c.kernel.label, c.test, "error", "-", "-"
             )),
         }
     }

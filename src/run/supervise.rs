@@ -26,6 +26,17 @@ pub struct Cancel {
 struct CancelInner {
     cancelled: AtomicBool,
     groups: Mutex<Vec<i32>>,
+    holds: std::sync::atomic::AtomicUsize,
+}
+
+/// Keeps [`Cancel::running`] true while it lives: a matrix between two cells is still
+/// running, and must be let finish its reports rather than be exited.
+pub struct Hold<'a>(&'a Cancel);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.0.inner.holds.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn kill_group(pgid: i32) {
@@ -55,9 +66,16 @@ impl Cancel {
         self.inner.cancelled.load(Ordering::SeqCst)
     }
 
-    /// Whether any run using this token has a QEMU running now.
+    /// Whether any run using this token has a QEMU running now, or a [`Hold`] is alive.
     pub fn running(&self) -> bool {
-        self.inner.groups.lock().is_ok_and(|g| !g.is_empty())
+        self.inner.holds.load(Ordering::SeqCst) > 0
+            || self.inner.groups.lock().is_ok_and(|g| !g.is_empty())
+    }
+
+    /// Marks work in progress that handles cancelling itself, until the hold is dropped.
+    pub fn hold(&self) -> Hold<'_> {
+        self.inner.holds.fetch_add(1, Ordering::SeqCst);
+        Hold(self)
     }
 
     fn register(&self, pgid: i32) {

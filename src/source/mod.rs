@@ -102,3 +102,21 @@ pub fn for_profile<'a>(
 pub fn lock_path(profile: &Path) -> PathBuf {
     profile.with_extension("lock")
 }
+
+/// Whether `s` names a Debian kernel package, `PACKAGE` or `PACKAGE/SUITE`, rather than
+/// a file.
+pub fn is_kernel_package_spec(s: &str) -> bool {
+    let (name, suite) = match s.split_once('/') {
+        Some((n, s)) => (n, Some(s)),
+        None => (s, None),
+    };
+    debian::kernel::is_kernel_package(name)
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && suite.is_none_or(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}

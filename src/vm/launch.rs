@@ -43,6 +43,10 @@ pub fn launch(plan: &Plan, run: &RunConfig, persist: bool) -> Result<Launch> {
         // A test VM must never stop at systemd-firstboot's questions on the console.
         cmdline.push("systemd.firstboot=off".into());
     }
+    if let Some(t) = &run.test {
+        // The image carries every test; this word picks the one this boot runs.
+        cmdline.push(format!("kiln.test={t}"));
+    }
     cmdline.extend(run.cmdline.iter().cloned());
     Ok(Launch {
         binary: run.qemu.clone(),

@@ -1,6 +1,7 @@
 //! Debian packages without apt, dpkg or root: resolve from the signed index, fetch into
 //! the cache, unpack into the tree.
 
+pub mod cell_kernel;
 pub mod control;
 pub mod deb;
 pub mod deps;
@@ -150,7 +151,7 @@ pub fn load_archive(
     })
 }
 
-fn locked(index: &Index, i: usize) -> LockedPackage {
+pub(crate) fn locked(index: &Index, i: usize) -> LockedPackage {
     let p = index.get(i);
     LockedPackage {
         name: p.name.clone(),

@@ -1,0 +1,226 @@
+//! The kernels of a matrix, ready to boot the image already built: host images as they
+//! are, directories and globs expanded, Debian packages fetched, and for each kernel
+//! what it needs of its own: the boot initramfs of a disk, or an initramfs image's
+//! modules. The image itself is built once and shared.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::modules;
+use crate::output::cpio::{self, CpioOptions};
+use crate::plan::{CellKernel, KernelRef, Plan};
+use crate::profile::{Format, LoadedProfile};
+use crate::source::debian::cell_kernel::CellKernels;
+use crate::source::kernel::KernelFiles;
+use crate::source::{self, FetchedPackages, PackageOptions};
+use crate::template::Renderer;
+use crate::tree::Tree;
+use crate::util::progress;
+
+/// The kernels `refs` name, in order, each ready to boot `plan`'s image.
+pub fn cell_kernels(
+    lp: &LoadedProfile,
+    plan: &Plan,
+    refs: &[KernelRef],
+    opts: &PackageOptions,
+) -> Result<Vec<CellKernel>> {
+    let mut out = Vec::new();
+    let mut debian: Option<CellKernels> = None;
+    let mut shell: Option<Box<dyn FetchedPackages>> = None;
+    for r in refs {
+        match r {
+            KernelRef::Host(p) => out.push(CellKernel::host(p)),
+            KernelRef::Glob(pattern) => out.extend(expand(pattern)?),
+            KernelRef::Package { name, suite } => {
+                let d = match &mut debian {
+                    Some(d) => d,
+                    None => debian.insert(CellKernels::new(lp, opts)?),
+                };
+                let (versioned, files) = d.fetch(name, suite.as_deref())?;
+                let dir = plan
+                    .out_dir
+                    .join(format!("{}.kernels", plan.name))
+                    .join(&versioned);
+                let image = write_kernel(&files, &dir)?;
+                let initrd = match plan.format {
+                    Format::Disk => {
+                        let pkgs = match &mut shell {
+                            Some(s) => s,
+                            None => shell.insert(boot_shell(lp, plan, opts)?),
+                        };
+                        let dest = dir.join(format!("{}.initrd.cpio.zst", plan.name));
+                        super::boot_initrd::build_for(
+                            lp,
+                            plan,
+                            &files,
+                            pkgs.as_ref(),
+                            &dest,
+                            &Renderer::new(),
+                        )?;
+                        Some(dest)
+                    }
+                    Format::Initramfs => with_modules(lp, plan, &files, &dir)?,
+                    Format::Tar => None,
+                };
+                out.push(CellKernel {
+                    label: match suite {
+                        Some(s) => format!("{name}/{s}"),
+                        None => name.clone(),
+                    },
+                    image,
+                    initrd,
+                });
+            }
+        }
+    }
+    if let Some(d) = &debian {
+        d.save()?;
+    }
+    crate::plan::unique_labels(&mut out);
+    Ok(out)
+}
+
+/// The kernels `refs` name, without fetching packages (a package's image path is its
+/// name): for listing a matrix's cells.
+pub fn without_fetching(refs: &[KernelRef]) -> Result<Vec<CellKernel>> {
+    let mut out = Vec::new();
+    for r in refs {
+        match r {
+            KernelRef::Host(p) => out.push(CellKernel::host(p)),
+            KernelRef::Glob(pattern) => out.extend(expand(pattern)?),
+            KernelRef::Package { name, suite } => {
+                let label = match suite {
+                    Some(s) => format!("{name}/{s}"),
+                    None => name.clone(),
+                };
+                out.push(CellKernel {
+                    image: PathBuf::from(&label),
+                    label,
+                    initrd: None,
+                });
+            }
+        }
+    }
+    crate::plan::unique_labels(&mut out);
+    Ok(out)
+}
+
+/// Kernel images in a directory (up to three levels down) or matching a glob:
+/// `vmlinuz*`, `bzImage*` and `vmlinux*` files that are not configurations.
+fn expand(pattern: &str) -> Result<Vec<CellKernel>> {
+    let is_kernel = |p: &Path| {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        p.is_file()
+            && ["vmlinuz", "bzImage", "vmlinux"]
+                .iter()
+                .any(|k| name.starts_with(k))
+            && !name.ends_with(".config")
+    };
+    let mut found: Vec<PathBuf> = if Path::new(pattern).is_dir() {
+        walkdir::WalkDir::new(pattern)
+            .max_depth(3)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.into_path())
+            .filter(|p| is_kernel(p))
+            .collect()
+    } else {
+        glob::glob(pattern)
+            .with_context(|| format!("`{pattern}` is not a glob pattern"))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .filter(|p| !p.to_string_lossy().ends_with(".config"))
+            .collect()
+    };
+    found.sort();
+    if found.is_empty() {
+        bail!("no kernel images (vmlinuz*, bzImage*) in `{pattern}`");
+    }
+    let base = pattern
+        .split(['*', '?', '['])
+        .next()
+        .map(|b| Path::new(b).to_path_buf())
+        .unwrap_or_default();
+    Ok(found
+        .iter()
+        .map(|p| {
+            let mut k = CellKernel::host(p);
+            // Elastic's layout keeps one vmlinuz per directory: the path names the kernel.
+            let root = if base.is_dir() {
+                base.as_path()
+            } else {
+                base.parent().unwrap_or(Path::new("/"))
+            };
+            if let Ok(rel) = p.strip_prefix(root) {
+                k.label = rel.display().to_string();
+            }
+            k
+        })
+        .collect())
+}
+
+/// Writes the kernel image and its configuration as Debian lays them out, once.
+fn write_kernel(k: &KernelFiles, dir: &Path) -> Result<PathBuf> {
+    let image = dir.join(format!("vmlinuz-{}", k.release));
+    if !image.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The configuration first: the image's presence says both are there.
+        if let Some(c) = &k.config {
+            super::write_data(c, &dir.join(format!("config-{}", k.release)))?;
+        }
+        super::write_data(&k.vmlinuz, &image)?;
+        progress::step(format!("kernel {} → {}", k.release, image.display()));
+    }
+    Ok(image)
+}
+
+/// The packages that give a disk's boot initramfs its shell.
+fn boot_shell(
+    lp: &LoadedProfile,
+    plan: &Plan,
+    opts: &PackageOptions,
+) -> Result<Box<dyn FetchedPackages>> {
+    if plan.boot_initrd.is_none() {
+        bail!(
+            "{}: a disk boots a packaged kernel through kiln's boot initramfs, which needs the profile's own kernel to be a package too; set [kernel] package",
+            lp.path.display()
+        );
+    }
+    match source::for_profile(lp, opts)? {
+        Some(s) => s.fetch(),
+        None => bail!("{}: a disk needs a [distribution]", lp.path.display()),
+    }
+}
+
+/// For an initramfs whose init loads modules: the image with an archive of this
+/// kernel's modules (and their list) appended, which the kernel unpacks over the image.
+fn with_modules(
+    lp: &LoadedProfile,
+    plan: &Plan,
+    k: &KernelFiles,
+    dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let mods = modules::image_modules(lp, plan, Some(k))?;
+    if mods.is_empty() {
+        return Ok(None);
+    }
+    let mut tree = Tree::new(plan.epoch);
+    modules::insert_module_list(&mut tree, &mods, plan.epoch)?;
+    let archive = dir.join("modules.cpio.zst");
+    cpio::write(&tree, &archive, &CpioOptions::default())?;
+    let initrd = dir.join(format!("{}.initrd.cpio.zst", plan.name));
+    let mut out = crate::util::atomic::AtomicFile::create(&initrd)?;
+    for part in [&plan.image, &archive] {
+        let mut f =
+            std::fs::File::open(part).with_context(|| format!("reading {}", part.display()))?;
+        std::io::copy(&mut f, out.file())
+            .with_context(|| format!("writing {}", initrd.display()))?;
+    }
+    out.commit()?;
+    Ok(Some(initrd))
+}

@@ -365,15 +365,15 @@ fn several_kernels_run_as_a_matrix_in_parallel_with_a_summary() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    assert_eq!(row("mx.vmlinuz")[1..3], ["passed", "0"], "{s}");
-    assert_eq!(row("mx.vmlinuz#2")[1..3], ["passed", "0"], "{s}");
-    assert_eq!(row(&bookworm)[1..3], ["failed", "3"], "{s}");
-    assert_eq!(row("no-such-bzImage")[1], "error", "{s}");
+    assert_eq!(row("mx.vmlinuz")[1..4], ["test", "passed", "0"], "{s}");
+    assert_eq!(row("mx.vmlinuz#2")[1..4], ["test", "passed", "0"], "{s}");
+    assert_eq!(row(&bookworm)[1..4], ["test", "failed", "3"], "{s}");
+    assert_eq!(row("no-such-bzImage")[2], "error", "{s}");
     assert!(s.contains("kiln: 2 of 4 cells passed"), "{s}");
     // Each cell that did not pass says how to re-run just it; that command works.
     let rerun = s
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("kiln: rerun [{bookworm}]: kiln ")))
+        .find_map(|l| l.strip_prefix(&format!("kiln: rerun [{bookworm} test]: kiln ")))
         .unwrap_or_else(|| panic!("no rerun line:\n{s}"))
         .to_string();
     let again = Command::new("sh")

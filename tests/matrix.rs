@@ -260,3 +260,35 @@ fn a_list_of_tests_is_checked_before_anything_is_built() {
         assert!(stderr(&o).contains("bad.toml:"), "names the file and line");
     }
 }
+
+#[test]
+fn a_disk_runs_its_tests_as_units_each_in_its_own_boot() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // The shipped profile, with one more unit test that fails with status 3.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/systemd-tests.toml");
+    let p = write(
+        d.path(),
+        "units.toml",
+        &format!(
+            "version = 1\ninclude = [{:?}]\n[qemu]\naccel = \"tcg\"\n[[file]]\npath = \"/usr/lib/systemd/system/TEST-02-FAILS.service\"\ncontent = \"[Service]\\nType=oneshot\\nExecStart=/bin/sh -c 'exit 3'\\n\"\n[[test]]\nname = \"TEST-02-FAILS\"\nunit = \"TEST-02-FAILS.service\"\ntimeout = \"600s\"\n",
+            shipped.display().to_string()
+        ),
+    );
+    let o = run(kiln()
+        .arg("test")
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .args(["--test", "TEST-01-BASIC", "--test", "TEST-02-FAILS", "-j", "2"]));
+    let s = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{s}\n{}", stderr(&o));
+    let kernel = "linux-image-cloud-amd64";
+    assert_eq!(row(&s, kernel, "TEST-01-BASIC")[2..4], ["passed", "0"], "{s}");
+    assert_eq!(row(&s, kernel, "TEST-02-FAILS")[2..4], ["failed", "3"], "{s}");
+    // The test ran from the image's unit, not a script.
+    let console =
+        std::fs::read_to_string(out.join("units.run").join(kernel).join("TEST-02-FAILS/console.log"))
+            .unwrap();
+    assert!(console.contains("kiln: running test TEST-02-FAILS"), "{console}");
+}

@@ -2,6 +2,7 @@
 //! configuration and the run's files (one file per device), and the KVM probe.
 
 pub mod disk;
+pub mod ikconfig;
 pub mod kvm;
 pub mod launch;
 pub mod preflight;

@@ -178,8 +178,9 @@ pub struct BuildArgs {
     /// runs once on each kernel (a matrix).
     #[arg(long, value_name = "KERNEL")]
     kernel: Vec<PathBuf>,
-    /// Debian mirror URL, instead of the profile's or the host's apt configuration.
-    #[arg(long, value_name = "URL")]
+    /// Debian mirror URL, instead of the profile's or the host's apt configuration
+    /// (also $KILN_MIRROR, e.g. on a CI runner whose apt sources are not Debian's).
+    #[arg(long, value_name = "URL", env = "KILN_MIRROR")]
     mirror: Option<String>,
     /// Fail if the lock is missing or no longer matches the profile, instead of resolving afresh.
     #[arg(long)]

@@ -275,20 +275,36 @@ fn a_disk_runs_its_tests_as_units_each_in_its_own_boot() {
             shipped.display().to_string()
         ),
     );
-    let o = run(kiln()
-        .arg("test")
-        .arg(&p)
-        .arg("-o")
-        .arg(&out)
-        .args(["--test", "TEST-01-BASIC", "--test", "TEST-02-FAILS", "-j", "2"]));
+    let o = run(kiln().arg("test").arg(&p).arg("-o").arg(&out).args([
+        "--test",
+        "TEST-01-BASIC",
+        "--test",
+        "TEST-02-FAILS",
+        "-j",
+        "2",
+    ]));
     let s = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{s}\n{}", stderr(&o));
     let kernel = "linux-image-cloud-amd64";
-    assert_eq!(row(&s, kernel, "TEST-01-BASIC")[2..4], ["passed", "0"], "{s}");
-    assert_eq!(row(&s, kernel, "TEST-02-FAILS")[2..4], ["failed", "3"], "{s}");
+    assert_eq!(
+        row(&s, kernel, "TEST-01-BASIC")[2..4],
+        ["passed", "0"],
+        "{s}"
+    );
+    assert_eq!(
+        row(&s, kernel, "TEST-02-FAILS")[2..4],
+        ["failed", "3"],
+        "{s}"
+    );
     // The test ran from the image's unit, not a script.
-    let console =
-        std::fs::read_to_string(out.join("units.run").join(kernel).join("TEST-02-FAILS/console.log"))
-            .unwrap();
-    assert!(console.contains("kiln: running test TEST-02-FAILS"), "{console}");
+    let console = std::fs::read_to_string(
+        out.join("units.run")
+            .join(kernel)
+            .join("TEST-02-FAILS/console.log"),
+    )
+    .unwrap();
+    assert!(
+        console.contains("kiln: running test TEST-02-FAILS"),
+        "{console}"
+    );
 }

@@ -160,18 +160,22 @@ pub fn run(
 ) -> Result<RunReport> {
     let mut l = launch_for(plan, opts)?;
     launch::check_files(&plan.profile, &l)?;
-    let lacks = match preflight::find_config(&l.kernel) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            preflight::missing(
-                &preflight::KernelConfig::parse(&text),
-                &preflight::needs(plan),
-            )
-        }
+    let config = match preflight::find_config(&l.kernel) {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        ),
+        // A kernel built with CONFIG_IKCONFIG carries its configuration inside.
+        None => crate::vm::ikconfig::read(&l.kernel),
+    };
+    let lacks = match config {
+        Some(text) => preflight::missing(
+            &preflight::KernelConfig::parse(&text),
+            &preflight::needs(plan),
+        ),
         None => {
             sink.event(Event::Note(&format!(
-                "no configuration found beside {}; booting without a preflight",
+                "no configuration found beside {} or inside it (CONFIG_IKCONFIG); booting without a preflight",
                 l.kernel.display()
             )));
             Vec::new()

@@ -264,6 +264,8 @@ pub struct Plan {
     pub kernel: KernelPlan,
     /// The image's tests, in profile order.
     pub tests: Vec<TestPlan>,
+    /// The initramfs has modules appended for the kernel a cell boots.
+    pub cell_modules: bool,
     /// The initramfs that boots a disk image with a packaged kernel.
     pub boot_initrd: Option<PathBuf>,
     /// PARTUUID of a disk image's root partition.
@@ -401,6 +403,7 @@ impl Plan {
             out_dir,
             kernel,
             tests,
+            cell_modules: false,
             boot_initrd,
             root_partuuid: (format == Format::Disk)
                 .then(|| disk::root_partuuid(&lp.name).to_string()),
@@ -408,8 +411,19 @@ impl Plan {
         })
     }
 
+    /// Whether the initramfs loads modules built for the kernel it boots: the image's
+    /// own packaged kernel, or a cell's kernel whose modules were appended.
+    pub fn initrd_has_modules(&self) -> bool {
+        self.format == Format::Initramfs
+            && (matches!(self.kernel, KernelPlan::Package { .. }) || self.cell_modules)
+    }
+
     /// This plan booting `k` instead of its own kernel.
     pub fn use_kernel(&mut self, k: &CellKernel) {
+        if matches!(&self.kernel, KernelPlan::Package { vmlinuz, .. } if *vmlinuz == k.image) {
+            return;
+        }
+        self.cell_modules = self.format == Format::Initramfs && k.initrd.is_some();
         self.kernel = KernelPlan::Host(k.image.clone());
         match self.format {
             Format::Initramfs => {

@@ -36,9 +36,24 @@ fn a_test_status_up_to_119_passes_through_and_a_higher_one_is_123() {
 #[test]
 fn a_results_disk_that_cannot_mount_is_infrastructure_not_a_panic() {
     // The cloud kernel builds virtio_blk as a module, and a profile with a host kernel
-    // path loads no modules: the guest cannot see the results disk.
+    // path loads no modules: the preflight knows the guest could not see the disk.
     let (code, out, _) = status_of("echo hi > /results/x", "results = \"/results\"\n");
-    assert_eq!(code, Some(120), "{out}");
+    assert_eq!(code, Some(122), "{out}");
+    assert!(
+        out.contains("CONFIG_VIRTIO_BLK=m, but it must be built in (=y) for the results disk"),
+        "{out}"
+    );
+    // With the modules loaded, a results directory that cannot be a mount point (in
+    // procfs) fails kiln's own step in the guest, not the test.
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "infra.toml",
+        "version = 1\n[distribution]\nsuite = \"trixie\"\npackages = [\"busybox-static\"]\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n[[symlink]]\npath = \"/bin/sh\"\ntarget = \"busybox\"\n[test]\ncommand = \"true\"\nresults = \"/proc/kiln-results\"\ntimeout = \"120s\"\n[qemu]\nmemory = \"512M\"\naccel = \"tcg\"\n",
+    );
+    let o = run(kiln().arg("test").arg(&p).arg("-o").arg(d.path().join("out")));
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(120), "{out}");
     assert!(
         out.contains("INFRASTRUCTURE") && out.contains("cannot mount the results disk"),
         "{out}"

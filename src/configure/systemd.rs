@@ -158,6 +158,13 @@ pub fn enable(tree: &mut Tree, units: &[String], epoch: i64) -> Result<Enabled> 
             (Some(i), Some(at)) => format!("{}@{}{}", &file[..at], i, &file[at + 1..]),
             _ => file.clone(),
         };
+        // DefaultInstance= also becomes part of a path.
+        if !valid_unit_name(&name) {
+            done.skipped.push(format!(
+                "{unit}: its instance makes `{name}`, which is not a unit name"
+            ));
+            continue;
+        }
         let target = format!("/{path}");
         for t in &inst.wanted_by {
             link(
@@ -229,10 +236,25 @@ mod tests {
             f("[Install]\nWantedBy=../../../../tmp/x\nAlias=../../etc/passwd\n"),
         )
         .unwrap();
+        t.insert(
+            "usr/lib/systemd/system/getty@.service",
+            f("[Install]\nWantedBy=getty.target\nDefaultInstance=../../../../tmp/y\n"),
+        )
+        .unwrap();
         let before = t.len();
-        let e = enable(&mut t, &["evil.service".into(), "../x.service".into()], 0).unwrap();
+        let e = enable(
+            &mut t,
+            &[
+                "evil.service".into(),
+                "../x.service".into(),
+                "getty@.service".into(),
+            ],
+            0,
+        )
+        .unwrap();
         assert!(e.units.is_empty(), "{e:?}");
-        assert_eq!(e.skipped.len(), 2, "{e:?}");
+        assert_eq!(e.skipped.len(), 3, "{e:?}");
+        assert!(e.skipped[2].contains("its instance makes"), "{e:?}");
         assert!(e.skipped[0].contains("not a unit name"), "{e:?}");
         assert_eq!(t.len(), before, "nothing was linked");
         assert!(t.iter().all(|(p, _)| !p.split('/').any(|c| c == "..")));

@@ -171,7 +171,7 @@ pub fn run(
     let lacks = match config {
         Some(text) => preflight::missing(
             &preflight::KernelConfig::parse(&text),
-            &preflight::needs(plan),
+            &preflight::needs(plan, &opts.config),
         ),
         None => {
             sink.event(Event::Note(&format!(

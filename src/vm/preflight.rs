@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::output::options::{Compression, Format};
-use crate::plan::{Plan, WriterPlan};
+use crate::plan::{Plan, RunConfig, WriterPlan};
 
 /// A kernel's build configuration: option → value (`y`, `m`, a number, a string).
 #[derive(Debug, Default, Clone)]
@@ -70,8 +70,8 @@ pub struct Need {
     pub why: &'static str,
 }
 
-/// What a run of `plan` needs from its kernel.
-pub fn needs(plan: &Plan) -> Vec<Need> {
+/// What a run of `plan` under `run` needs from its kernel.
+pub fn needs(plan: &Plan, run: &RunConfig) -> Vec<Need> {
     let need = |option, module_ok, why| Need {
         option,
         module_ok,
@@ -100,6 +100,20 @@ pub fn needs(plan: &Plan) -> Vec<Need> {
         v.push(need("VIRTIO_PCI", m, "virtio devices (the root disk)"));
         v.push(need("VIRTIO_BLK", m, "the root disk"));
         v.push(need("EXT4_FS", m, "the root file system"));
+    }
+    if run.results.is_some() {
+        // Modules do where kiln loads this kernel's before the test: a disk's boot
+        // initramfs, or an initramfs that carries this kernel's modules.
+        let m = plan.boot_initrd.is_some() || plan.initrd_has_modules();
+        for (option, why) in [
+            ("VIRTIO_PCI", "the results disk (virtio)"),
+            ("VIRTIO_BLK", "the results disk"),
+            ("EXT4_FS", "the results disk's file system"),
+        ] {
+            if !v.iter().any(|n| n.option == option) {
+                v.push(need(option, m, why));
+            }
+        }
     }
     v
 }

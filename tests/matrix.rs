@@ -262,49 +262,128 @@ fn a_list_of_tests_is_checked_before_anything_is_built() {
 }
 
 #[test]
-fn a_disk_runs_its_tests_as_units_each_in_its_own_boot() {
+fn a_disk_runs_its_tests_as_units_each_in_its_own_boot_on_each_kernel() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
-    // The shipped profile, with one more unit test that fails with status 3.
+    // The shipped profile, with one more unit test that fails with status 3, on
+    // trixie's kernel only.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/systemd-tests.toml");
     let p = write(
         d.path(),
         "units.toml",
         &format!(
-            "version = 1\ninclude = [{:?}]\n[qemu]\naccel = \"tcg\"\n[[file]]\npath = \"/usr/lib/systemd/system/TEST-02-FAILS.service\"\ncontent = \"[Service]\\nType=oneshot\\nExecStart=/bin/sh -c 'exit 3'\\n\"\n[[test]]\nname = \"TEST-02-FAILS\"\nunit = \"TEST-02-FAILS.service\"\ntimeout = \"600s\"\n",
+            "version = 1\ninclude = [{:?}]\n[qemu]\naccel = \"tcg\"\n[[file]]\npath = \"/usr/lib/systemd/system/TEST-02-FAILS.service\"\ncontent = \"[Service]\\nType=oneshot\\nExecStart=/bin/sh -c 'exit 3'\\n\"\n[[test]]\nname = \"TEST-02-FAILS\"\nunit = \"TEST-02-FAILS.service\"\ntimeout = \"600s\"\nkernels = [\"*/trixie\"]\n",
             shipped.display().to_string()
         ),
     );
-    let o = run(kiln().arg("test").arg(&p).arg("-o").arg(&out).args([
-        "--test",
-        "TEST-01-BASIC",
-        "--test",
-        "TEST-02-FAILS",
-        "-j",
-        "2",
-    ]));
+    // bookworm's 6.1 kernel boots trixie's disk with its own modules, which its boot
+    // initramfs copies into the root; TEST-01-BASIC sees no failed unit there either.
+    let trixie = "linux-image-cloud-amd64/trixie";
+    let old = "linux-image-6.1.0-47-cloud-amd64";
+    let o = run(kiln()
+        .arg("test")
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .args(["--kernel", trixie, "--kernel", old])
+        .args([
+            "--test",
+            "TEST-01-BASIC",
+            "--test",
+            "TEST-02-FAILS",
+            "-j",
+            "2",
+        ]));
     let s = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{s}\n{}", stderr(&o));
-    let kernel = "linux-image-cloud-amd64";
     assert_eq!(
-        row(&s, kernel, "TEST-01-BASIC")[2..4],
+        row(&s, trixie, "TEST-01-BASIC")[2..4],
         ["passed", "0"],
         "{s}"
     );
     assert_eq!(
-        row(&s, kernel, "TEST-02-FAILS")[2..4],
+        row(&s, trixie, "TEST-02-FAILS")[2..4],
         ["failed", "3"],
         "{s}"
     );
+    assert_eq!(row(&s, old, "TEST-01-BASIC")[2..4], ["passed", "0"], "{s}");
+    assert!(s.contains("kiln: 2 of 3 cells passed"), "{s}");
+    let console = |k: &str, t: &str| {
+        std::fs::read_to_string(
+            out.join("units.run")
+                .join(k.replace('/', "@"))
+                .join(t)
+                .join("console.log"),
+        )
+        .unwrap()
+    };
     // The test ran from the image's unit, not a script.
-    let console = std::fs::read_to_string(
-        out.join("units.run")
-            .join(kernel)
-            .join("TEST-02-FAILS/console.log"),
-    )
-    .unwrap();
+    assert!(console(trixie, "TEST-02-FAILS").contains("kiln: running test TEST-02-FAILS"));
+    let c = console(old, "TEST-01-BASIC");
+    assert!(c.contains("Linux version 6.1.0-47-cloud-amd64"), "{c}");
     assert!(
-        console.contains("kiln: running test TEST-02-FAILS"),
-        "{console}"
+        c.lines()
+            .any(|l| l.contains("unit=kiln-depmod") && l.contains("res=success")),
+        "the image indexed the modules of the kernel it booted:\n{c}"
+    );
+}
+
+#[test]
+fn sigterm_stops_every_cell_and_the_reports_are_still_written() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let p = busybox_profile(
+        d.path(),
+        "term",
+        "[[test]]\nname = \"a\"\ncommand = \"sleep 1000\"\n[[test]]\nname = \"b\"\ncommand = \"sleep 1000\"\n[[test]]\nname = \"c\"\ncommand = \"true\"\n",
+    );
+    let junit = d.path().join("junit.xml");
+    let child = test_cmd(&p, &out)
+        .args(["-j", "2", "--junit"])
+        .arg(&junit)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until both running cells' tests have started in their guests.
+    let start = std::time::Instant::now();
+    let running = |t: &str| {
+        std::fs::read_dir(out.join("term.run"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|k| {
+                std::fs::read_to_string(k.path().join(t).join("console.log"))
+                    .is_ok_and(|c| c.contains("kiln: running test"))
+            })
+    };
+    while !(running("a") && running("b")) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "the guests never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let s = stdout(&o);
+    assert_eq!(o.status.code(), Some(130), "{s}");
+    let kernel = debian_kernel()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(row(&s, &kernel, "a")[2], "cancelled", "{s}");
+    assert_eq!(row(&s, &kernel, "b")[2], "cancelled", "{s}");
+    assert_eq!(row(&s, &kernel, "c")[2], "error", "{s}");
+    assert!(s.contains("kiln: 0 of 3 cells passed"), "{s}");
+    assert!(std::fs::read_to_string(&junit)
+        .unwrap()
+        .contains("<error type=\"cancelled\""));
+    let marker = out.join("term.runs").to_string_lossy().into_owned();
+    assert!(
+        processes_mentioning(&marker).is_empty(),
+        "QEMU outlived kiln"
     );
 }

@@ -51,7 +51,11 @@ fn a_results_disk_that_cannot_mount_is_infrastructure_not_a_panic() {
         "infra.toml",
         "version = 1\n[distribution]\nsuite = \"trixie\"\npackages = [\"busybox-static\"]\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n[[symlink]]\npath = \"/bin/sh\"\ntarget = \"busybox\"\n[test]\ncommand = \"true\"\nresults = \"/proc/kiln-results\"\ntimeout = \"120s\"\n[qemu]\nmemory = \"512M\"\naccel = \"tcg\"\n",
     );
-    let o = run(kiln().arg("test").arg(&p).arg("-o").arg(d.path().join("out")));
+    let o = run(kiln()
+        .arg("test")
+        .arg(&p)
+        .arg("-o")
+        .arg(d.path().join("out")));
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(120), "{out}");
     assert!(

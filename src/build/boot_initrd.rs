@@ -29,21 +29,24 @@ pub fn build(
     let k = pkgs
         .kernel()
         .context("the boot initramfs needs the kernel's files")?;
-    build_for(lp, plan, k, pkgs, dest, renderer)
+    build_for(lp, plan, k, pkgs, &|_| Ok(()), dest, renderer)
 }
 
-/// Writes to `dest` the boot initramfs for kernel `k`, with the boot shell from `pkgs`.
+/// Writes to `dest` the boot initramfs for kernel `k`, with the boot shell from `pkgs`
+/// and whatever `extra` adds.
 pub fn build_for(
     lp: &LoadedProfile,
     plan: &Plan,
     k: &KernelFiles,
     pkgs: &dyn FetchedPackages,
+    extra: &dyn Fn(&mut Tree) -> Result<()>,
     dest: &Path,
     renderer: &Renderer,
 ) -> Result<()> {
     let epoch = plan.epoch;
     let mut tree = Tree::new(epoch);
     pkgs.install_boot_shell(&mut tree, epoch)?;
+    extra(&mut tree)?;
     tree.remove_tree("usr/share");
     tree.insert(
         "usr/bin/sh",

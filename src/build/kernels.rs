@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use sha2::Digest;
 
 use super::modules;
 use crate::output::cpio::{self, CpioOptions};
@@ -17,6 +18,10 @@ use crate::source::{self, FetchedPackages, PackageOptions};
 use crate::template::Renderer;
 use crate::tree::Tree;
 use crate::util::progress;
+
+/// Where a disk's boot initramfs for a matrix kernel carries that kernel's module tree
+/// (`kiln-modules/RELEASE/`), for its init to copy into the root file system.
+pub const MODULE_TREE: &str = "kiln-modules";
 
 /// The kernels `refs` name, in order, each ready to boot `plan`'s image.
 pub fn cell_kernels(
@@ -37,30 +42,51 @@ pub fn cell_kernels(
                     Some(d) => d,
                     None => debian.insert(CellKernels::new(lp, opts)?),
                 };
-                let (versioned, files) = d.fetch(name, suite.as_deref())?;
+                let fetched = d.fetch(name, suite.as_deref())?;
+                let files = &fetched.files;
                 let dir = plan
                     .out_dir
                     .join(format!("{}.kernels", plan.name))
-                    .join(&versioned);
-                let image = write_kernel(&files, &dir)?;
+                    .join(&fetched.versioned);
+                let image = write_kernel(files, &dir)?;
                 let initrd = match plan.format {
                     Format::Disk => {
-                        let pkgs = match &mut shell {
-                            Some(s) => s,
-                            None => shell.insert(boot_shell(lp, plan, opts)?),
-                        };
                         let dest = dir.join(format!("{}.initrd.cpio.zst", plan.name));
-                        super::boot_initrd::build_for(
-                            lp,
-                            plan,
-                            &files,
-                            pkgs.as_ref(),
-                            &dest,
-                            &Renderer::new(),
-                        )?;
+                        // The disk holds its own kernel's modules; this kernel's travel
+                        // in its boot initramfs, which copies them into the root.
+                        let modules = |t: &mut Tree| {
+                            fetched
+                                .install_module_tree(t, MODULE_TREE, plan.epoch)
+                                .map(|_| ())
+                        };
+                        // The boot shell comes from the profile's lock.
+                        let lock = std::fs::read(source::lock_path(&lp.path)).unwrap_or_default();
+                        let key = format!(
+                            "{} {} {} {:?} {}",
+                            env!("CARGO_PKG_VERSION"),
+                            fetched.versioned,
+                            plan.epoch,
+                            lp.profile.kernel.modules,
+                            hex::encode(sha2::Sha256::digest(&lock))
+                        );
+                        cached(&dest, &key, || {
+                            let pkgs = match &mut shell {
+                                Some(s) => s,
+                                None => shell.insert(boot_shell(lp, plan, opts)?),
+                            };
+                            super::boot_initrd::build_for(
+                                lp,
+                                plan,
+                                files,
+                                pkgs.as_ref(),
+                                &modules,
+                                &dest,
+                                &Renderer::new(),
+                            )
+                        })?;
                         Some(dest)
                     }
-                    Format::Initramfs => with_modules(lp, plan, &files, &dir)?,
+                    Format::Initramfs => with_modules(lp, plan, files, &dir)?,
                     Format::Tar => None,
                 };
                 out.push(CellKernel {
@@ -209,10 +235,20 @@ fn with_modules(
     if mods.is_empty() {
         return Ok(None);
     }
-    let mut tree = Tree::new(plan.epoch);
-    modules::insert_module_list(&mut tree, &mods, plan.epoch)?;
     let archive = dir.join("modules.cpio.zst");
-    cpio::write(&tree, &archive, &CpioOptions::default())?;
+    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+    let key = format!(
+        "{} {} {} {names:?}",
+        env!("CARGO_PKG_VERSION"),
+        k.release,
+        plan.epoch
+    );
+    cached(&archive, &key, || {
+        let mut tree = Tree::new(plan.epoch);
+        modules::insert_module_list(&mut tree, &mods, plan.epoch)?;
+        cpio::write(&tree, &archive, &CpioOptions::default()).map(|_| ())
+    })?;
+    // The image changes with every build: the concatenation is made afresh each time.
     let initrd = dir.join(format!("{}.initrd.cpio.zst", plan.name));
     let mut out = crate::util::atomic::AtomicFile::create(&initrd)?;
     for part in [&plan.image, &archive] {
@@ -223,4 +259,16 @@ fn with_modules(
     }
     out.commit()?;
     Ok(Some(initrd))
+}
+
+/// Makes `dest` with `make` unless it exists and was made from the same `key` (kept
+/// beside it as `dest.key`, written after `dest`, so a stale key never vouches for it).
+fn cached(dest: &Path, key: &str, make: impl FnOnce() -> Result<()>) -> Result<()> {
+    let key_file = PathBuf::from(format!("{}.key", dest.display()));
+    if dest.exists() && std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&key_file);
+    make()?;
+    crate::util::atomic::write(&key_file, key.as_bytes())
 }

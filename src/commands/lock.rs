@@ -29,5 +29,16 @@ pub fn lock(a: &ProfileArgs, update: bool, printer: &Printer) -> Result<ExitStat
             path.display()
         )),
     }
+    // The matrix's kernels are pinned apart; --update lets the next matrix run
+    // resolve them afresh too.
+    let kernels = crate::source::debian::cell_kernel::kernels_lock_path(&a.profile);
+    if update && kernels.exists() {
+        std::fs::remove_file(&kernels)
+            .map_err(|e| anyhow::anyhow!("removing {}: {e}", kernels.display()))?;
+        printer.step(format!(
+            "removed {}; the next `kiln test --matrix` resolves the matrix's kernels afresh",
+            kernels.display()
+        ));
+    }
     Ok(ExitStatus::SUCCESS)
 }

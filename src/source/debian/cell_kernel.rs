@@ -40,6 +40,45 @@ struct KernelsLock {
     kernels: Vec<LockedKernel>,
 }
 
+/// A kernel of a matrix, fetched and unpacked.
+pub struct FetchedKernel {
+    /// `PACKAGE_VERSION` of the versioned kernel package: a directory name.
+    pub versioned: String,
+    /// Its image, configuration and modules.
+    pub files: KernelFiles,
+    unpacked: Vec<super::deb::Unpacked>,
+}
+
+impl FetchedKernel {
+    /// Puts the kernel's whole module tree (`lib/modules/RELEASE/…` of its packages,
+    /// wherever the package keeps it) under `under/RELEASE/` in `tree`. Returns the
+    /// number of entries.
+    pub fn install_module_tree(
+        &self,
+        tree: &mut crate::tree::Tree,
+        under: &str,
+        epoch: i64,
+    ) -> Result<usize> {
+        let mut n = 0;
+        for u in &self.unpacked {
+            let tar = std::sync::Arc::new(u.data_tar.clone());
+            for m in &u.members {
+                let Some((_, rest)) = m.path.split_once("lib/modules/") else {
+                    continue;
+                };
+                if rest.is_empty() {
+                    continue;
+                }
+                if let Some(e) = super::install::member_entry(tree, m, &tar, epoch)? {
+                    tree.insert(&format!("{under}/{}", rest.trim_end_matches('/')), e)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// `profiles/x.toml` → `profiles/x.kernels.lock`.
 pub fn kernels_lock_path(profile: &Path) -> PathBuf {
     profile.with_extension("kernels.lock")
@@ -99,9 +138,8 @@ impl<'a> CellKernels<'a> {
         })
     }
 
-    /// The kernel files of package `name` (from `suite`, else the first suite that has
-    /// it), and the versioned package that provides them.
-    pub fn fetch(&mut self, name: &str, suite: Option<&str>) -> Result<(String, KernelFiles)> {
+    /// The kernel of package `name`, from `suite`, else the first suite that has it.
+    pub fn fetch(&mut self, name: &str, suite: Option<&str>) -> Result<FetchedKernel> {
         let request = match suite {
             Some(s) => format!("{name}/{s}"),
             None => name.to_string(),
@@ -136,7 +174,11 @@ impl<'a> CellKernels<'a> {
             .find(|p| p.name.ends_with(&files.release))
             .map(|p| format!("{}_{}", p.name, p.version))
             .unwrap_or_else(|| files.release.clone());
-        Ok((versioned, files))
+        Ok(FetchedKernel {
+            versioned,
+            files,
+            unpacked,
+        })
     }
 
     fn resolve(&mut self, request: &str, name: &str, suite: Option<&str>) -> Result<LockedKernel> {

@@ -272,3 +272,63 @@ fn cached(dest: &Path, key: &str, make: impl FnOnce() -> Result<()>) -> Result<(
     make()?;
     crate::util::atomic::write(&key_file, key.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_and_globs_find_kernel_images_named_by_their_path() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "k/ubuntu/5.15/vmlinuz",
+            "k/ubuntu/5.15/config",
+            "k/debian/6.1/bzImage",
+            "k/debian/6.1/bzImage.config",
+            "k/readme.txt",
+        ] {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"x").unwrap();
+        }
+        let dir = d.path().join("k");
+        let found = expand(&dir.to_string_lossy()).unwrap();
+        let labels: Vec<&str> = found.iter().map(|k| k.label.as_str()).collect();
+        assert_eq!(labels, ["debian/6.1/bzImage", "ubuntu/5.15/vmlinuz"]);
+        let found = expand(&format!("{}/k/*/*/vmlinuz", d.path().display())).unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(found[0].image.ends_with("k/ubuntu/5.15/vmlinuz"));
+        let e = expand(&format!("{}/none/*", d.path().display())).unwrap_err();
+        assert!(e.to_string().contains("no kernel images"), "{e}");
+    }
+
+    #[test]
+    fn kernel_refs_tell_files_from_packages() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("linux-image-local"), b"x").unwrap();
+        let parse = |s: &str| KernelRef::parse(s, d.path());
+        assert_eq!(
+            parse("linux-image-6.1.0-47-cloud-amd64"),
+            KernelRef::Package {
+                name: "linux-image-6.1.0-47-cloud-amd64".into(),
+                suite: None
+            }
+        );
+        assert_eq!(
+            parse("linux-image-cloud-amd64/bookworm"),
+            KernelRef::Package {
+                name: "linux-image-cloud-amd64".into(),
+                suite: Some("bookworm".into())
+            }
+        );
+        // An existing file wins over a package of the same name.
+        assert_eq!(
+            parse("linux-image-local"),
+            KernelRef::Host(d.path().join("linux-image-local"))
+        );
+        assert!(matches!(parse("bzImage"), KernelRef::Host(_)));
+        assert!(matches!(parse("k/*/vmlinuz"), KernelRef::Glob(_)));
+        assert!(matches!(parse("."), KernelRef::Glob(_)));
+        assert!(matches!(parse("linux-image-X/y"), KernelRef::Host(_)));
+    }
+}

@@ -54,7 +54,9 @@ pub enum Cmd {
         test: bool,
     },
     /// Build, then boot with the serial console on this terminal (Ctrl-A X quits QEMU).
-    /// A disk image keeps what the guest writes.
+    /// The profile's tests do not run (the same image bytes run them under `kiln test`):
+    /// an initramfs opens a shell on the console, a disk boots to its login (a root shell
+    /// with [system] autologin). A disk image keeps what the guest writes.
     Boot {
         #[command(flatten)]
         build: BuildArgs,
@@ -63,6 +65,10 @@ pub enum Cmd {
         /// Boot the image already in the output directory instead of building it first.
         #[arg(long)]
         no_build: bool,
+        /// Run a test with the console attached: the first, or the one named; kiln then
+        /// exits with its status.
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+        test: Option<String>,
     },
     /// Build, boot, run the profile's test, bring its results back, exit with its status.
     Test {

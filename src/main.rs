@@ -49,10 +49,12 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             build,
             run,
             no_build,
+            test,
         } => {
             let b = commands::BootArgs {
                 overrides: run.overrides(None),
                 no_build,
+                test,
             };
             commands::boot(&build.profile_args()?, &b, printer)
         }

@@ -180,6 +180,16 @@ impl RunOverrides {
 }
 
 impl RunConfig {
+    /// This configuration for a boot that runs no test (`kiln boot`): the image's tests
+    /// stay inert, and no results disk is attached.
+    pub fn without_test(&self) -> RunConfig {
+        let mut c = self.clone();
+        c.test = None;
+        c.results = None;
+        c.require.clear();
+        c
+    }
+
     /// This configuration for running `test` (its time limit, results and splat policy).
     pub fn for_test(&self, test: Option<&TestPlan>) -> RunConfig {
         let mut c = self.clone();

@@ -201,10 +201,75 @@ fn kiln_boot_puts_the_console_on_stdio_and_exits_with_the_guest_status() {
         .arg(d.path().join("out"))
         .arg("--kernel")
         .arg(debian_kernel())
+        .arg("--test")
         .stdin(Stdio::null()));
     assert_eq!(o.status.code(), Some(5));
     assert!(stdout(&o).contains("from-the-guest"), "{}", stdout(&o));
     assert!(stderr(&o).contains("the guest reported exit status 5"));
+    // Without --test the same image bytes boot to a shell on the console, which runs
+    // what the terminal types; the test does not run.
+    let image = d.path().join("out/boot.cpio.zst");
+    let before = std::fs::read(&image).unwrap();
+    let mut child = kiln()
+        .arg("boot")
+        .arg(&p)
+        .arg("-o")
+        .arg(d.path().join("out"))
+        .arg("--kernel")
+        .arg(debian_kernel())
+        .arg("--no-build")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Type only once the shell is there: the UART drops what arrives before anything
+    // opens the console.
+    let mut stdin = child.stdin.take().unwrap();
+    let reader = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !seen.contains("kiln: no test on this boot") {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => {
+                seen.push_str(&l);
+                seen.push('\n');
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no shell on the console:\n{seen}");
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    {
+        use std::io::Write;
+        stdin.write_all(b"echo typed-$((6*7))\nexit\n").unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    seen.extend(rx.iter().map(|l| l + "\n"));
+    let o = std::process::Output {
+        status,
+        stdout: seen.into_bytes(),
+        stderr: Vec::new(),
+    };
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("kiln: no test on this boot"), "{out}");
+    assert!(out.contains("typed-42"), "{out}");
+    assert!(!out.contains("from-the-guest"), "{out}");
+    assert_eq!(std::fs::read(&image).unwrap(), before, "the same image");
 }
 
 #[test]

@@ -80,13 +80,17 @@ pub fn assemble(
     if !tests.is_empty() {
         add_runner(tree, plan, renderer, data)?;
     }
-    configure::enable_units(tree, &input)?;
     if plan.format == Format::Initramfs && !tree.contains("init") {
-        bail!(
-            "{}: the initramfs has no /init; add a [test] (kiln then generates /init) or a [[file]] with path = \"/init\"",
-            lp.path.display()
-        );
+        if !tree.contains("bin/sh") && !tree.contains("usr/bin/sh") {
+            bail!(
+                "{}: the initramfs has no /init, and no /bin/sh for the one kiln generates; add busybox (a [[binary]] or a package) with a /bin/sh link, or a [[file]] with path = \"/init\"",
+                lp.path.display()
+            );
+        }
+        let init = renderer.render("init (built in)", template::INITRAMFS_INIT, data)?;
+        tree.insert("init", exe(Data::bytes(init), plan.epoch))?;
     }
+    configure::enable_units(tree, &input)?;
     Ok(())
 }
 
@@ -134,12 +138,10 @@ fn add_runner(tree: &mut Tree, plan: &Plan, renderer: &Renderer, data: &Value) -
         exe(Data::bytes(wrapper), plan.epoch),
     )?;
     match plan.format {
+        // The generated /init (see `assemble`) starts the wrapper.
         Format::Initramfs => {
             if tree.contains("init") {
                 progress::step("the profile provides /init; kiln's generated /init is not used");
-            } else {
-                let init = renderer.render("init (built in)", template::INITRAMFS_INIT, data)?;
-                tree.insert("init", exe(Data::bytes(init), plan.epoch))?;
             }
         }
         // A tar is a root file system for someone else to boot: it gets the unit too.

@@ -14,15 +14,31 @@ pub struct BootArgs {
     pub overrides: RunOverrides,
     /// Boot the image already built.
     pub no_build: bool,
+    /// Run a test with the console attached: Some("") the first, Some(NAME) that one;
+    /// None boots without running any.
+    pub test: Option<String>,
 }
 
-/// Builds and boots with the console on this terminal. Exits with the status the guest
-/// reported, 0 when it reported none, 126 when QEMU failed.
+/// Builds and boots with the console on this terminal, running no test unless asked.
+/// Exits with the status the guest reported, 0 when it reported none, 126 when QEMU
+/// failed.
 pub fn boot(a: &ProfileArgs, b: &BootArgs, printer: &Printer) -> Result<ExitStatus> {
     let lp = load(&a.profile)?;
     let plan = plan_or_build(&lp, a, b.no_build)?;
+    let config = match b.test.as_deref() {
+        None => plan.run.without_test(),
+        Some("") if plan.tests.is_empty() => anyhow::bail!(
+            "--test: {} has no test; `kiln boot` without --test boots it",
+            a.profile.display()
+        ),
+        Some("") => plan.run.clone(),
+        Some(name) => {
+            let t = super::test::selected_tests(&plan, &[name.to_string()])?;
+            plan.run.for_test(t.first())
+        }
+    };
     let opts = RunOptions {
-        config: plan.run.with(&b.overrides),
+        config: config.with(&b.overrides),
         persist: true,
         mode: Mode::Interactive,
         dir: None,

@@ -39,6 +39,7 @@ pub fn qemu(
         let b = boot::BootArgs {
             overrides: q.overrides.clone(),
             no_build: true,
+            test: None,
         };
         return boot::boot(a, &b, printer);
     }
@@ -49,8 +50,13 @@ pub fn qemu(
     } else {
         Mode::Interactive
     };
+    let config = if q.test {
+        plan.run.clone()
+    } else {
+        plan.run.without_test()
+    };
     let opts = RunOptions {
-        config: plan.run.with(&q.overrides),
+        config: config.with(&q.overrides),
         persist: !q.test,
         mode,
         dir: None,

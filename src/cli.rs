@@ -18,11 +18,12 @@ use kiln::source::PackageOptions;
     about = "Rootless, declarative VM image builder and test runner",
     long_about = "kiln reads a TOML profile and, without root, loop devices or mounts, writes an \
 initramfs (newc cpio + zstd), a tar, or a GPT disk image with ext4 itself, from Debian packages, \
-overlays and files; then boots it in QEMU, runs the profile's test inside and reports its exit \
+overlays and files; then boots it in QEMU, runs the profile's tests inside (each a boot, on each \
+kernel asked for) and reports their exit status \
 status and results.\n\nExit status of `kiln test`: 0 passed; 1-119 the test's own status; 120 \
 kiln's own step in the guest failed; 121 kernel splat; 122 preflight (the kernel lacks what the \
 run needs; not booted); 123 the test exited with 120 or more; 124 timed out; 125 kernel panic; \
-126 QEMU failed; 127 the guest reported no status; 128 the test passed but left out a file its `require` lists; 130 interrupted. With several kernels: 0 \
+126 QEMU failed; 127 the guest reported no status; 128 the test passed but left out a file its `require` lists; 130 interrupted. With several cells (kernels × tests): 0 \
 when every run passed, 130 interrupted, else 1. Any command: 2 for a bad profile, 1 for other \
 errors."
 )]
@@ -70,7 +71,8 @@ pub enum Cmd {
         #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
         test: Option<String>,
     },
-    /// Build, boot, run the profile's test, bring its results back, exit with its status.
+    /// Build, boot, run the profile's tests (on each kernel asked for), bring their results
+    /// back, exit with the status (one cell) or 0 when every cell passed.
     Test {
         #[command(flatten)]
         build: BuildArgs,
@@ -141,7 +143,9 @@ pub enum Cmd {
     Lock {
         #[command(flatten)]
         build: BuildArgs,
-        /// Resolve afresh even if the lock still matches the profile (picks up new package versions).
+        /// Resolve afresh even if the lock still matches the profile (picks up new package
+        /// versions); also removes PROFILE.kernels.lock, so a matrix's kernels are resolved
+        /// afresh on its next run.
         #[arg(long)]
         update: bool,
     },
@@ -266,7 +270,8 @@ impl BuildArgs {
                 out_dir: self.out_dir.clone(),
                 kernel: self.kernel.first().cloned(),
                 packages: PackageOptions {
-                    mirror: self.mirror.clone(),
+                    // An empty $KILN_MIRROR (an unset CI variable) means none.
+                    mirror: self.mirror.clone().filter(|m| !m.is_empty()),
                     ignore_valid_until: self.ignore_valid_until,
                     locked: self.locked,
                     jobs: self.downloads,

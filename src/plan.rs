@@ -483,13 +483,33 @@ pub enum KernelRef {
     },
 }
 
+impl std::fmt::Display for KernelRef {
+    /// How `--kernel` writes it; a package is `PACKAGE` or `PACKAGE/SUITE`, also its label.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelRef::Host(p) => write!(f, "{}", p.display()),
+            KernelRef::Glob(g) => f.write_str(g),
+            KernelRef::Package {
+                name,
+                suite: Some(s),
+            } => write!(f, "{name}/{s}"),
+            KernelRef::Package { name, suite: None } => f.write_str(name),
+        }
+    }
+}
+
 impl KernelRef {
     /// Reads `s`, a path relative to `base`, a glob, a directory, `PACKAGE` or
     /// `PACKAGE/SUITE` (apt's spelling). An existing file wins over a package name.
     pub fn parse(s: &str, base: &Path) -> KernelRef {
         let path = base.join(s);
         if s.contains(['*', '?', '[']) {
-            return KernelRef::Glob(path.to_string_lossy().into_owned());
+            // The base is a directory name, not a pattern: `[` in it is literal.
+            return KernelRef::Glob(if Path::new(s).is_absolute() {
+                s.to_string()
+            } else {
+                format!("{}/{s}", glob::Pattern::escape(&base.to_string_lossy()))
+            });
         }
         if path.is_dir() {
             return KernelRef::Glob(path.to_string_lossy().into_owned());
@@ -542,6 +562,9 @@ pub struct CellKernel {
     /// The initrd QEMU loads on this kernel instead of the plan's: a disk's boot
     /// initramfs, or an initramfs image with this kernel's modules appended.
     pub initrd: Option<PathBuf>,
+    /// How `--kernel` names this kernel again (a path, or `PACKAGE[/SUITE]`); None for
+    /// the image's own kernel.
+    pub spec: Option<String>,
 }
 
 impl CellKernel {
@@ -554,6 +577,7 @@ impl CellKernel {
                 .unwrap_or_else(|| image.display().to_string()),
             image: std::path::absolute(image).unwrap_or_else(|_| image.to_path_buf()),
             initrd: None,
+            spec: Some(image.display().to_string()),
         }
     }
 
@@ -565,14 +589,15 @@ impl CellKernel {
 
 /// Makes labels unique by numbering repeats: `vmlinuz`, `vmlinuz#2`.
 pub fn unique_labels(kernels: &mut [CellKernel]) {
+    // Unique as directory names too: `a/b` and `a@b` would share one.
     let mut seen: Vec<String> = Vec::new();
     for k in kernels.iter_mut() {
         let base = k.label.clone();
         let mut n = 2;
-        while seen.contains(&k.label) {
+        while seen.contains(&k.dir_name()) {
             k.label = format!("{base}#{n}");
             n += 1;
         }
-        seen.push(k.label.clone());
+        seen.push(k.dir_name());
     }
 }

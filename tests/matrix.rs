@@ -113,6 +113,23 @@ for s in x:
         .unwrap();
     assert_eq!(again.status.code(), Some(1), "{rerun}");
     assert!(String::from_utf8_lossy(&again.stdout).contains("kernel 6.1"));
+    // A named test on a kernel its `kernels` exclude is skipped, as meson reads 77;
+    // a selection with no cell at all is an error, not a green run.
+    let one = |extra: &[&str]| {
+        run(kiln()
+            .arg("test")
+            .arg(&p)
+            .arg("-o")
+            .arg(&out)
+            .args(["--no-build", "--kernel", old, "--test", "btf"])
+            .args(extra))
+    };
+    let o = one(&[]);
+    assert_eq!(o.status.code(), Some(77), "{}", stdout(&o));
+    assert!(stdout(&o).contains("SKIPPED"), "{}", stdout(&o));
+    let o = one(&["--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no cell to run"), "{}", stderr(&o));
     // The cells for a CI job matrix: kernels × tests, each with the shard that runs it.
     let o = run(kiln()
         .args(["matrix", "list", "--json", "--shards", "4"])

@@ -3,6 +3,7 @@
 //! what it needs of its own: the boot initramfs of a disk, or an initramfs image's
 //! modules. The image itself is built once and shared.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -10,95 +11,99 @@ use sha2::Digest;
 
 use super::modules;
 use crate::output::cpio::{self, CpioOptions};
-use crate::plan::{CellKernel, KernelRef, Plan};
+use crate::plan::{CellKernel, KernelRef, Plan, WriterPlan};
 use crate::profile::{Format, LoadedProfile};
 use crate::source::debian::cell_kernel::CellKernels;
 use crate::source::kernel::KernelFiles;
 use crate::source::{self, FetchedPackages, PackageOptions};
 use crate::template::Renderer;
-use crate::tree::Tree;
+use crate::tree::{Data, Entry, Kind, Meta, Tree};
 use crate::util::progress;
 
 /// Where a disk's boot initramfs for a matrix kernel carries that kernel's module tree
 /// (`kiln-modules/RELEASE/`), for its init to copy into the root file system.
 pub const MODULE_TREE: &str = "kiln-modules";
 
-/// The kernels `refs` name, in order, each ready to boot `plan`'s image.
+/// The kernels `refs` name, in order, each ready to boot `plan`'s image. With `only`,
+/// packages whose label is not in it are listed but not fetched (a shard's other
+/// kernels), as [`without_fetching`] lists them.
 pub fn cell_kernels(
     lp: &LoadedProfile,
     plan: &Plan,
     refs: &[KernelRef],
     opts: &PackageOptions,
+    only: Option<&BTreeSet<String>>,
 ) -> Result<Vec<CellKernel>> {
     let mut out = Vec::new();
     let mut debian: Option<CellKernels> = None;
     let mut shell: Option<Box<dyn FetchedPackages>> = None;
     for r in refs {
-        match r {
-            KernelRef::Host(p) => out.push(CellKernel::host(p)),
-            KernelRef::Glob(pattern) => out.extend(expand(pattern)?),
-            KernelRef::Package { name, suite } => {
-                let d = match &mut debian {
-                    Some(d) => d,
-                    None => debian.insert(CellKernels::new(lp, opts)?),
-                };
-                let fetched = d.fetch(name, suite.as_deref())?;
-                let files = &fetched.files;
-                let dir = plan
-                    .out_dir
-                    .join(format!("{}.kernels", plan.name))
-                    .join(&fetched.versioned);
-                let image = write_kernel(files, &dir)?;
-                let initrd = match plan.format {
-                    Format::Disk => {
-                        let dest = dir.join(format!("{}.initrd.cpio.zst", plan.name));
-                        // The disk holds its own kernel's modules; this kernel's travel
-                        // in its boot initramfs, which copies them into the root.
-                        let modules = |t: &mut Tree| {
-                            fetched
-                                .install_module_tree(t, MODULE_TREE, plan.epoch)
-                                .map(|_| ())
-                        };
-                        // The boot shell comes from the profile's lock.
-                        let lock = std::fs::read(source::lock_path(&lp.path)).unwrap_or_default();
-                        let key = format!(
-                            "{} {} {} {:?} {}",
-                            env!("CARGO_PKG_VERSION"),
-                            fetched.versioned,
-                            plan.epoch,
-                            lp.profile.kernel.modules,
-                            hex::encode(sha2::Sha256::digest(&lock))
-                        );
-                        cached(&dest, &key, || {
-                            let pkgs = match &mut shell {
-                                Some(s) => s,
-                                None => shell.insert(boot_shell(lp, plan, opts)?),
-                            };
-                            super::boot_initrd::build_for(
-                                lp,
-                                plan,
-                                files,
-                                pkgs.as_ref(),
-                                &modules,
-                                &dest,
-                                &Renderer::new(),
-                            )
-                        })?;
-                        Some(dest)
-                    }
-                    Format::Initramfs => with_modules(lp, plan, files, &dir)?,
-                    Format::Tar => None,
-                };
-                out.push(CellKernel {
-                    label: match suite {
-                        Some(s) => format!("{name}/{s}"),
-                        None => name.clone(),
-                    },
-                    image,
-                    initrd,
-                });
-            }
+        let KernelRef::Package { name, suite } = r else {
+            out.extend(host_kernels(r)?);
+            continue;
+        };
+        let label = r.to_string();
+        if only.is_some_and(|o| !o.contains(&label)) {
+            out.push(unfetched(r));
+            continue;
         }
+        let d = match &mut debian {
+            Some(d) => d,
+            None => debian.insert(CellKernels::new(lp, opts)?),
+        };
+        let fetched = d.fetch(name, suite.as_deref())?;
+        let files = &fetched.files;
+        let dir = plan
+            .out_dir
+            .join(format!("{}.kernels", plan.name))
+            .join(&fetched.versioned);
+        let image = write_kernel(files, &dir)?;
+        let initrd = match plan.format {
+            Format::Disk => {
+                let dest = dir.join(format!("{}.initrd.cpio.zst", plan.name));
+                // The disk holds its own kernel's modules; this kernel's travel in its
+                // boot initramfs, which copies them into the root.
+                let modules = |t: &mut Tree| {
+                    fetched
+                        .install_module_tree(t, MODULE_TREE, plan.epoch)
+                        .map(|_| ())
+                };
+                // The boot shell comes from the profile's lock.
+                let lock = std::fs::read(source::lock_path(&lp.path)).unwrap_or_default();
+                let key = format!(
+                    "{} {} {} {:?} {}",
+                    env!("CARGO_PKG_VERSION"),
+                    fetched.versioned,
+                    plan.epoch,
+                    lp.profile.kernel.modules,
+                    hex::encode(sha2::Sha256::digest(&lock))
+                );
+                cached(&dest, &key, || {
+                    let pkgs = match &mut shell {
+                        Some(s) => s,
+                        None => shell.insert(boot_shell(lp, plan, opts)?),
+                    };
+                    super::boot_initrd::build_for(
+                        lp,
+                        plan,
+                        files,
+                        pkgs.as_ref(),
+                        &modules,
+                        &dest,
+                        &Renderer::new(),
+                    )
+                })?;
+                Some(dest)
+            }
+            Format::Initramfs => Some(with_modules(lp, plan, files, &dir)?),
+            Format::Tar => None,
+        };
+        out.push(CellKernel {
+            label,
+            image,
+            initrd,
+            spec: Some(r.to_string()),
+        });
     }
     if let Some(d) = &debian {
         d.save()?;
@@ -108,44 +113,41 @@ pub fn cell_kernels(
 }
 
 /// The kernels `refs` name, without fetching packages (a package's image path is its
-/// name): for listing a matrix's cells.
+/// name): for listing a matrix's cells, and choosing a shard's before fetching.
 pub fn without_fetching(refs: &[KernelRef]) -> Result<Vec<CellKernel>> {
     let mut out = Vec::new();
     for r in refs {
         match r {
-            KernelRef::Host(p) => out.push(CellKernel::host(p)),
-            KernelRef::Glob(pattern) => out.extend(expand(pattern)?),
-            KernelRef::Package { name, suite } => {
-                let label = match suite {
-                    Some(s) => format!("{name}/{s}"),
-                    None => name.clone(),
-                };
-                out.push(CellKernel {
-                    image: PathBuf::from(&label),
-                    label,
-                    initrd: None,
-                });
-            }
+            KernelRef::Package { .. } => out.push(unfetched(r)),
+            _ => out.extend(host_kernels(r)?),
         }
     }
     crate::plan::unique_labels(&mut out);
     Ok(out)
 }
 
+/// A package kernel, named but not fetched.
+fn unfetched(r: &KernelRef) -> CellKernel {
+    CellKernel {
+        label: r.to_string(),
+        image: PathBuf::from(r.to_string()),
+        initrd: None,
+        spec: Some(r.to_string()),
+    }
+}
+
+/// The kernel images on the host a path, directory or glob names.
+fn host_kernels(r: &KernelRef) -> Result<Vec<CellKernel>> {
+    match r {
+        KernelRef::Host(p) => Ok(vec![CellKernel::host(p)]),
+        KernelRef::Glob(pattern) => expand(pattern),
+        KernelRef::Package { .. } => Ok(Vec::new()),
+    }
+}
+
 /// Kernel images in a directory (up to three levels down) or matching a glob:
 /// `vmlinuz*`, `bzImage*` and `vmlinux*` files that are not configurations.
 fn expand(pattern: &str) -> Result<Vec<CellKernel>> {
-    let is_kernel = |p: &Path| {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        p.is_file()
-            && ["vmlinuz", "bzImage", "vmlinux"]
-                .iter()
-                .any(|k| name.starts_with(k))
-            && !name.ends_with(".config")
-    };
     let mut found: Vec<PathBuf> = if Path::new(pattern).is_dir() {
         walkdir::WalkDir::new(pattern)
             .max_depth(3)
@@ -153,14 +155,13 @@ fn expand(pattern: &str) -> Result<Vec<CellKernel>> {
             .into_iter()
             .filter_map(|e| e.ok())
             .map(|e| e.into_path())
-            .filter(|p| is_kernel(p))
+            .filter(|p| is_kernel_image(p))
             .collect()
     } else {
         glob::glob(pattern)
             .with_context(|| format!("`{pattern}` is not a glob pattern"))?
             .filter_map(|p| p.ok())
-            .filter(|p| p.is_file())
-            .filter(|p| !p.to_string_lossy().ends_with(".config"))
+            .filter(|p| is_kernel_image(p))
             .collect()
     };
     found.sort();
@@ -188,6 +189,23 @@ fn expand(pattern: &str) -> Result<Vec<CellKernel>> {
             k
         })
         .collect())
+}
+
+/// Whether a file found by a directory or glob is a kernel image: named `vmlinuz*`,
+/// `bzImage*` or `vmlinux*`, and not one of a build tree's other `vmlinux.*` files or a
+/// configuration.
+fn is_kernel_image(p: &Path) -> bool {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    p.is_file()
+        && ["vmlinuz", "bzImage", "vmlinux"]
+            .iter()
+            .any(|k| name.starts_with(k))
+        && ![".config", ".o", ".a", ".symvers", ".lds", ".cmd", ".map"]
+            .iter()
+            .any(|x| name.ends_with(x))
 }
 
 /// Writes the kernel image and its configuration as Debian lays them out, once.
@@ -223,33 +241,40 @@ fn boot_shell(
     }
 }
 
-/// For an initramfs whose init loads modules: the image with an archive of this
-/// kernel's modules (and their list) appended, which the kernel unpacks over the image.
-fn with_modules(
-    lp: &LoadedProfile,
-    plan: &Plan,
-    k: &KernelFiles,
-    dir: &Path,
-) -> Result<Option<PathBuf>> {
+/// The image with an archive of this kernel's modules (and their list) appended, which
+/// the kernel unpacks over the image: the modules the image's init loads, for this
+/// kernel, or an empty list where it needs none, so the image's own list (for its own
+/// kernel) is not used.
+fn with_modules(lp: &LoadedProfile, plan: &Plan, k: &KernelFiles, dir: &Path) -> Result<PathBuf> {
     let mods = modules::image_modules(lp, plan, Some(k))?;
-    if mods.is_empty() {
-        return Ok(None);
-    }
-    let archive = dir.join("modules.cpio.zst");
+    let options = match &plan.writer {
+        WriterPlan::Initramfs(o) => o.clone(),
+        _ => CpioOptions::default(),
+    };
+    let archive = dir.join(format!("{}.modules.cpio", plan.name));
     let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
     let key = format!(
-        "{} {} {} {names:?}",
+        "{} {} {} {names:?} {:?}",
         env!("CARGO_PKG_VERSION"),
         k.release,
-        plan.epoch
+        plan.epoch,
+        options.compression
     );
     cached(&archive, &key, || {
         let mut tree = Tree::new(plan.epoch);
         modules::insert_module_list(&mut tree, &mods, plan.epoch)?;
-        cpio::write(&tree, &archive, &CpioOptions::default()).map(|_| ())
+        if mods.is_empty() {
+            tree.insert(
+                modules::MODULES_LIST,
+                Entry::new(Kind::File(Data::bytes("")), Meta::new(0o644, plan.epoch)),
+            )?;
+        }
+        // Compressed as the image is, so the preflight's check of the image's
+        // compression covers both.
+        cpio::write(&tree, &archive, &options).map(|_| ())
     })?;
     // The image changes with every build: the concatenation is made afresh each time.
-    let initrd = dir.join(format!("{}.initrd.cpio.zst", plan.name));
+    let initrd = dir.join(format!("{}.initrd", plan.name));
     let mut out = crate::util::atomic::AtomicFile::create(&initrd)?;
     for part in [&plan.image, &archive] {
         let mut f =
@@ -258,7 +283,7 @@ fn with_modules(
             .with_context(|| format!("writing {}", initrd.display()))?;
     }
     out.commit()?;
-    Ok(Some(initrd))
+    Ok(initrd)
 }
 
 /// Makes `dest` with `make` unless it exists and was made from the same `key` (kept
@@ -286,6 +311,8 @@ mod tests {
             "k/debian/6.1/bzImage",
             "k/debian/6.1/bzImage.config",
             "k/readme.txt",
+            "k/tree/vmlinux.o",
+            "k/tree/vmlinux.symvers",
         ] {
             let p = d.path().join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -295,6 +322,8 @@ mod tests {
         let found = expand(&dir.to_string_lossy()).unwrap();
         let labels: Vec<&str> = found.iter().map(|k| k.label.as_str()).collect();
         assert_eq!(labels, ["debian/6.1/bzImage", "ubuntu/5.15/vmlinuz"]);
+        let found = expand(&format!("{}/k/*/*/*", d.path().display())).unwrap();
+        assert_eq!(found.len(), 2, "configurations are not kernels");
         let found = expand(&format!("{}/k/*/*/vmlinuz", d.path().display())).unwrap();
         assert_eq!(found.len(), 1);
         assert!(found[0].image.ends_with("k/ubuntu/5.15/vmlinuz"));

@@ -78,45 +78,94 @@ pub fn test(
     };
     let plan = plan_or_build(&lp, &a, t.no_build)?;
     let tests = selected_tests(&plan, &t.tests)?;
-    let kernels = match refs.as_slice() {
-        [] | [KernelRef::Host(_)] if !t.matrix => vec![own_kernel(&plan)?],
-        _ => crate::build::kernels::cell_kernels(&lp, &plan, &refs, &a.build.packages)?,
+    let config = |tp: &TestPlan| plan.run.for_test(Some(tp)).with(&t.overrides);
+    let own = matches!(refs.as_slice(), [] | [KernelRef::Host(_)]) && !t.matrix;
+    // The cells are chosen (and sharded) on the kernels' names, so a CI job fetches
+    // only the kernels of its own shard.
+    let named = if own {
+        vec![own_kernel(&lp, &plan)?]
+    } else {
+        crate::build::kernels::without_fetching(&refs)?
     };
+    let mut cells = matrix::cells(&named, &tests, &config);
+    for tp in &tests {
+        if !cells.iter().any(|c| c.test == tp.name) && !tp.kernels.is_empty() {
+            printer.warn(format!(
+                "test {} runs on no kernel here: its `kernels` ({}) match none of {}",
+                tp.name,
+                tp.kernels.join(", "),
+                named
+                    .iter()
+                    .map(|k| k.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if cells.is_empty() {
+        let reports = t.matrix || t.json || t.tap || t.junit.is_some() || t.shard.is_some();
+        if let ([k], false, false) = (named.as_slice(), t.tests.is_empty(), reports) {
+            // What meson's test() asks for, on a kernel the test excludes: skipped.
+            printer.out(format!(
+                "kiln: SKIPPED: {} does not run on kernel {} (its `kernels`)",
+                t.tests.join(", "),
+                k.label
+            ));
+            return Ok(ExitStatus::from_code(77));
+        }
+        anyhow::bail!("no cell to run: every selected test's `kernels` excludes every kernel");
+    }
+    if let Some(shard) = t.shard {
+        let all = cells.len();
+        cells = shard.select(cells);
+        if cells.is_empty() {
+            anyhow::bail!(
+                "shard {}/{} of {all} cells selects none; use at most {all} shards",
+                shard.index,
+                shard.count
+            );
+        }
+        printer.step(format!(
+            "shard {}/{}: {} of {all} cells",
+            shard.index,
+            shard.count,
+            cells.len()
+        ));
+    }
+    if !own {
+        let wanted: std::collections::BTreeSet<String> =
+            cells.iter().map(|c| c.kernel.label.clone()).collect();
+        let kernels = crate::build::kernels::cell_kernels(
+            &lp,
+            &plan,
+            &refs,
+            &a.build.packages,
+            Some(&wanted),
+        )?;
+        for c in &mut cells {
+            if let Some(k) = kernels.iter().find(|k| k.label == c.kernel.label) {
+                c.kernel = k.clone();
+            }
+        }
+    }
     let base = RunOptions {
         config: plan.run.with(&t.overrides),
         persist: t.persist,
         mode: Mode::Test,
         dir: None,
     };
-    let config = |tp: &TestPlan| plan.run.for_test(Some(tp)).with(&t.overrides);
-    let mut cells = matrix::cells(&kernels, &tests, &config);
-    let several = cells.len() > 1;
-    if several || t.matrix || t.json || t.tap || t.junit.is_some() || t.shard.is_some() {
-        if let Some(shard) = t.shard {
-            let all = cells.len();
-            cells = shard.select(cells);
-            if cells.is_empty() {
-                anyhow::bail!(
-                    "shard {}/{} of {all} cells selects none; use at most {all} shards",
-                    shard.index,
-                    shard.count
-                );
-            }
-            printer.step(format!(
-                "shard {}/{}: {} of {all} cells",
-                shard.index,
-                shard.count,
-                cells.len()
-            ));
-        }
+    if cells.len() > 1 || t.matrix || t.json || t.tap || t.junit.is_some() || t.shard.is_some() {
         return run_cells(&plan, &base, cells, &a, t, cancel, printer);
     }
     let Some(cell) = cells.pop() else {
-        anyhow::bail!(
-            "no test runs on kernel {}: every test's `kernels` excludes it",
-            kernels.first().map(|k| k.label.as_str()).unwrap_or("-")
-        );
+        anyhow::bail!("no cell to run");
     };
+    if t.persist && plan.format == crate::profile::Format::Disk && cell.kernel.initrd.is_some() {
+        anyhow::bail!(
+            "--persist with kernel {}: its modules would be copied into the image for good; run it without --persist",
+            cell.kernel.label
+        );
+    }
     let mut plan = plan.clone();
     plan.use_kernel(&cell.kernel);
     let opts = RunOptions {
@@ -128,9 +177,24 @@ pub fn test(
     Ok(ExitStatus::from_code(report.outcome.exit_code()))
 }
 
-/// The tests `names` picks (all when empty), or an error naming the ones there are.
+/// The tests `names` picks (all when empty, each once), or an error naming the ones
+/// there are.
 pub(super) fn selected_tests(plan: &Plan, names: &[String]) -> Result<Vec<TestPlan>> {
+    let list = || {
+        plan.tests
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if plan.tests.is_empty() {
+        if let Some(n) = names.first() {
+            return Err(anyhow::anyhow!(
+                "--test {n}: {} has no tests; its own init decides what runs",
+                plan.profile.display()
+            )
+            .context(BadInput));
+        }
         // An image whose own init reports a status: one run, under the default name.
         return Ok(vec![TestPlan {
             name: crate::profile::DEFAULT_TEST_NAME.to_string(),
@@ -145,33 +209,36 @@ pub(super) fn selected_tests(plan: &Plan, names: &[String]) -> Result<Vec<TestPl
     if names.is_empty() {
         return Ok(plan.tests.clone());
     }
-    names
-        .iter()
-        .map(|n| {
-            plan.test(n).cloned().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--test {n}: {} has no test of that name; its tests: {}",
-                    plan.profile.display(),
-                    plan.tests
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-                .context(BadInput)
-            })
-        })
-        .collect()
+    let mut out: Vec<TestPlan> = Vec::new();
+    for n in names {
+        let Some(t) = plan.test(n) else {
+            return Err(anyhow::anyhow!(
+                "--test {n}: {} has no test of that name; its tests: {}",
+                plan.profile.display(),
+                list()
+            )
+            .context(BadInput));
+        };
+        if !out.iter().any(|o| o.name == t.name) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
 }
 
-/// The kernel the plan boots, as a cell's.
-fn own_kernel(plan: &Plan) -> Result<CellKernel> {
+/// The kernel the plan boots, as a cell's: a package is named with the profile's suite,
+/// as a matrix names it.
+fn own_kernel(lp: &crate::profile::LoadedProfile, plan: &Plan) -> Result<CellKernel> {
     match &plan.kernel {
         KernelPlan::Host(k) => Ok(CellKernel::host(k)),
         KernelPlan::Package { package, vmlinuz } => Ok(CellKernel {
-            label: package.clone(),
+            label: match &lp.profile.distribution {
+                Some(d) => format!("{package}/{}", d.suite),
+                None => package.clone(),
+            },
             image: vmlinuz.clone(),
             initrd: plan.boot_initrd.clone(),
+            spec: None,
         }),
         KernelPlan::None => anyhow::bail!(
             "{}: no kernel to boot; set [kernel] in the profile or pass --kernel PATH",
@@ -293,20 +360,8 @@ fn rerun(plan: &Plan, a: &ProfileArgs, t: &TestArgs, c: &matrix::Cell) -> String
         path(&a.profile),
         path(&plan.out_dir)
     );
-    let own = matches!(&plan.kernel, KernelPlan::Package { package, .. } if *package == c.kernel.label)
-        || matches!(&plan.kernel, KernelPlan::Host(k) if *k == c.kernel.image);
-    if !own {
-        // A package is named as it was asked for, so the kernels lock pins it again.
-        let k = if c
-            .kernel
-            .image
-            .starts_with(plan.out_dir.join(format!("{}.kernels", plan.name)))
-        {
-            c.kernel.label.clone()
-        } else {
-            c.kernel.image.display().to_string()
-        };
-        line.push_str(&format!(" --kernel {}", q(&k)));
+    if let Some(k) = &c.kernel.spec {
+        line.push_str(&format!(" --kernel {}", q(k)));
     }
     if plan.tests.len() > 1 {
         line.push_str(&format!(" --test {}", q(&c.test)));

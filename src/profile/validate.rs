@@ -196,7 +196,7 @@ fn tests(p: &Profile) -> Result<(), ProfileError> {
             None => super::schema::DEFAULT_TEST_NAME.to_string(),
         };
         if name.is_empty()
-            || name.starts_with('.')
+            || name.starts_with(['.', '-'])
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -222,7 +222,7 @@ fn tests(p: &Profile) -> Result<(), ProfileError> {
             ));
         }
         for r in &t.require {
-            if r.starts_with('/') || r.split('/').any(|c| c == "..") {
+            if r.is_empty() || r.starts_with('/') || r.split('/').any(|c| c == "..") {
                 return Err(t.field_error(
                     "require",
                     format!("`{r}` must be a path inside the results directory"),

@@ -225,7 +225,10 @@ pub fn tap(cells: &[CellResult]) -> String {
 /// `text` as the lines of a YAML literal block under a key at TAP's two-space indent:
 /// nothing in it needs escaping.
 fn yaml_block(text: &str) -> String {
+    // A literal block takes its indentation from its first line, so that line must not
+    // start with spaces of its own.
     let lines: Vec<String> = text
+        .trim_start()
         .lines()
         .map(|l| {
             let l: String = l

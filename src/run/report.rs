@@ -186,6 +186,10 @@ impl MatrixSink for MatrixReporter<'_> {
                 p.warn(format!("[{label}] could not read the results disk: {e}"))
             }
             Event::Finished(r) => {
+                // The console's last line may have had no newline.
+                if self.verbose && self.partial.get(cell).is_some_and(|b| !b.is_empty()) {
+                    self.console(cell, b"\n", &label);
+                }
                 self.human(format!(
                     "kiln: [{label}] {} in {:.1}s",
                     r.outcome,

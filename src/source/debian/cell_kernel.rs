@@ -166,7 +166,14 @@ impl<'a> CellKernels<'a> {
             self.opts,
             &self.cache,
             &self.http,
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "kernel {request}, pinned in {} (if the mirror no longer has that version, run `kiln lock --update {}`)",
+                kernels_lock_path(&self.lp.path).display(),
+                self.lp.path.display()
+            )
+        })?;
         let files = kernel::kernel_files(&unpacked).with_context(|| format!("kernel {request}"))?;
         let versioned = locked
             .packages
@@ -197,23 +204,31 @@ impl<'a> CellKernels<'a> {
             if !self.archives.contains_key(s) {
                 let mut d = self.base.clone();
                 d.suite = s.clone();
-                let a = super::load_archive(&d, self.opts, &self.cache, &self.http)?;
+                let a = super::load_archive(&d, self.opts, &self.cache, &self.http)
+                    .with_context(|| format!("looking for kernel {request} in suite {s}"))?;
                 self.archives.insert(s.clone(), a);
             }
             let Some(a) = self.archives.get(s) else {
                 continue;
             };
-            if let Ok(found) = super::resolve_kernel(&a.index, name) {
-                progress::step(format!("kernel {request}: found in {s}"));
-                return Ok(LockedKernel {
-                    request: request.to_string(),
-                    suite: s.clone(),
-                    packages: found
-                        .into_iter()
-                        .map(|i| super::locked(&a.index, i))
-                        .collect(),
-                });
+            // Not in this suite: try the next. Any other failure is the user's to see.
+            if a.index
+                .candidates(&super::resolve::parse_request(name))
+                .is_empty()
+            {
+                continue;
             }
+            let found = super::resolve_kernel(&a.index, name)
+                .with_context(|| format!("kernel {request} in suite {s}"))?;
+            progress::step(format!("kernel {request}: found in {s}"));
+            return Ok(LockedKernel {
+                request: request.to_string(),
+                suite: s.clone(),
+                packages: found
+                    .into_iter()
+                    .map(|i| super::locked(&a.index, i))
+                    .collect(),
+            });
         }
         bail!(
             "kernel package `{name}` is in none of the suites {}; check the name (e.g. `apt-cache policy {name}`), or name a suite: {name}/SUITE",

@@ -208,7 +208,7 @@ pub struct RunArgs {
     /// Guest memory, e.g. "2G" (default: [qemu] memory, else 1G).
     #[arg(long, value_name = "SIZE")]
     memory: Option<Size>,
-    /// Number of virtual CPUs (default: [qemu] cpus, else 2).
+    /// Number of virtual CPUs (default: [qemu] cpus, else 2 under KVM and 1 under TCG).
     #[arg(long, value_name = "N")]
     cpus: Option<u32>,
     /// QEMU machine type (default: [qemu] machine, else q35).

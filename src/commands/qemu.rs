@@ -75,6 +75,7 @@ pub fn qemu(
         }
     };
     // The files of the latest run: where `kiln test` would put them.
+    l.cpus = run::cpus_for(&opts.config, accel);
     let files = RunDir::at(&plan.latest_run());
     run::attach_results(&opts.config, &mut l, &files);
     printer

@@ -517,7 +517,7 @@ pub struct Qemu {
     pub cpu: Option<String>,
     /// Guest memory in bytes; default 1G.
     pub memory: Option<Size>,
-    /// Virtual CPUs; default 2.
+    /// Virtual CPUs; default 2 under KVM, 1 under TCG.
     pub cpus: Option<u32>,
     /// Accelerator; default auto.
     pub accel: Option<Accel>,

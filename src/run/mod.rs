@@ -143,6 +143,18 @@ pub fn spec(accel: Accelerator, files: &RunDir, mode: Mode) -> RunSpec {
     }
 }
 
+/// The vCPUs a run gets: under TCG one, unless the profile or `--cpus` asked for more.
+/// Each TCG vCPU is a host thread and a guest boots no slower on one; and Debian's
+/// kernels can oops while patching their code (int3 in `sched_clock_cpu`) on several
+/// TCG vCPUs.
+pub fn cpus_for(config: &RunConfig, accel: Accelerator) -> u32 {
+    if accel == Accelerator::Tcg && !config.cpus_explicit {
+        1
+    } else {
+        config.cpus
+    }
+}
+
 /// Adds the results disk of a plan that asks for results.
 pub fn attach_results(config: &RunConfig, l: &mut Launch, files: &RunDir) {
     if config.results.is_some() {
@@ -207,6 +219,7 @@ pub fn run(
         )?;
     }
     attach_results(&opts.config, &mut l, &files);
+    l.cpus = cpus_for(&opts.config, choice.accel);
     let args = qemu::command(&l, &spec(choice.accel, &files, opts.mode));
     // The exact command, so a run can be repeated by hand without digging it out of a log.
     let script = format!(

@@ -382,6 +382,9 @@ fn a_disk_keeps_the_guests_writes_only_with_persist() {
             .arg(&out)
             .arg("--no-build")
             .args(extra));
+        // Each run is the guest's verdict, not an error of kiln's.
+        assert!(stdout(&o).contains("kiln: "), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("kiln: error"), "{}", stderr(&o));
         o.status.code()
     };
     assert!(run(kiln().arg("build").arg(&p).arg("-o").arg(&out))

@@ -160,7 +160,9 @@ pub fn test(
     let Some(cell) = cells.pop() else {
         anyhow::bail!("no cell to run");
     };
-    if t.persist && plan.format == crate::profile::Format::Disk && cell.kernel.initrd.is_some() {
+    // Only another packaged kernel brings modules its boot initramfs copies into the root.
+    let foreign = cell.kernel.spec.is_some() && cell.kernel.initrd.is_some();
+    if t.persist && plan.format == crate::profile::Format::Disk && foreign {
         anyhow::bail!(
             "--persist with kernel {}: its modules would be copied into the image for good; run it without --persist",
             cell.kernel.label

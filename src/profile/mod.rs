@@ -5,10 +5,12 @@ pub mod diag;
 pub mod load;
 pub mod node;
 pub mod schema;
+pub mod tests;
 pub mod types;
 pub mod validate;
 
 pub use diag::{Loc, ProfileError};
 pub use load::{load, LoadedProfile};
 pub use schema::*;
+pub use tests::{Splats, Test, Tests, DEFAULT_TEST_NAME};
 pub use types::{Located, Mode, RelPath, Seconds, Size};

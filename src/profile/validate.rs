@@ -193,7 +193,7 @@ fn tests(p: &Profile) -> Result<(), ProfileError> {
             None if all.len() > 1 => {
                 return Err(t.error("with several [[test]] tables, each needs a `name`"))
             }
-            None => super::schema::DEFAULT_TEST_NAME.to_string(),
+            None => super::tests::DEFAULT_TEST_NAME.to_string(),
         };
         if name.is_empty()
             || name.starts_with(['.', '-'])

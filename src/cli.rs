@@ -7,9 +7,11 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use kiln::commands::ProfileArgs;
-use kiln::plan::{self, Accel, BuildOptions, RunOverrides};
+use kiln::plan::{self, Accel, BuildOptions, GdbRequest, RunOverrides};
+use kiln::profile::NetworkMode;
 use kiln::profile::{Seconds, Size};
 use kiln::source::PackageOptions;
+use kiln::vm::network::Forward;
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +72,59 @@ pub enum Cmd {
         /// exits with its status.
         #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
         test: Option<String>,
+        /// Boot in the background: the console goes to the run directory's console.log,
+        /// and kiln prints how to reach the VM (kiln ssh, kiln cp, kiln stop).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// A root shell, or one command, in a running VM over SSH (the host's ssh, the
+    /// image's own key; sshd must be in the image). Exits with the command's status.
+    Ssh {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// How long to wait for sshd to answer (a VM still booting).
+        #[arg(long, value_name = "DURATION", default_value = "300s")]
+        wait: Seconds,
+        /// The command to run instead of a shell, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Copy files out of (`:PATH`) or into a running VM with scp, e.g.
+    /// `kiln cp PROFILE :/tmp/kmap ./kmap` or `kiln cp PROFILE ./tool :/usr/local/bin/`.
+    Cp {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// How long to wait for sshd to answer.
+        #[arg(long, value_name = "DURATION", default_value = "300s")]
+        wait: Seconds,
+        /// Sources, then the destination; guest paths start with `:`.
+        #[arg(value_name = "PATH", num_args = 2.., required = true)]
+        paths: Vec<String>,
+    },
+    /// Print an OpenSSH `Host` block for a running VM, for ~/.ssh/config (then plain
+    /// `ssh NAME`, rsync and editors' remote plugins reach it).
+    SshConfig {
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Stop a running VM: an ACPI power-off, then QEMU's quit after the grace period,
+    /// then a kill.
+    Stop {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// How long the guest may take to power off before QEMU is told to quit
+        /// ("0" quits at once).
+        #[arg(long, value_name = "DURATION", default_value = "15s")]
+        grace: Seconds,
+        /// Stop every running VM of the profile.
+        #[arg(long, conflicts_with = "pid")]
+        all: bool,
+    },
+    /// List the running VMs kiln started (any profile, any directory).
+    Ps {
+        /// One JSON object per VM (pid, ports, key, run directory).
+        #[arg(long)]
+        json: bool,
     },
     /// Build, boot, run the profile's tests (on each kernel asked for), bring their results
     /// back, exit with the status (one cell) or 0 when every cell passed.
@@ -92,6 +147,11 @@ pub enum Cmd {
         /// throwaway overlay, so every run starts from the built image).
         #[arg(long)]
         persist: bool,
+        /// When a run panics or times out, keep a guest memory dump (an ELF core,
+        /// `vmcore`) in its run directory, with the crash/drgn command that opens it;
+        /// a panicking kernel then waits for the dump (panic=0) instead of ending.
+        #[arg(long)]
+        dump_on_failure: bool,
         /// With several cells (kernels × tests): how many VMs run at once (default: the
         /// host's CPUs divided by each VM's vCPUs, at least 1).
         #[arg(short, long, value_name = "N")]
@@ -203,6 +263,38 @@ pub struct BuildArgs {
     downloads: usize,
 }
 
+/// Which running VM: a profile's (the newest, or the one with --pid).
+#[derive(Args, Clone)]
+pub struct VmArgs {
+    /// The profile the VM was booted from.
+    profile: PathBuf,
+    /// The output directory it was booted in.
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        default_value = "out",
+        env = "KILN_OUT_DIR"
+    )]
+    out_dir: PathBuf,
+    /// The VM with this QEMU pid, when several of the profile run (see `kiln ps`).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+}
+
+impl VmArgs {
+    /// The profile and output directory.
+    pub fn profile_args(&self) -> ProfileArgs {
+        ProfileArgs {
+            profile: self.profile.clone(),
+            build: BuildOptions {
+                out_dir: self.out_dir.clone(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
 #[derive(Args, Clone, Default)]
 pub struct RunArgs {
     /// Guest memory, e.g. "2G" (default: [qemu] memory, else 1G).
@@ -229,6 +321,37 @@ pub struct RunArgs {
     /// QEMU binary (default: [qemu] binary, else qemu-system-x86_64).
     #[arg(long, value_name = "PATH")]
     qemu: Option<String>,
+    /// The guest's network: "user" (QEMU's user-mode network, no root needed) or
+    /// "none" (default: [network] mode, else user when the image has sshd).
+    #[arg(long, value_enum, value_name = "MODE")]
+    network: Option<NetworkArg>,
+    /// Forward a port from 127.0.0.1 into the guest: HOST:GUEST (e.g. 8888:80), GUEST
+    /// alone for a free host port (recorded in the run directory), udp: before either
+    /// for UDP; repeatable. Added to [network] forward.
+    #[arg(long, value_name = "SPEC", value_parser = parse_forward)]
+    forward: Vec<Forward>,
+    /// QEMU's gdb stub on 127.0.0.1:PORT (a free port when none is given); adds nokaslr
+    /// to the kernel command line and prints the gdb command that attaches.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "0")]
+    gdb: Option<u16>,
+    /// With the gdb stub, hold the CPU at reset until gdb continues it (implies --gdb).
+    #[arg(long)]
+    gdb_wait: bool,
+    /// The kernel's uncompressed image with symbols, for the printed gdb and crash
+    /// commands (default: [kernel] vmlinux, else a vmlinux beside the kernel or at the
+    /// top of its build tree).
+    #[arg(long, value_name = "PATH")]
+    vmlinux: Option<PathBuf>,
+}
+
+fn parse_forward(s: &str) -> Result<Forward, String> {
+    Forward::parse(s)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum NetworkArg {
+    User,
+    None,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -303,6 +426,23 @@ impl RunArgs {
                 .collect(),
             qemu_args: self.qemu_args.clone(),
             timeout: timeout.map(|t| t.0),
+            network: self.network.map(|n| match n {
+                NetworkArg::User => NetworkMode::User,
+                NetworkArg::None => NetworkMode::None,
+            }),
+            forwards: self.forward.clone(),
+            gdb: (self.gdb.is_some() || self.gdb_wait).then(|| GdbRequest {
+                port: self.gdb.filter(|p| *p != 0),
+                wait: self.gdb_wait,
+            }),
+            vmlinux: self
+                .vmlinux
+                .as_deref()
+                .map(std::path::absolute)
+                .transpose()
+                .ok()
+                .flatten(),
+            dump_on_failure: false,
         }
     }
 }

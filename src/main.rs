@@ -50,11 +50,13 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             run,
             no_build,
             test,
+            detach,
         } => {
             let b = commands::BootArgs {
                 overrides: run.overrides(None),
                 no_build,
                 test,
+                detach,
             };
             commands::boot(&build.profile_args()?, &b, printer)
         }
@@ -65,6 +67,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             timeout,
             verbose,
             persist,
+            dump_on_failure,
             jobs,
             json,
             junit,
@@ -73,8 +76,10 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             matrix,
             tests,
         } => {
+            let mut overrides = run.overrides(timeout);
+            overrides.dump_on_failure = dump_on_failure;
             let t = commands::TestArgs {
-                overrides: run.overrides(timeout),
+                overrides,
                 no_build,
                 verbose,
                 persist,
@@ -108,6 +113,18 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             json,
             printer,
         ),
+        Cmd::Ssh { vm, wait, command } => {
+            commands::ssh(&vm.profile_args(), vm.pid, &command, wait.0, printer)
+        }
+        Cmd::Cp { vm, wait, paths } => {
+            let (dest, sources) = paths.split_last().unwrap_or((&paths[0], &[]));
+            commands::cp(&vm.profile_args(), vm.pid, sources, dest, wait.0, printer)
+        }
+        Cmd::SshConfig { vm } => commands::ssh_config(&vm.profile_args(), vm.pid, printer),
+        Cmd::Stop { vm, grace, all } => {
+            commands::stop(&vm.profile_args(), vm.pid, all, grace.0, printer)
+        }
+        Cmd::Ps { json } => commands::ps(json, printer),
         Cmd::Ls { image } => commands::ls(&image, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
         Cmd::Lock { build, update } => commands::lock(&build.profile_args()?, update, printer),

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::modules::{insert_modules, module_paths, DISK_MODULES};
+use super::modules::{insert_modules, module_paths, DISK_MODULES, NET_MODULES};
 use crate::output::cpio::{self, CpioOptions};
 use crate::plan::Plan;
 use crate::profile::LoadedProfile;
@@ -58,8 +58,11 @@ pub fn build_for(
             k.release
         );
     }
+    // The NIC's driver too: a disk without the kernel's module tree (install_modules =
+    // false, which saves the first boot's depmod) still gets a network.
     let mut wanted: Vec<String> = DISK_MODULES
         .iter()
+        .chain(NET_MODULES.iter())
         .filter(|m| kernel::has_module(k, m))
         .map(|m| m.to_string())
         .collect();

@@ -80,6 +80,9 @@ pub fn assemble(
     if !tests.is_empty() {
         add_runner(tree, plan, renderer, data)?;
     }
+    let network = configure::access::network_on(p.network.mode, configure::access::has_sshd(tree));
+    let access =
+        configure::access::guest_side(tree, network, configure::has_systemd(tree), plan.epoch)?;
     if plan.format == Format::Initramfs && !tree.contains("init") {
         if !tree.contains("bin/sh") && !tree.contains("usr/bin/sh") {
             bail!(
@@ -87,9 +90,13 @@ pub fn assemble(
                 lp.path.display()
             );
         }
-        let init = renderer.render("init (built in)", template::INITRAMFS_INIT, data)?;
+        let mut data = data.clone();
+        data["kiln"]["network"] = Value::Bool(network);
+        let init = renderer.render("init (built in)", template::INITRAMFS_INIT, &data)?;
         tree.insert("init", exe(Data::bytes(init), plan.epoch))?;
     }
+    let mut input = input;
+    input.units.extend(access);
     configure::enable_units(tree, &input)?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 
 use crate::plan::Plan;
-use crate::profile::{Format, LoadedProfile};
+use crate::profile::{Format, LoadedProfile, NetworkMode};
 use crate::source::kernel::{self, KernelFiles, LoadableModule};
 use crate::source::FetchedPackages;
 use crate::template;
@@ -14,6 +14,9 @@ use crate::util::progress;
 /// Modules a virtio disk with ext4 needs, when the kernel does not build them in: the
 /// root disk of a disk image, the results disk of a test.
 pub const DISK_MODULES: [&str; 4] = ["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"];
+
+/// Modules a virtio NIC needs, when the kernel does not build them in.
+pub const NET_MODULES: [&str; 2] = ["virtio_pci", "virtio_net"];
 
 /// Modules the image's own init loads: the profile's, plus what a results disk needs.
 pub fn image_modules(
@@ -25,12 +28,20 @@ pub fn image_modules(
         return Ok(Vec::new());
     }
     let mut wanted = lp.profile.kernel.modules.clone();
-    if let (Some(k), true) = (kernel, plan.has_results()) {
-        for m in DISK_MODULES {
-            if kernel::has_module(k, m) && !wanted.iter().any(|w| w == m) {
-                wanted.push(m.to_string());
+    let mut add = |names: &[&str]| {
+        if let Some(k) = kernel {
+            for m in names {
+                if kernel::has_module(k, m) && !wanted.iter().any(|w| w == m) {
+                    wanted.push(m.to_string());
+                }
             }
         }
+    };
+    if plan.has_results() {
+        add(&DISK_MODULES);
+    }
+    if plan.run.network.mode == Some(NetworkMode::User) {
+        add(&NET_MODULES);
     }
     if wanted.is_empty() {
         return Ok(Vec::new());

@@ -17,6 +17,8 @@ pub struct BootArgs {
     /// Run a test with the console attached: Some("") the first, Some(NAME) that one;
     /// None boots without running any.
     pub test: Option<String>,
+    /// Boot in the background and return once QEMU runs.
+    pub detach: bool,
 }
 
 /// Builds and boots with the console on this terminal, running no test unless asked.
@@ -37,13 +39,46 @@ pub fn boot(a: &ProfileArgs, b: &BootArgs, printer: &Printer) -> Result<ExitStat
             plan.run.for_test(t.first())
         }
     };
+    // Two guests writing one disk image would corrupt it: a second boot of an image
+    // already running gets a throwaway overlay.
+    let running = crate::run::vm::running_under(&plan.runs_dir());
+    let persist = running.is_empty();
+    if !persist && plan.format == crate::profile::Format::Disk {
+        printer.step(format!(
+            "{} is already running (pid {}); this boot's writes go to a throwaway overlay",
+            plan.name, running[0].pid
+        ));
+    }
     let opts = RunOptions {
         config: config.with(&b.overrides),
-        persist: true,
-        mode: Mode::Interactive,
+        persist,
+        mode: if b.detach {
+            Mode::Detached
+        } else {
+            Mode::Interactive
+        },
         dir: None,
     };
     let mut reporter = TextReporter::new(printer, false);
+    if b.detach {
+        let v = run::start_detached(&plan, &opts, &mut reporter)?;
+        let profile = a.profile.display();
+        printer.step(format!(
+            "{} runs in the background (pid {}); run directory {}",
+            v.name,
+            v.pid,
+            v.dir.display()
+        ));
+        if let Some(c) = &v.console {
+            printer.step(format!("  console:  tail -f {}", c.display()));
+        }
+        if v.ssh_port.is_some() {
+            printer.step(format!("  log in:   kiln ssh {profile}"));
+            printer.step(format!("  copy:     kiln cp {profile} :/etc/os-release ."));
+        }
+        printer.step(format!("  stop:     kiln stop {profile}"));
+        return Ok(ExitStatus::SUCCESS);
+    }
     let report = run::run(&plan, &opts, &Cancel::new(), &mut reporter)?;
     Ok(match (&report.outcome, &report.guest) {
         (o @ (Outcome::QemuFailed(_) | Outcome::Preflight(_)), _) => {

@@ -8,7 +8,9 @@ mod lock;
 mod ls;
 mod matrix_list;
 mod qemu;
+mod stop;
 mod test;
+mod vm_access;
 
 pub use boot::{boot, BootArgs};
 pub use build::build;
@@ -17,7 +19,9 @@ pub use lock::lock;
 pub use ls::ls;
 pub use matrix_list::matrix_list;
 pub use qemu::{qemu, QemuArgs};
+pub use stop::{ps, stop, stop_vm, Stopped};
 pub use test::{test, TestArgs};
+pub use vm_access::{cp, find_vm, ssh, ssh_config, wait_for_sshd};
 
 use std::path::{Path, PathBuf};
 

@@ -40,6 +40,7 @@ pub fn qemu(
             overrides: q.overrides.clone(),
             no_build: true,
             test: None,
+            detach: false,
         };
         return boot::boot(a, &b, printer);
     }
@@ -78,6 +79,10 @@ pub fn qemu(
     l.cpus = run::cpus_for(&opts.config, accel);
     let files = RunDir::at(&plan.latest_run());
     run::attach_results(&opts.config, &mut l, &files);
+    // The network, monitor and gdb stub as a run would have them (free ports are chosen
+    // now, and may differ in the run).
+    let facts = run::wiring::ImageFacts::read(&plan);
+    run::wiring::wire(&plan, &opts.config, facts, &files, 0, &mut l)?;
     printer
         .out_raw(qemu::printable(&qemu::command(&l, &run::spec(accel, &files, mode))).as_bytes());
     Ok(ExitStatus::SUCCESS)

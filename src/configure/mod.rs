@@ -2,6 +2,8 @@
 //! done, done on the tree instead: accounts, hostname, machine-id, SSH keys, enabled
 //! systemd units, console autologin.
 
+pub mod access;
+pub mod pam;
 pub mod systemd;
 pub mod users;
 
@@ -65,6 +67,10 @@ pub fn configure(tree: &mut Tree, input: &ConfigureInput) -> Result<()> {
         );
     }
     users::authorized_keys(tree, &keys, epoch)?;
+    if has_accounts {
+        pam::common_files(tree, epoch)?;
+    }
+    generated_conffiles(tree, epoch)?;
     if has_systemd(tree) {
         // systemd fills it in on first boot; a fixed id would make every VM the same machine.
         put(tree, "etc/machine-id", "uninitialized\n", epoch)?;
@@ -94,6 +100,24 @@ pub fn configure(tree: &mut Tree, input: &ConfigureInput) -> Result<()> {
     Ok(())
 }
 
+/// Configuration files packages' scripts make from templates they ship (rather than
+/// ship as conffiles), without which their services do not start: sshd exits at once
+/// without /etc/ssh/sshd_config, and pam_env fails every login without /etc/environment.
+fn generated_conffiles(tree: &mut Tree, epoch: i64) -> Result<()> {
+    for (dest, template) in [("etc/ssh/sshd_config", "usr/share/openssh/sshd_config")] {
+        if tree.contains(dest) {
+            continue;
+        }
+        if let Some(text) = users::read_text(tree, template)? {
+            put(tree, dest, &text, epoch)?;
+        }
+    }
+    if tree.contains("etc/pam.d") && !tree.contains("etc/environment") {
+        put(tree, "etc/environment", "", epoch)?;
+    }
+    Ok(())
+}
+
 /// Enables the units packages asked for, kiln's own, and the profile's `system.enable`.
 pub fn enable_units(tree: &mut Tree, input: &ConfigureInput) -> Result<()> {
     let s = input.system;
@@ -108,6 +132,7 @@ pub fn enable_units(tree: &mut Tree, input: &ConfigureInput) -> Result<()> {
     let mut units = input.units.clone();
     units.extend(s.enable.iter().cloned());
     let enabled = systemd::enable(tree, &units, input.epoch)?;
+    systemd::write_preset(tree, &enabled, input.epoch)?;
     if !enabled.units.is_empty() {
         progress::step(format!("enabled units: {}", enabled.units.join(" ")));
     }

@@ -206,6 +206,32 @@ pub fn enable(tree: &mut Tree, units: &[String], epoch: i64) -> Result<Enabled> 
     Ok(done)
 }
 
+/// Where kiln records what it enabled, as a preset.
+pub const PRESET: &str = "etc/systemd/system-preset/00-kiln.preset";
+
+/// Records the units [`enable`] enabled as presets, everything else disabled. An image
+/// boots first with an uninitialised machine-id, and on that boot systemd applies the
+/// presets to every unit; the distribution's own (which enable e.g. ssh.socket beside
+/// ssh.service, so the two fight over port 22) would undo what the packages' scripts
+/// chose and kiln did.
+pub fn write_preset(tree: &mut Tree, enabled: &Enabled, epoch: i64) -> Result<()> {
+    let mut text = String::from(
+        "# Written by kiln: the units enabled in this image, as the packages' scripts and the\n# profile chose them; systemd applies presets on first boot.\n",
+    );
+    for u in &enabled.units {
+        match split_instance(u) {
+            (template, Some(instance)) => text.push_str(&format!("enable {template} {instance}\n")),
+            (name, None) => text.push_str(&format!("enable {name}\n")),
+        }
+    }
+    text.push_str("disable *\n");
+    tree.insert(
+        PRESET,
+        Entry::new(Kind::File(Data::bytes(text)), Meta::new(0o644, epoch)),
+    )?;
+    Ok(())
+}
+
 /// Root logs in without a password on the serial console.
 pub fn autologin(tree: &mut Tree, epoch: i64) -> Result<()> {
     let dropin = "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noreset --noclear --keep-baud 115200,57600,38400,9600 - ${TERM}\n";

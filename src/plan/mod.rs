@@ -3,7 +3,6 @@
 //! above (the build, the VM, runs) read the plan, never the profile.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 
@@ -15,9 +14,12 @@ use crate::output::ImageWriter;
 pub use crate::profile::Accel;
 use crate::profile::{Format, LoadedProfile, Splats};
 use crate::source::PackageOptions;
+use crate::vm::network::Forward;
 
 mod kernels;
+mod run_config;
 pub use kernels::{unique_labels, CellKernel, KernelRef};
+pub use run_config::*;
 
 /// Settings for a build that come from the command line rather than the profile.
 #[derive(Debug, Clone, Default)]
@@ -47,189 +49,6 @@ pub enum KernelPlan {
     },
     /// None given: the image can be built but not booted.
     None,
-}
-
-/// The run configuration the profile asks for, before command-line overrides.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunConfig {
-    /// The QEMU binary.
-    pub qemu: String,
-    /// Machine type.
-    pub machine: String,
-    /// CPU model; None: "host" under KVM, "max" under TCG.
-    pub cpu: Option<String>,
-    /// Guest memory in bytes.
-    pub memory: u64,
-    /// Virtual CPUs.
-    pub cpus: u32,
-    /// Whether `cpus` was asked for (profile or command line) rather than defaulted, so
-    /// a matrix may choose it.
-    pub cpus_explicit: bool,
-    /// Accelerator requested.
-    pub accel: Accel,
-    /// Kernel command-line words from the profile (kiln's own come first).
-    pub cmdline: Vec<String>,
-    /// Extra QEMU arguments from the profile.
-    pub qemu_args: Vec<String>,
-    /// Time limit for a test run.
-    pub timeout: Duration,
-    /// Size of the results disk.
-    pub results_size: u64,
-    /// A kernel splat on the console fails a passing test.
-    pub splats_fail: bool,
-    /// The test this run runs (`kiln.test=NAME` on the kernel command line); None for an
-    /// image without tests.
-    pub test: Option<String>,
-    /// Guest directory whose contents come back after the test.
-    pub results: Option<String>,
-    /// Files (relative to the results) the test must leave.
-    pub require: Vec<String>,
-}
-
-/// One test of the image, as a run needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TestPlan {
-    /// Its name.
-    pub name: String,
-    /// Its time limit, if the profile sets one.
-    pub timeout: Option<Duration>,
-    /// Guest directory whose contents come back after it.
-    pub results: Option<String>,
-    /// Size of its results disk, if the profile sets one.
-    pub results_size: Option<u64>,
-    /// What a kernel splat does to it.
-    pub splats_fail: bool,
-    /// Files it must leave in its results.
-    pub require: Vec<String>,
-    /// Glob patterns of the kernel labels it runs on; empty: every kernel.
-    pub kernels: Vec<String>,
-}
-
-impl TestPlan {
-    /// Whether this test runs on the kernel labelled `label`.
-    pub fn runs_on(&self, label: &str) -> bool {
-        self.kernels.is_empty()
-            || self
-                .kernels
-                .iter()
-                .any(|k| glob::Pattern::new(k).is_ok_and(|p| p.matches(label)))
-    }
-}
-
-/// Default guest memory.
-pub const DEFAULT_MEMORY: u64 = 1 << 30;
-/// Default time limit of a test run.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-/// Default size of the results disk (sparse: it costs only what the guest writes).
-pub const DEFAULT_RESULTS_SIZE: u64 = 1 << 30;
-
-/// Settings given on the command line for one run; each wins over the profile.
-#[derive(Debug, Clone, Default)]
-pub struct RunOverrides {
-    /// The QEMU binary.
-    pub qemu: Option<String>,
-    /// Machine type.
-    pub machine: Option<String>,
-    /// CPU model.
-    pub cpu: Option<String>,
-    /// Guest memory in bytes.
-    pub memory: Option<u64>,
-    /// Virtual CPUs.
-    pub cpus: Option<u32>,
-    /// Accelerator.
-    pub accel: Option<Accel>,
-    /// Extra kernel command-line words.
-    pub append: Vec<String>,
-    /// Extra QEMU arguments.
-    pub qemu_args: Vec<String>,
-    /// Time limit.
-    pub timeout: Option<Duration>,
-}
-
-impl RunOverrides {
-    /// The command-line options that give these settings, for a command that repeats a run.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut a = Vec::new();
-        let mut opt = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                a.push(format!("--{k}={v}"));
-            }
-        };
-        opt("qemu", self.qemu.clone());
-        opt("machine", self.machine.clone());
-        opt("cpu", self.cpu.clone());
-        opt("memory", self.memory.map(|m| m.to_string()));
-        opt("cpus", self.cpus.map(|n| n.to_string()));
-        opt(
-            "accel",
-            self.accel.map(|x| {
-                match x {
-                    Accel::Auto => "auto",
-                    Accel::Kvm => "kvm",
-                    Accel::Tcg => "tcg",
-                }
-                .to_string()
-            }),
-        );
-        opt("timeout", self.timeout.map(|t| format!("{}s", t.as_secs())));
-        for w in &self.append {
-            a.push(format!("--append={w}"));
-        }
-        for q in &self.qemu_args {
-            a.push(format!("--qemu-arg={q}"));
-        }
-        a
-    }
-}
-
-impl RunConfig {
-    /// This configuration for a boot that runs no test (`kiln boot`): the image's tests
-    /// stay inert, and no results disk is attached.
-    pub fn without_test(&self) -> RunConfig {
-        let mut c = self.clone();
-        c.test = None;
-        c.results = None;
-        c.require.clear();
-        c
-    }
-
-    /// This configuration for running `test` (its time limit, results and splat policy).
-    pub fn for_test(&self, test: Option<&TestPlan>) -> RunConfig {
-        let mut c = self.clone();
-        if let Some(t) = test {
-            c.timeout = t.timeout.unwrap_or(DEFAULT_TIMEOUT);
-            c.results_size = t.results_size.unwrap_or(DEFAULT_RESULTS_SIZE);
-            c.splats_fail = t.splats_fail;
-            c.test = Some(t.name.clone());
-            c.results = t.results.clone();
-            c.require = t.require.clone();
-        }
-        c
-    }
-
-    /// This configuration with `o`'s settings applied.
-    pub fn with(&self, o: &RunOverrides) -> RunConfig {
-        let mut c = self.clone();
-        if let Some(q) = &o.qemu {
-            c.qemu = q.clone();
-        }
-        if let Some(m) = &o.machine {
-            c.machine = m.clone();
-        }
-        if o.cpu.is_some() {
-            c.cpu = o.cpu.clone();
-        }
-        c.memory = o.memory.unwrap_or(c.memory);
-        if let Some(n) = o.cpus {
-            c.cpus = n;
-            c.cpus_explicit = true;
-        }
-        c.accel = o.accel.unwrap_or(c.accel);
-        c.cmdline.extend(o.append.iter().cloned());
-        c.qemu_args.extend(o.qemu_args.iter().cloned());
-        c.timeout = o.timeout.unwrap_or(c.timeout);
-        c
-    }
 }
 
 /// Which writer makes the image, with its options resolved.
@@ -403,6 +222,20 @@ impl Plan {
             test: None,
             results: None,
             require: Vec::new(),
+            network: NetConfig {
+                mode: p.network.mode,
+                forwards: p
+                    .network
+                    .forward
+                    .iter()
+                    // Checked when the profile was loaded.
+                    .filter_map(|f| Forward::parse(f).ok())
+                    .collect(),
+                model: p.network.model.clone(),
+            },
+            gdb: None,
+            vmlinux: p.kernel.vmlinux.as_ref().map(|v| v.value.0.clone()),
+            dump_on_failure: false,
         }
         .for_test(tests.first());
         Ok(Plan {

@@ -72,6 +72,35 @@ pub struct Profile {
     /// The kernels `kiln test --matrix` runs the test on: `[matrix]`.
     #[serde(default)]
     pub matrix: Matrix,
+    /// The guest's network: `[network]`.
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// `[network].mode`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// QEMU's user-mode network: the guest reaches out through the host, and the host
+    /// reaches in through forwarded ports on 127.0.0.1. No root needed.
+    User,
+    /// No network device.
+    None,
+}
+
+/// `[network]`: the guest's network device and the host ports forwarded into it.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// "user" or "none"; default "user" when the image has sshd, else "none".
+    pub mode: Option<NetworkMode>,
+    /// Ports forwarded from 127.0.0.1 on the host into the guest: "8888:22" (host port
+    /// 8888 to guest port 22), "22" (a free host port, chosen per run and recorded in the
+    /// run directory), "udp:5353:53".
+    #[serde(default)]
+    pub forward: Vec<Located<String>>,
+    /// QEMU's NIC model; default "virtio-net-pci".
+    pub model: Option<String>,
 }
 
 /// `[matrix]`: what `kiln test --matrix` and `kiln matrix list` run over.
@@ -245,6 +274,9 @@ pub struct Kernel {
     /// Copy the packaged kernel's modules into the image (with a first-boot depmod), so
     /// udev can load drivers. Default: true for disk images.
     pub install_modules: Option<bool>,
+    /// The kernel's uncompressed image with symbols (vmlinux) on the host, for `--gdb`
+    /// and memory dumps; default: one found beside the kernel or at its build tree's top.
+    pub vmlinux: Option<Located<RelPath>>,
 }
 
 /// Ownership of the entries an overlay copies into the image.

@@ -32,7 +32,30 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
     output(p)?;
     kernel_and_test(p)?;
     distribution(p)?;
+    network(p)?;
     system(p, root)
+}
+
+/// `[network]`: every forward parses, and no host port is forwarded twice.
+fn network(p: &Profile) -> Result<(), ProfileError> {
+    let mut hosts = Vec::new();
+    for f in &p.network.forward {
+        let fw = crate::vm::network::Forward::parse(f).map_err(|e| f.error(e))?;
+        if let Some(h) = fw.host {
+            if hosts.contains(&(fw.proto, h)) {
+                return Err(f.error(format!("host port {h} is forwarded twice")));
+            }
+            hosts.push((fw.proto, h));
+        }
+    }
+    if p.network.mode == Some(crate::profile::NetworkMode::None) {
+        if let Some(f) = p.network.forward.first() {
+            return Err(f
+                .error("ports are forwarded, but [network] mode is \"none\"")
+                .help("remove `forward`, or set mode = \"user\""));
+        }
+    }
+    Ok(())
 }
 
 /// The image name becomes file names in the output directory.

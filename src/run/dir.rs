@@ -53,6 +53,12 @@ impl RunDir {
         }
     }
 
+    /// The descriptor of the lock this run holds, for a detached QEMU to inherit.
+    pub fn lock_fd(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        self._lock.as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// Creates the next run directory under `runs`, locks it, empties its files, points
     /// `latest` at it, and prunes old runs.
     pub fn create(runs: &Path, latest: &Path) -> Result<RunDir> {

@@ -211,6 +211,10 @@ mod tests {
             test: None,
             results: None,
             require: Vec::new(),
+            network: Default::default(),
+            gdb: None,
+            vmlinux: None,
+            dump_on_failure: false,
         }
     }
 

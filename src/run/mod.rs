@@ -9,9 +9,13 @@ pub mod dir;
 pub mod formats;
 pub mod matrix;
 pub mod outcome;
+pub mod postmortem;
 pub mod report;
 pub mod results;
+pub mod ssh_key;
 pub mod supervise;
+pub mod vm;
+pub mod wiring;
 
 use std::path::Path;
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub enum Mode {
     Test,
     /// Console on this terminal until QEMU exits (Ctrl-A X).
     Interactive,
+    /// Console into a log, QEMU left running in the background (`kiln boot --detach`).
+    Detached,
 }
 
 /// Everything a run needs besides the plan.
@@ -76,6 +82,8 @@ pub enum Event<'a> {
         timeout: Option<Duration>,
         /// The run directory.
         dir: &'a Path,
+        /// QEMU runs in the background, with no console here.
+        detached: bool,
     },
     /// Console bytes, as they arrive (supervised runs).
     Console(&'a [u8]),
@@ -134,7 +142,7 @@ pub fn spec(accel: Accelerator, files: &RunDir, mode: Mode) -> RunSpec {
         accel,
         console: match mode {
             Mode::Interactive => Console::Interactive,
-            Mode::Test => Console::LogFile(files.console.clone()),
+            Mode::Test | Mode::Detached => Console::LogFile(files.console.clone()),
         },
         status: StatusChannel {
             uart: files.status_uart.clone(),
@@ -163,13 +171,21 @@ pub fn attach_results(config: &RunConfig, l: &mut Launch, files: &RunDir) {
     }
 }
 
-/// Boots `plan`'s image once, as `opts` says, and reports what happened.
-pub fn run(
+/// A run whose QEMU is about to start: its machine, files and devices.
+struct Prepared {
+    launch: Launch,
+    files: RunDir,
+    accel: Accelerator,
+    facts: wiring::ImageFacts,
+}
+
+/// Checks the kernel against what the run needs and creates the run's files. Err(report):
+/// the preflight failed and nothing is booted.
+fn prepare(
     plan: &Plan,
     opts: &RunOptions,
-    cancel: &Cancel,
     sink: &mut dyn Sink,
-) -> Result<RunReport> {
+) -> Result<std::result::Result<Prepared, RunReport>> {
     let mut l = launch_for(plan, opts)?;
     launch::check_files(&plan.profile, &l)?;
     let config = match preflight::find_config(&l.kernel) {
@@ -203,7 +219,7 @@ pub fn run(
             interactive: opts.mode == Mode::Interactive,
         };
         sink.event(Event::Finished(&report));
-        return Ok(report);
+        return Ok(Err(report));
     }
     let choice = kvm::choose(opts.config.accel, &opts.config.qemu);
     if let Some(w) = &choice.warning {
@@ -220,61 +236,181 @@ pub fn run(
     }
     attach_results(&opts.config, &mut l, &files);
     l.cpus = cpus_for(&opts.config, choice.accel);
-    let args = qemu::command(&l, &spec(choice.accel, &files, opts.mode));
-    // The exact command, so a run can be repeated by hand without digging it out of a log.
+    Ok(Ok(Prepared {
+        facts: wiring::ImageFacts::read(plan),
+        launch: l,
+        files,
+        accel: choice.accel,
+    }))
+}
+
+/// The QEMU command of a prepared run with its devices wired, written into the run
+/// directory as a script so the run can be repeated by hand.
+fn wired_command(
+    plan: &Plan,
+    opts: &RunOptions,
+    p: &Prepared,
+    attempt: u32,
+) -> Result<(Vec<String>, wiring::Wiring)> {
+    let mut l = p.launch.clone();
+    let w = wiring::wire(plan, &opts.config, p.facts, &p.files, attempt, &mut l)?;
+    let args = qemu::command(&l, &spec(p.accel, &p.files, opts.mode));
     let script = format!(
         "#!/bin/sh\n# The QEMU command of this run.\nexec {}",
         qemu::printable(&args)
     );
+    let files = &p.files;
     std::fs::write(&files.qemu_sh, script)
         .and_then(|_| {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&files.qemu_sh, std::fs::Permissions::from_mode(0o755))
         })
         .with_context(|| format!("writing {}", files.qemu_sh.display()))?;
-    let interactive = opts.mode == Mode::Interactive;
-    sink.event(Event::Booting {
-        name: &plan.name,
-        accel: choice.accel,
-        timeout: (!interactive).then_some(opts.config.timeout),
-        dir: &files.dir,
-    });
-    let channels = [files.status_virtio.as_path(), files.status_uart.as_path()];
-    let (outcome, guest, elapsed, hung) = if interactive {
-        let start = std::time::Instant::now();
-        let exit = supervise::foreground(&args);
-        let guest = console::read_report(&channels);
-        let outcome = match (&exit, &guest) {
-            (Err(e), _) => Outcome::QemuFailed(e.clone()),
-            (_, Some(g)) => from_report(g),
-            (Ok(s), None) if !s.success() => Outcome::QemuFailed(format!("QEMU exited with {s}")),
-            (Ok(_), None) => Outcome::NoStatus,
-        };
-        (outcome, guest, start.elapsed(), false)
-    } else {
-        match supervise::supervise(&args, &files, opts.config.timeout, cancel, &mut |b| {
-            sink.event(Event::Console(b))
-        }) {
-            Err(e) => (Outcome::QemuFailed(e), None, Duration::ZERO, false),
-            Ok(ended) => {
-                let guest = console::read_report(&channels);
-                let mut outcome = decide(&ended, guest.as_ref(), &files);
-                if outcome == Outcome::Passed {
-                    let text = std::fs::read(&files.console).unwrap_or_default();
-                    if let Some(line) = console::splat_line(&String::from_utf8_lossy(&text)) {
-                        if opts.config.splats_fail {
-                            outcome = Outcome::KernelSplat(line);
-                        } else {
-                            sink.event(Event::Warning(&format!(
-                                "the test passed, but the kernel reported a splat: {line}"
-                            )));
-                        }
-                    }
+    Ok((args, w))
+}
+
+/// How many times a run starts QEMU again when a port or CID it chose was taken.
+const STARTS: u32 = 3;
+
+/// Boots `plan`'s image in the background and returns the running VM's record, which
+/// `kiln ssh`, `cp`, `stop` and `ps` find it by.
+pub fn start_detached(plan: &Plan, opts: &RunOptions, sink: &mut dyn Sink) -> Result<vm::VmInfo> {
+    let p = match prepare(plan, opts, sink)? {
+        Ok(p) => p,
+        Err(report) => anyhow::bail!("{}", report.outcome),
+    };
+    let mut attempt = 0;
+    loop {
+        let (args, w) = wired_command(plan, opts, &p, attempt)?;
+        sink.event(Event::Booting {
+            name: &plan.name,
+            accel: p.accel,
+            timeout: None,
+            dir: &p.files.dir,
+            detached: true,
+        });
+        match supervise::detach(&args, &p.files, Duration::from_millis(500)) {
+            Ok(pid) => {
+                let info = w.info(plan, &p.files, pid, true, true);
+                info.save()?;
+                for n in w.notes(plan, &opts.config, &p.launch.kernel) {
+                    sink.event(Event::Note(&n));
                 }
-                (outcome, guest, ended.elapsed, ended.hung_after_status)
+                // The record now holds the directory for as long as QEMU runs.
+                return Ok(info);
+            }
+            Err(e) if wiring::clashed(&e) && attempt + 1 < STARTS => attempt += 1,
+            Err(e) => anyhow::bail!("QEMU did not start: {e}"),
+        }
+    }
+}
+
+/// Boots `plan`'s image once, as `opts` says, and reports what happened.
+pub fn run(
+    plan: &Plan,
+    opts: &RunOptions,
+    cancel: &Cancel,
+    sink: &mut dyn Sink,
+) -> Result<RunReport> {
+    if opts.mode == Mode::Detached {
+        anyhow::bail!("a detached run is started with run::start_detached");
+    }
+    let p = match prepare(plan, opts, sink)? {
+        Ok(p) => p,
+        Err(report) => return Ok(report),
+    };
+    let files = &p.files;
+    let interactive = opts.mode == Mode::Interactive;
+    let channels = [files.status_virtio.as_path(), files.status_uart.as_path()];
+    let mut attempt = 0;
+    let (outcome, guest, elapsed, hung) = loop {
+        let (args, w) = wired_command(plan, opts, &p, attempt)?;
+        sink.event(Event::Booting {
+            name: &plan.name,
+            accel: p.accel,
+            timeout: (!interactive).then_some(opts.config.timeout),
+            dir: &files.dir,
+            detached: false,
+        });
+        for n in w.notes(plan, &opts.config, &p.launch.kernel) {
+            sink.event(Event::Note(&n));
+        }
+        let mut record: Option<vm::VmInfo> = None;
+        let mut on_start = |pid: u32| {
+            let info = w.info(plan, files, pid, !interactive, false);
+            // Without the record, `kiln ssh` cannot find the VM; the run goes on.
+            let _ = info.save();
+            record = Some(info);
+        };
+        if interactive {
+            let start = std::time::Instant::now();
+            let exit = supervise::foreground(&args, &mut on_start);
+            if let Some(r) = record.take() {
+                r.remove();
+            }
+            let guest = console::read_report(&channels);
+            let outcome = match (&exit, &guest) {
+                (Err(e), _) => Outcome::QemuFailed(e.clone()),
+                (_, Some(g)) => from_report(g),
+                (Ok(s), None) if !s.success() => {
+                    Outcome::QemuFailed(format!("QEMU exited with {s}"))
+                }
+                (Ok(_), None) => Outcome::NoStatus,
+            };
+            break (outcome, guest, start.elapsed(), false);
+        }
+        let mut kept: Vec<String> = Vec::new();
+        let mut before_kill = |why| {
+            kept = postmortem::before_kill(&w.qmp, files, &opts.config, why);
+        };
+        let supervised = supervise::supervise(
+            &args,
+            files,
+            opts.config.timeout,
+            cancel,
+            supervise::Hooks {
+                on_start: &mut on_start,
+                on_console: &mut |b| sink.event(Event::Console(b)),
+                before_kill: &mut before_kill,
+                end_on_panic: opts.config.dump_on_failure,
+            },
+        );
+        if let Some(r) = record.take() {
+            r.remove();
+        }
+        for n in &kept {
+            sink.event(Event::Note(n));
+        }
+        let ended = match supervised {
+            Err(e) => break (Outcome::QemuFailed(e), None, Duration::ZERO, false),
+            Ok(ended) => ended,
+        };
+        let early =
+            ended.elapsed < Duration::from_secs(5) && ended.exit.is_some_and(|s| !s.success());
+        if early
+            && attempt + 1 < STARTS
+            && wiring::clashed(&std::fs::read_to_string(&files.qemu_stderr).unwrap_or_default())
+        {
+            attempt += 1;
+            continue;
+        }
+        let guest = console::read_report(&channels);
+        let mut outcome = decide(&ended, guest.as_ref(), files);
+        if outcome == Outcome::Passed {
+            let text = std::fs::read(&files.console).unwrap_or_default();
+            if let Some(line) = console::splat_line(&String::from_utf8_lossy(&text)) {
+                if opts.config.splats_fail {
+                    outcome = Outcome::KernelSplat(line);
+                } else {
+                    sink.event(Event::Warning(&format!(
+                        "the test passed, but the kernel reported a splat: {line}"
+                    )));
+                }
             }
         }
+        break (outcome, guest, ended.elapsed, ended.hung_after_status);
     };
+    let Prepared { files, .. } = p;
     let mut outcome = outcome;
     if opts.config.results.is_some() && files.results_img.exists() {
         match results::collect(&files.results_img, &files.results) {

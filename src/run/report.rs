@@ -65,11 +65,16 @@ impl Sink for TextReporter<'_> {
                 accel,
                 timeout,
                 dir,
+                detached,
             } => match timeout {
                 Some(t) => p.step(format!(
                     "booting {name} under {} (time limit {t:.0?}; run directory {})",
                     accel.name().to_uppercase(),
                     dir.display()
+                )),
+                None if detached => p.step(format!(
+                    "booting {name} under {} in the background",
+                    accel.name().to_uppercase()
                 )),
                 None => p.step(format!(
                     "booting {name} under {}; press Ctrl-A X to quit QEMU",

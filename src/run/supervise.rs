@@ -107,6 +107,15 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// Why a supervised run is ending early, told to [`Hooks::before_kill`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The time limit passed.
+    TimedOut,
+    /// The console shows a kernel panic, and the guest was told to wait (panic=0).
+    Panicked,
+}
+
 /// How a supervised QEMU ended.
 #[derive(Debug)]
 pub struct Ended {
@@ -118,48 +127,86 @@ pub struct Ended {
     pub hung_after_status: bool,
     /// The caller cancelled.
     pub cancelled: bool,
+    /// The console showed a panic and the run was ended for it.
+    pub panicked: bool,
     /// Wall time from start to end.
     pub elapsed: Duration,
 }
 
+/// What the caller hears from a supervised run.
+pub struct Hooks<'a> {
+    /// QEMU started with this pid.
+    pub on_start: &'a mut dyn FnMut(u32),
+    /// Console bytes, as they arrive.
+    pub on_console: &'a mut dyn FnMut(&[u8]),
+    /// The run is about to be ended for this reason; QEMU still runs (for a task dump
+    /// or a memory dump through its monitor).
+    pub before_kill: &'a mut dyn FnMut(Ending),
+    /// End the run when the console shows a panic (the guest waits instead of
+    /// powering off).
+    pub end_on_panic: bool,
+}
+
+/// The QEMU command, made to die with the thread that started it (so a killed kiln
+/// leaves no guest behind, whatever signal killed it).
+fn command(args: &[String]) -> Command {
+    let mut c = Command::new(&args[0]);
+    c.args(&args[1..]);
+    // SAFETY: prctl(2) is async-signal-safe and touches only the child's own state.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+fn cannot_start(program: &str, e: std::io::Error) -> String {
+    format!("cannot start {program}: {e} (is QEMU installed? apt-get install qemu-system-x86)")
+}
+
 /// Runs `args` with the console and status channel in `files`, until QEMU exits, the
-/// guest reports and powers off, `timeout` passes, or `cancel` fires. `on_console`
-/// receives console bytes as they arrive. Err: QEMU could not be started.
+/// guest reports and powers off, `timeout` passes, or `cancel` fires. Err: QEMU could
+/// not be started.
 pub fn supervise(
     args: &[String],
     files: &RunDir,
     timeout: Duration,
     cancel: &Cancel,
-    on_console: &mut dyn FnMut(&[u8]),
+    hooks: Hooks<'_>,
 ) -> Result<Ended, String> {
     let stderr = std::fs::File::create(&files.qemu_stderr)
         .map_err(|e| format!("creating {}: {e}", files.qemu_stderr.display()))?;
     let start = Instant::now();
-    let child = Command::new(&args[0])
-        .args(&args[1..])
+    let child = command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
         .process_group(0)
         .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start {}: {e} (is QEMU installed? apt-get install qemu-system-x86)",
-                args[0]
-            )
-        })?;
+        .map_err(|e| cannot_start(&args[0], e))?;
     let pgid = child.id() as i32;
     cancel.register(pgid);
+    (hooks.on_start)(child.id());
     let mut guard = Guard {
         child,
         pgid,
         cancel,
     };
     let mut tail = ConsoleTail::new(&files.console);
-    let mut pump = |tail: &mut ConsoleTail| {
+    // The last few KiB of console, where a panic line is looked for.
+    let mut recent: Vec<u8> = Vec::new();
+    let on_console = hooks.on_console;
+    let mut pump = |tail: &mut ConsoleTail, recent: &mut Vec<u8>| {
         let b = tail.read_new();
         if !b.is_empty() {
             on_console(&b);
+            recent.extend_from_slice(&b);
+            let excess = recent.len().saturating_sub(8192);
+            recent.drain(..excess);
         }
     };
     let channels = [files.status_virtio.as_path(), files.status_uart.as_path()];
@@ -168,11 +215,12 @@ pub fn supervise(
         timed_out: false,
         hung_after_status: false,
         cancelled: false,
+        panicked: false,
         elapsed: Duration::ZERO,
     };
     let mut reported: Option<Instant> = None;
     loop {
-        pump(&mut tail);
+        pump(&mut tail, &mut recent);
         // Before looking at QEMU: cancelling kills it, and that exit is the cancel's.
         if cancel.is_cancelled() {
             ended.cancelled = true;
@@ -189,6 +237,14 @@ pub fn supervise(
         }
         if start.elapsed() > timeout {
             ended.timed_out = true;
+            (hooks.before_kill)(Ending::TimedOut);
+            break;
+        }
+        if hooks.end_on_panic
+            && super::console::panic_line(&String::from_utf8_lossy(&recent)).is_some()
+        {
+            ended.panicked = true;
+            (hooks.before_kill)(Ending::Panicked);
             break;
         }
         match reported {
@@ -202,28 +258,77 @@ pub fn supervise(
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(guard);
-    pump(&mut tail);
+    pump(&mut tail, &mut recent);
     ended.elapsed = start.elapsed();
     Ok(ended)
 }
 
 /// Runs `args` in the foreground with the terminal as its console (QEMU's stdio), and
-/// waits for it. Err: QEMU could not be started.
-pub fn foreground(args: &[String]) -> Result<ExitStatus, String> {
-    Command::new(&args[0])
-        .args(&args[1..])
-        .status()
-        .map_err(|e| {
-            format!(
-                "cannot start {}: {e} (is QEMU installed? apt-get install qemu-system-x86)",
-                args[0]
-            )
-        })
+/// waits for it; `on_start` hears its pid. Err: QEMU could not be started.
+pub fn foreground(args: &[String], on_start: &mut dyn FnMut(u32)) -> Result<ExitStatus, String> {
+    let mut child = command(args)
+        .spawn()
+        .map_err(|e| cannot_start(&args[0], e))?;
+    on_start(child.id());
+    child.wait().map_err(|e| format!("waiting for QEMU: {e}"))
+}
+
+/// Starts `args` in the background, in a session of its own with no terminal, its
+/// console in `files` and the run directory's lock passed on (so the directory is not
+/// pruned while QEMU runs). Waits `settle` for QEMU to fail early. Ok: its pid.
+pub fn detach(args: &[String], files: &RunDir, settle: Duration) -> Result<u32, String> {
+    let stderr = std::fs::File::create(&files.qemu_stderr)
+        .map_err(|e| format!("creating {}: {e}", files.qemu_stderr.display()))?;
+    let lock = files.lock_fd();
+    let mut c = Command::new(&args[0]);
+    c.args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    // SAFETY: setsid(2) and fcntl(2) are async-signal-safe; they change only the child.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = lock {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().map_err(|e| cannot_start(&args[0], e))?;
+    let start = Instant::now();
+    while start.elapsed() < settle {
+        if let Ok(Some(status)) = child.try_wait() {
+            let err = std::fs::read_to_string(&files.qemu_stderr).unwrap_or_default();
+            return Err(if err.trim().is_empty() {
+                format!("QEMU exited at once with {status}")
+            } else {
+                err.trim().to_string()
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nobody waits for it now; when it exits, init reaps it.
+    let pid = child.id();
+    std::mem::forget(child);
+    Ok(pid)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hooks(on_console: &mut dyn FnMut(&[u8])) -> Hooks<'_> {
+        Hooks {
+            on_start: Box::leak(Box::new(|_| {})),
+            on_console,
+            before_kill: Box::leak(Box::new(|_| {})),
+            end_on_panic: false,
+        }
+    }
 
     fn sh(script: &str) -> Vec<String> {
         vec!["sh".into(), "-c".into(), script.into()]
@@ -245,7 +350,7 @@ mod tests {
             &rd,
             Duration::from_millis(300),
             &Cancel::new(),
-            &mut |_| {},
+            hooks(&mut |_| {}),
         )
         .unwrap();
         assert!(e.timed_out);
@@ -277,7 +382,7 @@ mod tests {
             &rd,
             Duration::from_secs(60),
             &c,
-            &mut |_| {},
+            hooks(&mut |_| {}),
         )
         .unwrap();
         t.join().unwrap();
@@ -295,7 +400,7 @@ mod tests {
             &rd,
             Duration::from_secs(10),
             &Cancel::new(),
-            &mut |b| seen.extend_from_slice(b),
+            hooks(&mut |b| seen.extend_from_slice(b)),
         )
         .unwrap();
         assert!(e.exit.is_some_and(|s| s.success()));
@@ -305,7 +410,7 @@ mod tests {
             &rd,
             Duration::from_secs(1),
             &Cancel::new(),
-            &mut |_| {},
+            hooks(&mut |_| {}),
         )
         .unwrap_err();
         assert!(err.contains("cannot start /nonexistent/qemu"), "{err}");

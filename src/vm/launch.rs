@@ -58,6 +58,7 @@ pub fn launch(plan: &Plan, run: &RunConfig, persist: bool) -> Result<Launch> {
         initrd,
         disks,
         cmdline,
+        devices: Vec::new(),
         extra_args: run.qemu_args.clone(),
     })
 }

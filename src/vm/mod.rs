@@ -2,9 +2,13 @@
 //! configuration and the run's files (one file per device), and the KVM probe.
 
 pub mod disk;
+pub mod gdb;
 pub mod ikconfig;
 pub mod kvm;
 pub mod launch;
+pub mod network;
 pub mod preflight;
 pub mod qemu;
+pub mod qmp;
 pub mod serial;
+pub mod vsock;

@@ -30,6 +30,9 @@ pub struct Launch {
     pub disks: Vec<Disk>,
     /// The kernel command line, word by word.
     pub cmdline: Vec<String>,
+    /// Devices beyond the disks and serial ports (network, monitor, gdb stub, vsock), as
+    /// QEMU arguments.
+    pub devices: Vec<String>,
     /// Further QEMU arguments, appended last so they can override.
     pub extra_args: Vec<String>,
 }
@@ -45,9 +48,10 @@ pub struct RunSpec {
     pub status: StatusChannel,
 }
 
-/// The kernel command line kiln always starts from: the console on the first UART,
-/// and a panic that ends the VM at once (with -no-reboot) instead of hanging it.
-pub const BASE_CMDLINE: [&str; 2] = ["console=ttyS0", "panic=-1"];
+/// The kernel command line kiln always starts from: the console on the first UART, a
+/// panic that ends the VM at once (with -no-reboot) instead of hanging it, and magic
+/// SysRq keys kiln can press (a task dump) when a run times out.
+pub const BASE_CMDLINE: [&str; 3] = ["console=ttyS0", "panic=-1", "sysrq_always_enabled"];
 
 /// The whole QEMU command, binary first.
 pub fn command(l: &Launch, r: &RunSpec) -> Vec<String> {
@@ -79,6 +83,7 @@ pub fn command(l: &Launch, r: &RunSpec) -> Vec<String> {
     for (i, d) in l.disks.iter().enumerate() {
         a.extend(d.args(i));
     }
+    a.extend(l.devices.iter().cloned());
     a.extend(l.extra_args.iter().cloned());
     a
 }
@@ -121,6 +126,7 @@ mod tests {
             initrd: Some("/out/x.cpio.zst".into()),
             disks: vec![],
             cmdline: vec!["console=ttyS0".into(), "panic=-1".into(), "quiet".into()],
+            devices: vec![],
             extra_args: vec!["-s".into()],
         }
     }

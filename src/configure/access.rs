@@ -86,6 +86,7 @@ case "$1" in
         ip addr flush dev "$interface"
         ip addr add "$ip/${mask:-24}" dev "$interface"
         for r in $router; do ip route add default via "$r" dev "$interface"; break; done
+        mkdir -p /etc
         : > /etc/resolv.conf
         for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
         ;;

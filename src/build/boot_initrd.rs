@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::modules::{insert_modules, module_paths, DISK_MODULES, NET_MODULES};
+use super::modules::{insert_modules, module_paths, DISK_MODULES, NET_MODULES, SERIAL_MODULES};
 use crate::output::cpio::{self, CpioOptions};
 use crate::plan::Plan;
 use crate::profile::LoadedProfile;
@@ -63,6 +63,7 @@ pub fn build_for(
     let mut wanted: Vec<String> = DISK_MODULES
         .iter()
         .chain(NET_MODULES.iter())
+        .chain(SERIAL_MODULES.iter())
         .filter(|m| kernel::has_module(k, m))
         .map(|m| m.to_string())
         .collect();

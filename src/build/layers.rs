@@ -81,8 +81,11 @@ pub fn assemble(
         add_runner(tree, plan, renderer, data)?;
     }
     let network = configure::access::network_on(p.network.mode, configure::access::has_sshd(tree));
-    let access =
-        configure::access::guest_side(tree, network, configure::has_systemd(tree), plan.epoch)?;
+    let systemd = configure::has_systemd(tree);
+    let mut access = configure::access::guest_side(tree, network, systemd, plan.epoch)?;
+    if systemd {
+        access.extend(configure::access::journal_unit(tree, plan.epoch)?);
+    }
     if plan.format == Format::Initramfs && !tree.contains("init") {
         if !tree.contains("bin/sh") && !tree.contains("usr/bin/sh") {
             bail!(

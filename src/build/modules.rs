@@ -18,6 +18,9 @@ pub const DISK_MODULES: [&str; 4] = ["virtio_pci", "virtio_blk", "ext4", "crc32c
 /// Modules a virtio NIC needs, when the kernel does not build them in.
 pub const NET_MODULES: [&str; 2] = ["virtio_pci", "virtio_net"];
 
+/// The virtio-serial driver: the status port, and the journal's.
+pub const SERIAL_MODULES: [&str; 1] = ["virtio_console"];
+
 /// Modules the image's own init loads: the profile's, plus what a results disk needs.
 pub fn image_modules(
     lp: &LoadedProfile,

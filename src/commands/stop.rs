@@ -94,6 +94,9 @@ pub fn stop_vm(v: &VmInfo, grace: Duration) -> Stopped {
         wait_gone(v, Duration::from_secs(5));
     }
     v.remove();
+    if let Some(note) = crate::run::journal::collect(&v.dir) {
+        crate::util::progress::step(note);
+    }
     how
 }
 

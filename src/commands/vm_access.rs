@@ -2,10 +2,8 @@
 //! ssh and scp (no SSH library), with the image's key and the forwarded port from the
 //! VM's record.
 
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -82,22 +80,28 @@ fn which(program: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
-/// Waits until sshd in `v` greets on its forwarded port, QEMU exits, or `wait` passes.
+/// Waits until `v` accepts kiln's key (`ssh … true` succeeds), QEMU exits, or `wait`
+/// passes. The probe is a whole login, not a peek at sshd's banner: OpenSSH 9.8 and
+/// later refuse a source for a while after it disconnects without authenticating
+/// (PerSourcePenalties), which a banner probe would trigger.
 pub fn wait_for_sshd(v: &VmInfo, wait: Duration, printer: &Printer) -> Result<()> {
-    let Some(port) = v.ssh_port else {
-        return Ok(());
-    };
+    let (mut opts, dest) = ssh_options(v, false)?;
+    opts.extend(["-o".into(), "ConnectTimeout=5".into()]);
     let start = Instant::now();
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut told = false;
     loop {
-        // QEMU accepts on the host side at once; only the guest's sshd sends a banner.
-        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut b = [0u8; 4];
-            if s.read_exact(&mut b).is_ok() && &b == b"SSH-" {
-                return Ok(());
-            }
+        let ok = Command::new("ssh")
+            .args(&opts)
+            .arg(&dest)
+            .arg("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running ssh (install openssh-client)")?
+            .success();
+        if ok {
+            return Ok(());
         }
         if !v.alive() {
             let console = v
@@ -113,7 +117,7 @@ pub fn wait_for_sshd(v: &VmInfo, wait: Duration, printer: &Printer) -> Result<()
         }
         if start.elapsed() > wait {
             bail!(
-                "sshd in {} did not answer on 127.0.0.1:{port} within {}s; is it enabled in the image? Look at {} or wait longer with --wait",
+                "sshd in {} did not let kiln in within {}s; is it enabled in the image? Look at {} or wait longer with --wait",
                 v.name,
                 wait.as_secs(),
                 v.console
@@ -124,13 +128,13 @@ pub fn wait_for_sshd(v: &VmInfo, wait: Duration, printer: &Printer) -> Result<()
         }
         if !told {
             printer.step(format!(
-                "waiting for sshd in {} (127.0.0.1:{port}, up to {}s)",
+                "waiting for sshd in {} (up to {}s)",
                 v.name,
                 wait.as_secs()
             ));
             told = true;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 

@@ -17,7 +17,9 @@ pub const KEY_WORD: &str = "kiln.ssh_key";
 
 /// Whether the image has an OpenSSH server.
 pub fn has_sshd(tree: &Tree) -> bool {
-    tree.contains("usr/sbin/sshd")
+    ["usr/sbin/sshd", "sbin/sshd"]
+        .iter()
+        .any(|p| tree.resolve(p).is_ok_and(|r| tree.contains(&r)))
 }
 
 /// Whether runs of the image get a network: as the profile says, else when it has sshd.
@@ -93,6 +95,45 @@ case "$1" in
 esac
 exit 0
 "#;
+
+/// The virtio-serial port the guest's journal streams to.
+pub const JOURNAL_PORT: &str = "org.kiln.journal";
+
+/// The kernel command-line word that says the port is attached.
+pub const JOURNAL_WORD: &str = "kiln.journal";
+
+const JOURNAL_UNIT: &str = "\
+# Written by kiln: the journal of this boot streams to the host (export format) on a
+# virtio-serial port while the guest runs, so it survives a failed or hung run.
+[Unit]
+Description=kiln: the journal of this boot, to the host
+DefaultDependencies=no
+ConditionKernelCommandLine=kiln.journal
+Requires=dev-virtio\\x2dports-org.kiln.journal.device
+After=dev-virtio\\x2dports-org.kiln.journal.device systemd-journald.socket
+
+[Service]
+ExecStart=/bin/sh -c 'exec journalctl --boot --follow --no-tail --output=export > /dev/virtio-ports/org.kiln.journal'
+
+[Install]
+WantedBy=sysinit.target
+";
+
+/// Adds the unit that streams a systemd image's journal to the host; returns it to enable.
+pub fn journal_unit(tree: &mut Tree, epoch: i64) -> Result<Vec<String>> {
+    let has = |p: &str| tree.resolve(p).is_ok_and(|r| tree.contains(&r));
+    if !has("usr/bin/journalctl") && !has("bin/journalctl") {
+        return Ok(Vec::new());
+    }
+    put(
+        tree,
+        "usr/lib/systemd/system/kiln-journal.service",
+        JOURNAL_UNIT,
+        0o644,
+        epoch,
+    )?;
+    Ok(vec!["kiln-journal.service".to_string()])
+}
 
 /// The udhcpc hook an initramfs's init uses.
 pub const UDHCPC_PATH: &str = "usr/lib/kiln/udhcpc.script";

@@ -7,6 +7,7 @@
 pub mod console;
 pub mod dir;
 pub mod formats;
+pub mod journal;
 pub mod matrix;
 pub mod outcome;
 pub mod postmortem;
@@ -411,6 +412,9 @@ pub fn run(
         break (outcome, guest, ended.elapsed, ended.hung_after_status);
     };
     let Prepared { files, .. } = p;
+    if let Some(note) = journal::collect(&files.dir) {
+        sink.event(Event::Note(&note));
+    }
     let mut outcome = outcome;
     if opts.config.results.is_some() && files.results_img.exists() {
         match results::collect(&files.results_img, &files.results) {

@@ -20,6 +20,8 @@ use crate::vm::{qmp, vsock};
 pub struct ImageFacts {
     /// The image has an OpenSSH server.
     pub has_sshd: bool,
+    /// The image streams its journal (kiln's unit is in it).
+    pub streams_journal: bool,
 }
 
 impl ImageFacts {
@@ -31,8 +33,10 @@ impl ImageFacts {
         let Ok(m) = serde_json::from_str::<Manifest>(&text) else {
             return ImageFacts::default();
         };
+        let has = |p: &str| m.entries.iter().any(|e| e.path == p);
         ImageFacts {
-            has_sshd: m.entries.iter().any(|e| e.path == "/usr/sbin/sshd"),
+            has_sshd: has("/usr/sbin/sshd"),
+            streams_journal: has("/usr/lib/systemd/system/kiln-journal.service"),
         }
     }
 }
@@ -122,6 +126,12 @@ pub fn wire(
         l.devices.extend(vsock::args(cid));
         cid
     });
+    if facts.streams_journal {
+        l.devices.extend(super::journal::args(
+            &files.dir.join(super::journal::EXPORT),
+        ));
+        l.cmdline.push(access::JOURNAL_WORD.into());
+    }
     if config.dump_on_failure {
         // A panicking kernel then waits for kiln to dump its memory instead of ending
         // the VM; the later word wins over kiln's panic=-1.

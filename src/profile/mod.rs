@@ -2,6 +2,7 @@
 
 pub mod de;
 pub mod diag;
+pub mod forward;
 pub mod load;
 pub mod node;
 pub mod schema;

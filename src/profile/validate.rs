@@ -40,7 +40,7 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
 fn network(p: &Profile) -> Result<(), ProfileError> {
     let mut hosts = Vec::new();
     for f in &p.network.forward {
-        let fw = crate::vm::network::Forward::parse(f).map_err(|e| f.error(e))?;
+        let fw = super::forward::Forward::parse(f).map_err(|e| f.error(e))?;
         if let Some(h) = fw.host {
             if hosts.contains(&(fw.proto, h)) {
                 return Err(f.error(format!("host port {h} is forwarded twice")));

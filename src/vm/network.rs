@@ -2,7 +2,6 @@
 //! forwarded from 127.0.0.1 on the host. Host ports not fixed by the profile are chosen
 //! free per run and recorded in the run directory.
 
-use std::fmt;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 
 use serde::{Deserialize, Serialize};
@@ -13,71 +12,7 @@ pub const DEFAULT_MODEL: &str = "virtio-net-pci";
 /// The guest port sshd listens on.
 pub const SSH_PORT: u16 = 22;
 
-/// Transport of a forwarded port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Proto {
-    fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-/// A forward as the profile writes it: `[tcp:|udp:][HOST:]GUEST`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Forward {
-    /// Transport.
-    pub proto: Proto,
-    /// The host port; None: a free one, chosen per run.
-    pub host: Option<u16>,
-    /// The guest port.
-    pub guest: u16,
-}
-
-impl Forward {
-    /// Parses "8888:22", "22", "udp:5353:53".
-    pub fn parse(s: &str) -> Result<Forward, String> {
-        let (proto, rest) = match s.split_once(':') {
-            Some(("tcp", r)) => (Proto::Tcp, r),
-            Some(("udp", r)) => (Proto::Udp, r),
-            _ => (Proto::Tcp, s),
-        };
-        let port = |p: &str| -> Result<u16, String> {
-            match p.parse::<u16>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!(
-                    "`{s}`: `{p}` is not a port (1-65535); write \"HOST:GUEST\" such as \"8888:22\", or \"GUEST\" for a free host port"
-                )),
-            }
-        };
-        let (host, guest) = match rest.split_once(':') {
-            Some((h, g)) => (Some(port(h)?), port(g)?),
-            None => (None, port(rest)?),
-        };
-        Ok(Forward { proto, host, guest })
-    }
-}
-
-impl fmt::Display for Forward {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.proto == Proto::Udp {
-            f.write_str("udp:")?;
-        }
-        match self.host {
-            Some(h) => write!(f, "{h}:{}", self.guest),
-            None => write!(f, "{}", self.guest),
-        }
-    }
-}
+pub use crate::profile::forward::{Forward, Proto};
 
 /// A forward with its host port fixed for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -176,7 +176,7 @@ fn net_profile(dir: &Path, name: &str) -> PathBuf {
         dir,
         &format!("{name}.toml"),
         &format!(
-            "version = 1\nname = \"{name}\"\n[distribution]\nsuite = \"trixie\"\npackages = [\"busybox-static\"]\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n[[symlink]]\npath = \"/bin/sh\"\ntarget = \"busybox\"\n[network]\nmode = \"user\"\nforward = [\"8080\"]\n[test]\ncommand = \"ip -4 addr show eth0 | grep 'inet 10.0.2.15/24' && ip route | grep -q 'default via 10.0.2.2' && grep -q 10.0.2.3 /etc/resolv.conf\"\ntimeout = \"120s\"\n[qemu]\nmemory = \"512M\"\naccel = \"tcg\"\n"
+            "version = 1\nname = \"{name}\"\n[distribution]\nsuite = \"trixie\"\npackages = [\"busybox-static\"]\n[kernel]\npackage = \"linux-image-cloud-amd64\"\ndebug_symbols = true\n[[symlink]]\npath = \"/bin/sh\"\ntarget = \"busybox\"\n[network]\nmode = \"user\"\nforward = [\"8080\"]\n[test]\ncommand = \"ip -4 addr show eth0 | grep 'inet 10.0.2.15/24' && ip route | grep -q 'default via 10.0.2.2' && grep -q 10.0.2.3 /etc/resolv.conf\"\ntimeout = \"120s\"\n[qemu]\nmemory = \"512M\"\naccel = \"tcg\"\n"
         ),
     )
 }
@@ -213,7 +213,8 @@ fn a_busybox_initramfs_takes_an_address_by_dhcp_and_two_vms_get_their_own_ports_
             Duration::from_secs(5)
         ));
     }
-    // gdb against a CPU held at reset.
+    // gdb, with the command kiln prints: first against a CPU held at reset, then, once
+    // the kernel runs, reading its memory through the symbols of the -dbg package.
     if !which("gdb") {
         panic!("gdb is not installed (apt-get install gdb)");
     }
@@ -224,25 +225,42 @@ fn a_busybox_initramfs_takes_an_address_by_dhcp_and_two_vms_get_their_own_ports_
         "--network=none",
     ]));
     let err = stderr(&o);
+    assert!(err.contains("nokaslr added"), "{err}");
+    let printed = err
+        .lines()
+        .find_map(|l| {
+            l.split_once(": gdb -ex ")
+                .map(|(_, c)| format!("gdb -ex {c}"))
+        })
+        .unwrap_or_else(|| panic!("no gdb command in {err}"));
+    // Taken out of the -dbg package (then kept in the cache).
     assert!(
-        err.contains("nokaslr added") && err.contains("gdb -ex 'target remote :"),
-        "{err}"
+        printed.contains("/vmlinux-") && printed.contains("-cloud-amd64"),
+        "{printed}"
     );
+    let gdb = |commands: &str| {
+        let g = run(Command::new("sh")
+            .arg("-c")
+            .arg(format!("timeout 120 {printed} -batch -nx {commands}")));
+        format!("{}{}", stdout(&g), stderr(&g))
+    };
+    let text = gdb("-ex 'info registers rip'");
+    assert!(text.contains("rip") && text.contains("0xfff0"), "{text}");
+    // Detaching let the CPU go: wait for the shell, then read the running kernel.
     let r = record("net-a");
-    let gdb_port = r["gdb_port"].as_u64().unwrap();
-    let g = run(Command::new("gdb").args([
-        "-batch",
-        "-nx",
-        "-ex",
-        &format!("target remote :{gdb_port}"),
-        "-ex",
-        "info registers rip",
-    ]));
-    let text = stdout(&g);
+    let console = PathBuf::from(r["console"].as_str().unwrap());
+    let start = Instant::now();
+    while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("no test on this boot")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the guest did not boot"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = gdb("-ex 'p init_uts_ns.name.release' -ex 'x/s linux_banner'");
     assert!(
-        text.contains("rip") && text.contains("0xfff0"),
-        "{text}\n{}",
-        stderr(&g)
+        text.contains("-cloud-amd64\"") && text.contains("<linux_banner>:\t\"Linux version"),
+        "{text}"
     );
     assert!(run(vm_cmd("stop", &a, &out).arg("--grace=0"))
         .status

@@ -164,6 +164,16 @@ fn semantic_errors_point_at_the_table() {
         e.contains("r.toml:2:1") && e.contains("missing-dir") && e.contains("overlay[0].source"),
         "{e}"
     );
+    write(
+        d.path(),
+        "s.toml",
+        "version = 1\n[kernel]\npath = \"bzImage\"\ndebug_symbols = true\n",
+    );
+    let e = load_err(d.path(), "s.toml");
+    assert!(
+        e.contains("s.toml:4:") && e.contains("[kernel] vmlinux") && e.contains("-dbg"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub fn boot(a: &ProfileArgs, b: &BootArgs, printer: &Printer) -> Result<ExitStat
         ));
     }
     let opts = RunOptions {
-        config: config.with(&b.overrides),
+        config: super::with_debug_symbols(&lp, a, config.with(&b.overrides))?,
         persist,
         mode: if b.detach {
             Mode::Detached

@@ -88,3 +88,18 @@ fn plan_or_build(lp: &LoadedProfile, a: &ProfileArgs, no_build: bool) -> Result<
     }
     Ok(plan)
 }
+
+/// The run's vmlinux from the profile's `-dbg` package (`[kernel] debug_symbols`), fetched
+/// when the run needs symbols (gdb, a memory dump) and nothing else named one. A kernel
+/// given on the command line is not the package's, so its symbols are not either.
+fn with_debug_symbols(
+    lp: &LoadedProfile,
+    a: &ProfileArgs,
+    mut config: crate::plan::RunConfig,
+) -> Result<crate::plan::RunConfig> {
+    let needs = config.gdb.is_some() || config.dump_on_failure;
+    if needs && config.vmlinux.is_none() && a.build.kernel.is_none() {
+        config.vmlinux = crate::source::debian::debug::vmlinux(lp, &a.build.packages)?;
+    }
+    Ok(config)
+}

@@ -170,10 +170,12 @@ pub fn test(
     }
     let mut plan = plan.clone();
     plan.use_kernel(&cell.kernel);
-    let opts = RunOptions {
-        config: cell.config,
-        ..base
+    let config = if own {
+        super::with_debug_symbols(&lp, &a, cell.config)?
+    } else {
+        cell.config
     };
+    let opts = RunOptions { config, ..base };
     let mut reporter = TextReporter::new(printer, t.verbose);
     let report = run::run(&plan, &opts, cancel, &mut reporter)?;
     Ok(ExitStatus::from_code(report.outcome.exit_code()))

@@ -277,6 +277,9 @@ pub struct Kernel {
     /// The kernel's uncompressed image with symbols (vmlinux) on the host, for `--gdb`
     /// and memory dumps; default: one found beside the kernel or at its build tree's top.
     pub vmlinux: Option<Located<RelPath>>,
+    /// Pin the kernel package's Debian `-dbg` companion in the lock and, when a run needs
+    /// symbols (`--gdb`, `--dump-on-failure`), fetch it and take its vmlinux.
+    pub debug_symbols: Option<Located<bool>>,
 }
 
 /// Ownership of the entries an overlay copies into the image.

@@ -172,6 +172,13 @@ fn kernel_and_test(p: &Profile) -> Result<(), ProfileError> {
     if let (Some(kp), None) = (&p.kernel.package, &p.distribution) {
         return Err(kp.error("[kernel] package needs a [distribution] to fetch it from"));
     }
+    if let Some(d) = &p.kernel.debug_symbols {
+        if d.value && p.kernel.package.is_none() {
+            return Err(d.error(
+                "debug_symbols takes the vmlinux from the kernel package's -dbg package; without [kernel] package, give [kernel] vmlinux instead",
+            ));
+        }
+    }
     tests(p)
 }
 

@@ -54,6 +54,14 @@ pub struct LockFile {
     /// installed into the image, and busybox for a disk's boot initramfs.
     #[serde(default, rename = "kernel_package")]
     pub kernel_packages: Vec<LockedPackage>,
+    /// The kernel's `-dbg` packages (`[[debug_package]]` tables), fetched only when a run
+    /// needs the vmlinux: `[kernel] debug_symbols`.
+    #[serde(
+        default,
+        rename = "debug_package",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub debug_packages: Vec<LockedPackage>,
 }
 
 /// The distribution's architecture, `amd64` by default.
@@ -75,7 +83,7 @@ pub fn components(d: &Distribution) -> Vec<String> {
 /// The resolution inputs, hashed. Mirror and keyring are not inputs: they say where
 /// files come from and who vouches for them, not which files.
 pub fn inputs_hash(d: &Distribution, k: &Kernel, boot_initrd: bool) -> String {
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "boot_initrd": boot_initrd,
         "suite": d.suite,
         "components": components(d),
@@ -86,6 +94,10 @@ pub fn inputs_hash(d: &Distribution, k: &Kernel, boot_initrd: bool) -> String {
         "kernel": k.package.as_ref().map(|p| p.value.clone()),
         "kernel_install": k.install.unwrap_or(false),
     });
+    // Added only when set, so the locks of every other profile keep their hash.
+    if k.debug_symbols.as_ref().is_some_and(|d| d.value) {
+        v["debug_symbols"] = serde_json::Value::Bool(true);
+    }
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
 

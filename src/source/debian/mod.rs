@@ -4,6 +4,7 @@
 pub mod cell_kernel;
 pub mod control;
 pub mod deb;
+pub mod debug;
 pub mod deps;
 pub mod dpkg;
 pub mod index;
@@ -251,18 +252,28 @@ pub fn resolve_fresh(
         d.suite,
         archive.release.date
     ));
+    let packages: Vec<LockedPackage> = res
+        .selected
+        .iter()
+        .map(|&i| locked(&archive.index, i))
+        .collect();
+    let debug_packages = match &k.debug_symbols {
+        Some(ds) if ds.value => {
+            let kernels: Vec<LockedPackage> = packages.iter().chain(&kernel).cloned().collect();
+            debug::resolve_companions(&archive.index, &kernels)
+                .map_err(|e| ds.error(format!("{e:#}")))?
+        }
+        _ => Vec::new(),
+    };
     Ok(LockFile {
         version: lock::LOCK_VERSION,
         inputs: lock::inputs_hash(d, k, needs_boot_initrd(lp)),
         suite: d.suite.clone(),
         architecture: lock::architecture(d),
         release_date: archive.release.date.clone(),
-        packages: res
-            .selected
-            .iter()
-            .map(|&i| locked(&archive.index, i))
-            .collect(),
+        packages,
         kernel_packages: kernel,
+        debug_packages,
     })
 }
 

@@ -25,7 +25,8 @@ kernel asked for) and reports their exit status \
 status and results.\n\nExit status of `kiln test`: 0 passed; 1-119 the test's own status; 120 \
 kiln's own step in the guest failed; 121 kernel splat; 122 preflight (the kernel lacks what the \
 run needs; not booted); 123 the test exited with 120 or more; 124 timed out; 125 kernel panic; \
-126 QEMU failed; 127 the guest reported no status; 128 the test passed but left out a file its `require` lists; 130 interrupted. With several cells (kernels × tests): 0 \
+126 QEMU failed; 127 the guest reported no status; 128 the test passed but left out a file its `require` lists; 129 the test passed but its TAP (`tap`) \
+has a `not ok`; 130 interrupted. With several cells (kernels × tests): 0 \
 when every run passed, 130 interrupted, else 1. Any command: 2 for a bad profile, 1 for other \
 errors."
 )]
@@ -248,6 +249,12 @@ pub struct BuildArgs {
     /// runs once on each kernel (a matrix).
     #[arg(long, value_name = "KERNEL")]
     kernel: Vec<PathBuf>,
+    /// A kernel build tree after `make` (the source directory, or the O= directory), instead
+    /// of the profile's [kernel]: its arch/x86/boot/bzImage boots, the modules it built go
+    /// into the image (the ones [kernel] modules asks for, and for a disk all of them, with
+    /// modules.dep), its vmlinux serves --gdb and its .config the preflight.
+    #[arg(long, value_name = "DIR", conflicts_with = "kernel")]
+    kernel_tree: Option<PathBuf>,
     /// Debian mirror URL, instead of the profile's or the host's apt configuration
     /// (also $KILN_MIRROR, e.g. on a CI runner whose apt sources are not Debian's).
     #[arg(long, value_name = "URL", env = "KILN_MIRROR")]
@@ -392,6 +399,7 @@ impl BuildArgs {
             build: BuildOptions {
                 out_dir: self.out_dir.clone(),
                 kernel: self.kernel.first().cloned(),
+                kernel_tree: self.kernel_tree.clone(),
                 packages: PackageOptions {
                     // An empty $KILN_MIRROR (an unset CI variable) means none.
                     mirror: self.mirror.clone().filter(|m| !m.is_empty()),

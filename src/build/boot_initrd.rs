@@ -1,11 +1,11 @@
-//! The initramfs that boots a disk image with a packaged kernel. Distribution kernels
+//! The initramfs that boots a disk image with a packaged kernel or one from a build tree. Distribution kernels
 //! build virtio as modules, so something must load them before the root file system can
 //! be found: a static busybox from the package source, the modules the root disk needs
 //! in dependency order, and an /init that finds `root=PARTUUID=…` and switches to it.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use super::modules::{insert_modules, module_paths, DISK_MODULES, NET_MODULES, SERIAL_MODULES};
@@ -22,13 +22,11 @@ use crate::util::progress;
 pub fn build(
     lp: &LoadedProfile,
     plan: &Plan,
+    k: &KernelFiles,
     pkgs: &dyn FetchedPackages,
     dest: &Path,
     renderer: &Renderer,
 ) -> Result<()> {
-    let k = pkgs
-        .kernel()
-        .context("the boot initramfs needs the kernel's files")?;
     build_for(lp, plan, k, pkgs, &|_| Ok(()), dest, renderer)
 }
 

@@ -15,6 +15,7 @@ use crate::plan::{CellKernel, KernelRef, Plan, WriterPlan};
 use crate::profile::{Format, LoadedProfile};
 use crate::source::debian::cell_kernel::CellKernels;
 use crate::source::kernel::KernelFiles;
+use crate::source::kernel_tree::KernelTree;
 use crate::source::{self, FetchedPackages, PackageOptions};
 use crate::template::Renderer;
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
@@ -38,6 +39,10 @@ pub fn cell_kernels(
     let mut debian: Option<CellKernels> = None;
     let mut shell: Option<Box<dyn FetchedPackages>> = None;
     for r in refs {
+        if let KernelRef::Tree(dir) = r {
+            out.push(tree_kernel(lp, plan, dir)?);
+            continue;
+        }
         let KernelRef::Package { name, suite } = r else {
             out.extend(host_kernels(r)?);
             continue;
@@ -119,6 +124,15 @@ pub fn without_fetching(refs: &[KernelRef]) -> Result<Vec<CellKernel>> {
     for r in refs {
         match r {
             KernelRef::Package { .. } => out.push(unfetched(r)),
+            KernelRef::Tree(dir) => {
+                let t = KernelTree::open(dir)?;
+                out.push(CellKernel {
+                    label: r.to_string(),
+                    image: t.image,
+                    initrd: None,
+                    spec: Some(r.to_string()),
+                });
+            }
             _ => out.extend(host_kernels(r)?),
         }
     }
@@ -141,8 +155,33 @@ fn host_kernels(r: &KernelRef) -> Result<Vec<CellKernel>> {
     match r {
         KernelRef::Host(p) => Ok(vec![CellKernel::host(p)]),
         KernelRef::Glob(pattern) => expand(pattern),
-        KernelRef::Package { .. } => Ok(Vec::new()),
+        KernelRef::Package { .. } | KernelRef::Tree(_) => Ok(Vec::new()),
     }
+}
+
+/// A build tree's kernel for a cell. An initramfs gets the tree's modules appended; a
+/// disk boots the tree's bzImage directly, as a host kernel does, so that kernel needs
+/// virtio_blk and ext4 built in (the preflight reads its .config).
+fn tree_kernel(lp: &LoadedProfile, plan: &Plan, dir: &Path) -> Result<CellKernel> {
+    let t = KernelTree::open(dir)?;
+    let initrd = match plan.format {
+        Format::Initramfs => {
+            let files = t.files()?;
+            let out = plan
+                .out_dir
+                .join(format!("{}.kernels", plan.name))
+                .join(format!("tree-{}", t.release));
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            Some(with_modules(lp, plan, &files, &out)?)
+        }
+        _ => None,
+    };
+    Ok(CellKernel {
+        label: dir.display().to_string(),
+        image: t.image,
+        initrd,
+        spec: Some(dir.display().to_string()),
+    })
 }
 
 /// Kernel images in a directory (up to three levels down) or matching a glob:

@@ -43,7 +43,14 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         None => None,
     };
     let pkgs = pkgs.as_deref();
-    let kernel = pkgs.and_then(|p| p.kernel());
+    // A build tree's kernel, else the package's.
+    let tree_files = match &plan.kernel {
+        KernelPlan::Tree(t) => Some(t.files()?),
+        _ => None,
+    };
+    let kernel = tree_files
+        .as_ref()
+        .or_else(|| pkgs.and_then(|p| p.kernel()));
     let modules = modules::image_modules(lp, &plan, kernel)?;
     let data = layers::template_data(lp, &plan, &modules::module_paths(&modules))?;
     let mut tree = Tree::new(plan.epoch);
@@ -59,10 +66,8 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     if plan.format == Format::Disk && !plan.tests.is_empty() {
         units.push("kiln-test.service".to_string());
     }
-    if let Some(p) = pkgs {
-        if modules::install_kernel_modules(&mut tree, lp, &plan, p)? {
-            units.push("kiln-depmod.service".to_string());
-        }
+    if modules::install_kernel_modules(&mut tree, lp, &plan, pkgs, kernel)? {
+        units.push("kiln-depmod.service".to_string());
     }
     layers::assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
     if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
@@ -73,8 +78,8 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         }
         progress::step(format!("kernel {} → {}", k.release, vmlinuz.display()));
     }
-    if let (Some(initrd), Some(p)) = (&plan.boot_initrd, pkgs) {
-        boot_initrd::build(lp, &plan, p as &dyn FetchedPackages, initrd, &renderer)?;
+    if let (Some(initrd), Some(p), Some(k)) = (&plan.boot_initrd, pkgs, kernel) {
+        boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, initrd, &renderer)?;
     }
     progress::step(format!(
         "writing {} ({} entries, {})",

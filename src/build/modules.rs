@@ -1,11 +1,14 @@
 //! Kernel modules in the image: the ones an initramfs's init loads (with their
 //! dependencies), and a disk's whole module tree indexed at first boot.
 
-use anyhow::{bail, Result};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::plan::Plan;
+use anyhow::{bail, Context, Result};
+
+use crate::plan::{KernelPlan, Plan};
 use crate::profile::{Format, LoadedProfile, NetworkMode};
 use crate::source::kernel::{self, KernelFiles, LoadableModule};
+use crate::source::kernel_tree::KernelTree;
 use crate::source::FetchedPackages;
 use crate::template;
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
@@ -52,7 +55,7 @@ pub fn image_modules(
     match kernel {
         Some(k) => kernel::closure(k, &wanted),
         None => bail!(
-            "{}: [kernel] modules needs [kernel] package, which provides them",
+            "{}: [kernel] modules needs a kernel with modules: [kernel] package or tree (or --kernel-tree)",
             lp.path.display()
         ),
     }
@@ -61,9 +64,29 @@ pub fn image_modules(
 /// Where an initramfs lists the modules its init loads, one path a line.
 pub const MODULES_LIST: &str = "usr/lib/kiln/modules.list";
 
-/// Puts loadable modules in the tree with the list an initramfs's init loads them from.
+/// Puts loadable modules in the tree with the list an initramfs's init loads them from,
+/// and a `modules.dep` for modprobe beside them.
 pub fn insert_module_list(tree: &mut Tree, modules: &[LoadableModule], epoch: i64) -> Result<()> {
     insert_modules(tree, modules, epoch)?;
+    let mut by_dir: BTreeMap<String, Vec<ModuleDeps>> = BTreeMap::new();
+    for m in modules {
+        if let Some(dir) = release_dir(&m.image_path) {
+            by_dir.entry(dir).or_default().push(ModuleDeps {
+                path: m.image_path.clone(),
+                name: m.name.clone(),
+                depends: kernel::module_depends(&m.elf)?,
+            });
+        }
+    }
+    for (dir, mods) in by_dir {
+        tree.insert(
+            &format!("{dir}/modules.dep"),
+            Entry::new(
+                Kind::File(Data::bytes(modules_dep(&dir, &mods))),
+                Meta::new(0o644, epoch),
+            ),
+        )?;
+    }
     if !modules.is_empty() {
         let mut list = module_paths(modules).join("\n");
         list.push('\n');
@@ -89,6 +112,69 @@ pub fn insert_modules(tree: &mut Tree, modules: &[LoadableModule], epoch: i64) -
     Ok(())
 }
 
+/// `…/lib/modules/RELEASE` of a module's path in the image.
+fn release_dir(path: &str) -> Option<String> {
+    let (before, rest) = path.split_once("lib/modules/")?;
+    let release = rest.split('/').next().filter(|r| !r.is_empty())?;
+    Some(format!("{before}lib/modules/{release}"))
+}
+
+/// A module, where it is in the image and what it depends on, for `modules.dep`.
+#[derive(Debug, Clone)]
+pub struct ModuleDeps {
+    /// Its path in the image, under `DIR` of [`modules_dep`].
+    pub path: String,
+    /// Its name, with `_` for `-`.
+    pub name: String,
+    /// The names its `.modinfo` says it depends on.
+    pub depends: Vec<String>,
+}
+
+/// `modules.dep` as depmod writes it for the modules under `dir` (`…/lib/modules/RELEASE`):
+/// one line a module, sorted, its path and every module it needs, directly or not, each
+/// before its own dependencies, so modprobe loads the list from its end. Dependencies
+/// that are not among `mods` are built in.
+pub fn modules_dep(dir: &str, mods: &[ModuleDeps]) -> String {
+    let by_name: BTreeMap<&str, &ModuleDeps> = mods.iter().map(|m| (m.name.as_str(), m)).collect();
+    let rel = |p: &str| {
+        p.strip_prefix(dir)
+            .map(|r| r.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| p.to_string())
+    };
+    fn post_order<'a>(
+        m: &'a ModuleDeps,
+        by_name: &BTreeMap<&str, &'a ModuleDeps>,
+        seen: &mut BTreeSet<&'a str>,
+        out: &mut Vec<&'a ModuleDeps>,
+    ) {
+        for d in &m.depends {
+            if let Some(dep) = by_name.get(d.as_str()) {
+                if seen.insert(dep.name.as_str()) {
+                    post_order(dep, by_name, seen, out);
+                    out.push(dep);
+                }
+            }
+        }
+    }
+    let mut lines: Vec<String> = mods
+        .iter()
+        .map(|m| {
+            let mut seen = BTreeSet::from([m.name.as_str()]);
+            let mut order = Vec::new();
+            post_order(m, &by_name, &mut seen, &mut order);
+            let deps: Vec<String> = order.iter().rev().map(|d| rel(&d.path)).collect();
+            format!(
+                "{}:{}{}\n",
+                rel(&m.path),
+                if deps.is_empty() { "" } else { " " },
+                deps.join(" ")
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.concat()
+}
+
 /// The modules' image paths, for templates (`/usr/lib/modules/…`).
 pub fn module_paths(modules: &[LoadableModule]) -> Vec<String> {
     modules
@@ -97,24 +183,30 @@ pub fn module_paths(modules: &[LoadableModule]) -> Vec<String> {
         .collect()
 }
 
-/// Copies the packaged kernel's module tree into a disk image (see `[kernel]
-/// install_modules`) with a unit that indexes it at first boot, since depmod is a
-/// maintainer-script job kiln does not run. Returns whether the unit was added.
+/// Copies the kernel's whole module tree into a disk image (see `[kernel]
+/// install_modules`): a package's as it ships it, a build tree's as `make
+/// modules_install` lays it out, with the unit that writes modprobe's indexes at first
+/// boot. Returns whether the unit was added.
 pub fn install_kernel_modules(
     tree: &mut Tree,
     lp: &LoadedProfile,
     plan: &Plan,
-    pkgs: &dyn FetchedPackages,
+    pkgs: Option<&dyn FetchedPackages>,
+    kernel: Option<&KernelFiles>,
 ) -> Result<bool> {
     let k = &lp.profile.kernel;
     let wanted = k.install_modules.unwrap_or(plan.format == Format::Disk);
-    let Some(files) = pkgs.kernel() else {
+    let Some(files) = kernel else {
         return Ok(false);
     };
     if !wanted {
         return Ok(false);
     }
-    let n = pkgs.install_kernel_modules(tree, plan.epoch)?;
+    let n = match (&plan.kernel, pkgs) {
+        (KernelPlan::Tree(t), _) => install_tree_modules(tree, t, files, plan.epoch)?,
+        (KernelPlan::Package { .. }, Some(p)) => p.install_kernel_modules(tree, plan.epoch)?,
+        _ => 0,
+    };
     if n == 0 {
         return Ok(false);
     }
@@ -137,4 +229,73 @@ pub fn install_kernel_modules(
         files.release
     ));
     Ok(true)
+}
+
+/// A build tree's modules, as built (compressed or not), with `modules.order`,
+/// `modules.builtin*` and a `modules.dep` read from the modules' own `.modinfo`.
+fn install_tree_modules(
+    tree: &mut Tree,
+    t: &KernelTree,
+    files: &KernelFiles,
+    epoch: i64,
+) -> Result<usize> {
+    let dir = format!("lib/modules/{}", files.release);
+    let file = |data: Data| Entry::new(Kind::File(data), Meta::new(0o644, epoch));
+    let mut deps = Vec::new();
+    for (name, (path, data)) in &files.modules {
+        tree.insert(path, file(data.clone()))?;
+        let elf = kernel::module_bytes(path, data)?;
+        deps.push(ModuleDeps {
+            path: path.clone(),
+            name: name.clone(),
+            depends: kernel::module_depends(&elf)?,
+        });
+    }
+    let mut order: Vec<&str> = files
+        .modules
+        .values()
+        .filter_map(|(p, _)| p.strip_prefix(&format!("{dir}/")))
+        .collect();
+    order.sort();
+    let order: String = order.iter().map(|p| format!("{p}\n")).collect();
+    let mut generated = vec![
+        ("modules.dep", modules_dep(&dir, &deps).into_bytes()),
+        ("modules.order", order.into_bytes()),
+    ];
+    for (name, path) in t.module_metadata() {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        generated.push((name, bytes));
+    }
+    let n = files.modules.len() + generated.len();
+    for (name, text) in generated {
+        tree.insert(&format!("{dir}/{name}"), file(Data::bytes(text)))?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, deps: &[&str]) -> ModuleDeps {
+        ModuleDeps {
+            path: format!("lib/modules/6.6/kernel/{name}.ko"),
+            name: name.to_string(),
+            depends: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn modules_dep_lists_every_dependency_before_its_own() {
+        // a needs b and c; b needs c; c needs d, which is built in.
+        let mods = [m("a", &["b", "c"]), m("b", &["c"]), m("c", &["d"])];
+        assert_eq!(
+            modules_dep("lib/modules/6.6", &mods),
+            "kernel/a.ko: kernel/b.ko kernel/c.ko\nkernel/b.ko: kernel/c.ko\nkernel/c.ko:\n"
+        );
+        assert_eq!(
+            release_dir("usr/lib/modules/6.12-amd64/kernel/x.ko").as_deref(),
+            Some("usr/lib/modules/6.12-amd64")
+        );
+    }
 }

@@ -72,14 +72,20 @@ pub fn test(
     // One host kernel keeps today's single run on it; anything else leaves the image's
     // own kernel alone and gives each cell its kernel.
     let mut a = a.clone();
-    a.build.kernel = match refs.as_slice() {
-        [KernelRef::Host(k)] if !t.matrix => Some(k.clone()),
-        _ => None,
-    };
+    a.build.kernel = None;
+    match refs.as_slice() {
+        [KernelRef::Host(k)] if !t.matrix => a.build.kernel = Some(k.clone()),
+        // One tree is --kernel-tree: its modules go into the image.
+        [KernelRef::Tree(d)] if !t.matrix => a.build.kernel_tree = Some(d.clone()),
+        _ => {}
+    }
     let plan = plan_or_build(&lp, &a, t.no_build)?;
     let tests = selected_tests(&plan, &t.tests)?;
     let config = |tp: &TestPlan| plan.run.for_test(Some(tp)).with(&t.overrides);
-    let own = matches!(refs.as_slice(), [] | [KernelRef::Host(_)]) && !t.matrix;
+    let own = matches!(
+        refs.as_slice(),
+        [] | [KernelRef::Host(_)] | [KernelRef::Tree(_)]
+    ) && !t.matrix;
     // The cells are chosen (and sharded) on the kernels' names, so a CI job fetches
     // only the kernels of its own shard.
     let named = if own {
@@ -207,6 +213,7 @@ pub(super) fn selected_tests(plan: &Plan, names: &[String]) -> Result<Vec<TestPl
             results_size: None,
             splats_fail: plan.run.splats_fail,
             require: Vec::new(),
+            tap: None,
             kernels: Vec::new(),
         }]);
     }
@@ -244,8 +251,14 @@ fn own_kernel(lp: &crate::profile::LoadedProfile, plan: &Plan) -> Result<CellKer
             initrd: plan.boot_initrd.clone(),
             spec: None,
         }),
+        KernelPlan::Tree(t) => Ok(CellKernel {
+            label: t.release.clone(),
+            image: t.image.clone(),
+            initrd: plan.boot_initrd.clone(),
+            spec: None,
+        }),
         KernelPlan::None => anyhow::bail!(
-            "{}: no kernel to boot; set [kernel] in the profile or pass --kernel PATH",
+            "{}: no kernel to boot; set [kernel] in the profile or pass --kernel PATH (or --kernel-tree DIR)",
             plan.profile.display()
         ),
     }

@@ -65,6 +65,8 @@ pub struct PartitionSpec {
     pub size: u64,
     /// What it holds.
     pub content: PartitionFs,
+    /// Placed (and numbered) ahead of the root partition.
+    pub before_root: bool,
 }
 
 /// One partition in a GPT.
@@ -118,7 +120,8 @@ fn round_mib(n: u64) -> u64 {
     n.div_ceil(MIB) * MIB
 }
 
-/// Writes a GPT disk with the root file system of `tree` and the `extra` partitions after it.
+/// Writes a GPT disk with the root file system of `tree` and the `extra` partitions
+/// (those marked `before_root` ahead of it, the others after it).
 pub fn write(
     tree: &Tree,
     file: &File,
@@ -128,24 +131,36 @@ pub fn write(
 ) -> Result<DiskReport> {
     let prepared = Prepared::new(tree, root)?;
     let root_bytes = round_mib(prepared.bytes());
+    // None is the root partition: the ones asked to go ahead of it, then root, then the rest.
+    let order: Vec<Option<&PartitionSpec>> = extra
+        .iter()
+        .filter(|p| p.before_root)
+        .map(Some)
+        .chain(std::iter::once(None))
+        .chain(extra.iter().filter(|p| !p.before_root).map(Some))
+        .collect();
     let mut parts = Vec::new();
     let mut at = MIB;
-    parts.push(PartitionInfo {
-        number: 1,
-        name: "root".into(),
-        type_guid: ROOT_X86_64,
-        part_guid: root_partuuid(name),
-        first_lba: at / SECTOR,
-        last_lba: (at + root_bytes) / SECTOR - 1,
-    });
-    at += root_bytes;
-    for (i, p) in extra.iter().enumerate() {
-        let size = round_mib(p.size);
+    for (i, spec) in order.iter().enumerate() {
+        let (size, info) = match spec {
+            None => (
+                root_bytes,
+                ("root".to_string(), ROOT_X86_64, root_partuuid(name)),
+            ),
+            Some(p) => (
+                round_mib(p.size),
+                (
+                    p.label.clone(),
+                    type_guid(p.kind),
+                    derive_uuid(name, &format!("part-{}", p.label)),
+                ),
+            ),
+        };
         parts.push(PartitionInfo {
-            number: i as u32 + 2,
-            name: p.label.clone(),
-            type_guid: type_guid(p.kind),
-            part_guid: derive_uuid(name, &format!("part-{}", p.label)),
+            number: i as u32 + 1,
+            name: info.0,
+            type_guid: info.1,
+            part_guid: info.2,
             first_lba: at / SECTOR,
             last_lba: (at + size) / SECTOR - 1,
         });
@@ -154,11 +169,13 @@ pub fn write(
     // Room for the backup partition table and header at the end.
     let total = at + MIB;
     file.set_len(total)?;
+    let root_at = order.iter().position(Option::is_none).unwrap_or(0);
     let report = prepared.write(&Target {
         file,
-        offset: parts[0].first_lba * SECTOR,
+        offset: parts[root_at].first_lba * SECTOR,
     })?;
-    for (p, spec) in parts[1..].iter().zip(extra) {
+    for (p, spec) in parts.iter().zip(&order) {
+        let Some(spec) = spec else { continue };
         if spec.content == PartitionFs::Ext4 {
             let opts = Ext4Options {
                 size: SizeSpec::Fixed((p.last_lba + 1 - p.first_lba) * SECTOR),

@@ -13,6 +13,8 @@ pub enum KernelRef {
     Host(PathBuf),
     /// Every kernel image (`vmlinuz*`, `bzImage*`) a directory holds or a glob matches.
     Glob(String),
+    /// A kernel build tree after `make`: its bzImage, with its own modules.
+    Tree(PathBuf),
     /// A Debian kernel package, from `suite` or else the first suite that has it.
     Package {
         /// The package name.
@@ -26,7 +28,7 @@ impl std::fmt::Display for KernelRef {
     /// How `--kernel` writes it; a package is `PACKAGE` or `PACKAGE/SUITE`, also its label.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KernelRef::Host(p) => write!(f, "{}", p.display()),
+            KernelRef::Host(p) | KernelRef::Tree(p) => write!(f, "{}", p.display()),
             KernelRef::Glob(g) => f.write_str(g),
             KernelRef::Package {
                 name,
@@ -49,6 +51,9 @@ impl KernelRef {
             } else {
                 format!("{}/{s}", glob::Pattern::escape(&base.to_string_lossy()))
             });
+        }
+        if crate::source::kernel_tree::is_tree(&path) {
+            return KernelRef::Tree(absolute(&path));
         }
         if path.is_dir() {
             return KernelRef::Glob(path.to_string_lossy().into_owned());

@@ -13,6 +13,7 @@ use crate::output::tar::TarWriter;
 use crate::output::ImageWriter;
 pub use crate::profile::Accel;
 use crate::profile::{Format, LoadedProfile, Splats};
+use crate::source::kernel_tree::KernelTree;
 use crate::source::PackageOptions;
 use crate::vm::network::Forward;
 
@@ -28,6 +29,9 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     /// Boot this kernel instead of the profile's `[kernel]`.
     pub kernel: Option<PathBuf>,
+    /// Boot the kernel of this build tree, with its modules, instead of the profile's
+    /// `[kernel]` (`--kernel-tree`).
+    pub kernel_tree: Option<PathBuf>,
     /// Package handling.
     pub packages: PackageOptions,
     /// `SOURCE_DATE_EPOCH` from the environment, which wins over the profile's. The
@@ -40,6 +44,8 @@ pub struct BuildOptions {
 pub enum KernelPlan {
     /// A kernel image on the host.
     Host(PathBuf),
+    /// A kernel build tree: its bzImage boots, its modules go into the image.
+    Tree(KernelTree),
     /// Taken from a package at build time and written here.
     Package {
         /// The package the profile names.
@@ -167,6 +173,7 @@ impl Plan {
                             kind: part.kind.unwrap_or_default(),
                             size: part.size.0,
                             content: part.filesystem.unwrap_or_default(),
+                            before_root: part.before_root.unwrap_or(false),
                         })
                         .collect(),
                     time: epoch,
@@ -175,17 +182,37 @@ impl Plan {
             ),
             Format::Tar => (at("tar"), WriterPlan::Tar),
         };
-        let kernel = match (&opts.kernel, &p.kernel.path, &p.kernel.package) {
-            (Some(k), _, _) => KernelPlan::Host(absolute(k)),
-            (None, Some(k), _) => KernelPlan::Host(k.value.0.clone()),
-            (None, None, Some(pkg)) => KernelPlan::Package {
+        let tree = opts
+            .kernel_tree
+            .as_ref()
+            .map(|t| absolute(t))
+            .or_else(|| p.kernel.tree.as_ref().map(|t| t.value.0.clone()));
+        let kernel = match (&opts.kernel, tree, &p.kernel.path, &p.kernel.package) {
+            (Some(k), _, _, _) => KernelPlan::Host(absolute(k)),
+            (None, Some(t), _, _) => {
+                KernelPlan::Tree(KernelTree::open(&t).map_err(|e| {
+                    match (&opts.kernel_tree, &p.kernel.tree) {
+                        (None, Some(pt)) => anyhow::Error::new(pt.error(format!("{e:#}"))),
+                        _ => e.context("--kernel-tree"),
+                    }
+                })?)
+            }
+            (None, None, Some(k), _) => KernelPlan::Host(k.value.0.clone()),
+            (None, None, None, Some(pkg)) => KernelPlan::Package {
                 package: pkg.value.clone(),
                 vmlinuz: at("vmlinuz"),
             },
-            (None, None, None) => KernelPlan::None,
+            (None, None, None, None) => KernelPlan::None,
         };
-        let boot_initrd = (format == Format::Disk && matches!(kernel, KernelPlan::Package { .. }))
-            .then(|| at("initrd.cpio.zst"));
+        // Distribution kernels, and many a build tree, have virtio as modules: a disk
+        // boots them through kiln's boot initramfs (its busybox comes from the archive).
+        let boots_through_initrd = match &kernel {
+            KernelPlan::Package { .. } => true,
+            KernelPlan::Tree(_) => p.distribution.is_some(),
+            _ => false,
+        };
+        let boot_initrd =
+            (format == Format::Disk && boots_through_initrd).then(|| at("initrd.cpio.zst"));
         let q = &p.qemu;
         let tests: Vec<TestPlan> = p
             .tests()
@@ -200,6 +227,7 @@ impl Plan {
                 results_size: t.results_size.map(|s| s.0),
                 splats_fail: t.splats.unwrap_or_default() == Splats::Fail,
                 require: t.require.clone(),
+                tap: t.tap.clone(),
                 kernels: t.kernels.clone(),
             })
             .collect();
@@ -222,6 +250,7 @@ impl Plan {
             test: None,
             results: None,
             require: Vec::new(),
+            tap: None,
             network: NetConfig {
                 mode: p.network.mode,
                 forwards: p
@@ -234,7 +263,15 @@ impl Plan {
                 model: p.network.model.clone(),
             },
             gdb: None,
-            vmlinux: p.kernel.vmlinux.as_ref().map(|v| v.value.0.clone()),
+            vmlinux: p
+                .kernel
+                .vmlinux
+                .as_ref()
+                .map(|v| v.value.0.clone())
+                .or(match &kernel {
+                    KernelPlan::Tree(t) => t.vmlinux.clone(),
+                    _ => None,
+                }),
             dump_on_failure: false,
         }
         .for_test(tests.first());
@@ -261,12 +298,20 @@ impl Plan {
     /// own packaged kernel, or a cell's kernel whose modules were appended.
     pub fn initrd_has_modules(&self) -> bool {
         self.format == Format::Initramfs
-            && (matches!(self.kernel, KernelPlan::Package { .. }) || self.cell_modules)
+            && (matches!(
+                self.kernel,
+                KernelPlan::Package { .. } | KernelPlan::Tree(_)
+            ) || self.cell_modules)
     }
 
     /// This plan booting `k` instead of its own kernel.
     pub fn use_kernel(&mut self, k: &CellKernel) {
-        if matches!(&self.kernel, KernelPlan::Package { vmlinuz, .. } if *vmlinuz == k.image) {
+        let own = match &self.kernel {
+            KernelPlan::Package { vmlinuz, .. } => *vmlinuz == k.image,
+            KernelPlan::Tree(t) => t.image == k.image,
+            _ => false,
+        };
+        if own {
             return;
         }
         self.cell_modules = self.format == Format::Initramfs && k.initrd.is_some();

@@ -43,6 +43,8 @@ pub struct RunConfig {
     pub results: Option<String>,
     /// Files (relative to the results) the test must leave.
     pub require: Vec<String>,
+    /// The file (relative to the results) holding the test's TAP, if it writes any.
+    pub tap: Option<String>,
     /// The guest's network.
     pub network: NetConfig,
     /// QEMU's gdb stub, when asked for.
@@ -88,6 +90,8 @@ pub struct TestPlan {
     pub splats_fail: bool,
     /// Files it must leave in its results.
     pub require: Vec<String>,
+    /// The file of its results that holds TAP.
+    pub tap: Option<String>,
     /// Glob patterns of the kernel labels it runs on; empty: every kernel.
     pub kernels: Vec<String>,
 }
@@ -204,6 +208,7 @@ impl RunConfig {
         c.test = None;
         c.results = None;
         c.require.clear();
+        c.tap = None;
         c
     }
 
@@ -217,6 +222,7 @@ impl RunConfig {
             c.test = Some(t.name.clone());
             c.results = t.results.clone();
             c.require = t.require.clone();
+            c.tap = t.tap.clone();
         }
         c
     }

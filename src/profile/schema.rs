@@ -177,7 +177,7 @@ pub struct Output {
     pub root_size: Option<RootSize>,
     /// Free space added to an automatically sized root file system: "20%" or a size.
     pub free_space: Option<FreeSpace>,
-    /// Extra partitions after the root partition.
+    /// Extra partitions, after the root partition unless `before_root`.
     #[serde(default)]
     pub partition: Vec<Located<PartitionSpec>>,
     /// Also write a qcow2 copy of the disk (needs qemu-img).
@@ -197,6 +197,9 @@ pub struct PartitionSpec {
     pub size: Size,
     /// "ext4" to create an empty ext4 file system in it, "none" to leave it blank.
     pub filesystem: Option<PartitionFs>,
+    /// Put it ahead of the root partition, numbered before it (root on partition 2, as
+    /// some scripts expect); default false: after it.
+    pub before_root: Option<bool>,
 }
 
 /// A base set of Debian packages installed in addition to the listed ones.
@@ -263,6 +266,9 @@ pub struct Kernel {
     pub path: Option<Located<RelPath>>,
     /// A Debian package that provides the kernel and its modules.
     pub package: Option<Located<String>>,
+    /// A kernel build tree after `make` (the source directory or an `O=` one): its
+    /// bzImage boots, its modules go into the image, its vmlinux serves gdb.
+    pub tree: Option<Located<RelPath>>,
     /// Kernel command line words, appended to kiln's defaults.
     #[serde(default)]
     pub cmdline: Vec<String>,

@@ -11,7 +11,7 @@ use crate::tree::path::ImagePath;
 #[derive(Debug, Clone)]
 pub enum Tests {
     /// `[test]`: a single test.
-    One(Test),
+    One(Box<Test>),
     /// `[[test]]`: several, each a boot of the same image.
     Many(Vec<Located<Test>>),
 }
@@ -25,7 +25,8 @@ impl<'de> Deserialize<'de> for Tests {
                 f.write_str("a [test] table or a list of [[test]] tables")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Tests, A::Error> {
-                Test::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Tests::One)
+                Test::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| Tests::One(Box::new(t)))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
@@ -50,7 +51,7 @@ impl Profile {
             None => Vec::new(),
             Some(t) => match &t.value {
                 Tests::One(one) => vec![Located {
-                    value: one.clone(),
+                    value: (**one).clone(),
                     loc: t.loc.clone(),
                     key: t.key.clone(),
                 }],
@@ -84,6 +85,9 @@ pub struct Test {
     /// Files (relative to `results`) the test must leave; a run without them fails.
     #[serde(default)]
     pub require: Vec<String>,
+    /// A file (relative to `results`) holding TAP the test writes, e.g. BATS's
+    /// `--formatter tap`: its cases are reported, and a `not ok` fails the run.
+    pub tap: Option<String>,
     /// How long the whole run (boot, test, power-off) may take.
     pub timeout: Option<Seconds>,
     /// A directory in the guest whose contents come back to the host after the run.

@@ -166,8 +166,31 @@ fn output(p: &Profile) -> Result<(), ProfileError> {
 
 /// `[kernel]` and `[test]`.
 fn kernel_and_test(p: &Profile) -> Result<(), ProfileError> {
-    if let (Some(path), Some(_)) = (&p.kernel.path, &p.kernel.package) {
-        return Err(path.error("[kernel] takes `path` or `package`, not both"));
+    let k = &p.kernel;
+    let mut given: Vec<(&str, ProfileError)> = Vec::new();
+    let msg = "[kernel] takes one of `path`, `package` and `tree`";
+    if let Some(v) = &k.path {
+        given.push(("path", v.error(msg)));
+    }
+    if let Some(v) = &k.package {
+        given.push(("package", v.error(msg)));
+    }
+    if let Some(v) = &k.tree {
+        given.push(("tree", v.error(msg)));
+    }
+    if given.len() > 1 {
+        let names: Vec<&str> = given.iter().map(|(n, _)| *n).collect();
+        let (_, mut e) = given.swap_remove(1);
+        e.message = format!("{msg}, not {}", names.join(" and "));
+        return Err(e);
+    }
+    if let Some(t) = &k.tree {
+        if !t.value.0.is_dir() {
+            return Err(t.error(format!(
+                "kernel tree `{}` is not a directory",
+                t.value.0.display()
+            )));
+        }
     }
     if let (Some(kp), None) = (&p.kernel.package, &p.distribution) {
         return Err(kp.error("[kernel] package needs a [distribution] to fetch it from"));
@@ -243,6 +266,20 @@ fn tests(p: &Profile) -> Result<(), ProfileError> {
         for k in &t.kernels {
             if let Err(e) = glob::Pattern::new(k) {
                 return Err(t.field_error("kernels", format!("`{k}` is not a glob pattern: {e}")));
+            }
+        }
+        if let Some(tap) = &t.tap {
+            if t.results.is_none() {
+                return Err(t.field_error(
+                    "tap",
+                    "`tap` names a file in the results directory: set `results` too",
+                ));
+            }
+            if tap.is_empty() || tap.starts_with('/') || tap.split('/').any(|c| c == "..") {
+                return Err(t.field_error(
+                    "tap",
+                    format!("`{tap}` must be a path inside the results directory"),
+                ));
             }
         }
         if !t.require.is_empty() && t.results.is_none() {

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::matrix::Cell;
+use super::tap::{Case, CaseResult};
 use super::{GuestReport, Outcome, RunReport};
 
 /// Lines of console kept in a JUnit failure.
@@ -78,6 +79,16 @@ pub fn json_cell(c: &CellResult) -> serde_json::Value {
         "duration_s": secs,
         "run_dir": dir,
         "console_log": console,
+        "cases": tap_cases(c).iter().map(|t| json!({
+            "number": t.number,
+            "name": t.name,
+            "result": match t.result {
+                CaseResult::Passed => "ok",
+                CaseResult::Failed => "not ok",
+                CaseResult::Skipped => "skip",
+                CaseResult::Todo => "todo",
+            },
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -110,19 +121,40 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-/// JUnit XML: one `<testsuite>` per kernel, one `<testcase>` per test. A cell that did
-/// not pass is a `<failure>` whose type is the outcome (an `<error>` when QEMU or kiln
-/// failed, `<skipped>` for status 77), with the console's tail.
+/// The TAP cases of a cell's run.
+fn tap_cases<'a>(c: &'a CellResult) -> &'a [Case] {
+    c.report.map(|r| r.cases.as_slice()).unwrap_or(&[])
+}
+
+/// JUnit XML: one `<testsuite>` per kernel, one `<testcase>` per test, followed by one
+/// per case of the TAP the test left (named `TEST: CASE`). A cell that did not pass is a
+/// `<failure>` whose type is the outcome (an `<error>` when QEMU or kiln failed,
+/// `<skipped>` for status 77), with the console's tail.
 pub fn junit(name: &str, cells: &[CellResult]) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let secs = |c: &CellResult| c.report.map(|r| r.elapsed.as_secs_f64()).unwrap_or(0.0);
-    let count = |cs: &[&CellResult], k: Kind| cs.iter().filter(|c| kind(c) == k).count();
+    let count = |cs: &[&CellResult], k: Kind| {
+        let in_cases = |c: &&CellResult| {
+            tap_cases(c)
+                .iter()
+                .filter(|t| match k {
+                    Kind::Failure => t.result == CaseResult::Failed,
+                    Kind::Skipped => t.result == CaseResult::Skipped,
+                    Kind::Passed => matches!(t.result, CaseResult::Passed | CaseResult::Todo),
+                    Kind::Error => false,
+                })
+                .count()
+        };
+        cs.iter().filter(|c| kind(c) == k).count() + cs.iter().map(in_cases).sum::<usize>()
+    };
+    let tests =
+        |cs: &[&CellResult]| cs.len() + cs.iter().map(|c| tap_cases(c).len()).sum::<usize>();
     let all: Vec<&CellResult> = cells.iter().collect();
     let _ = writeln!(
         x,
         "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
         xml_escape(name),
-        cells.len(),
+        tests(&all),
         count(&all, Kind::Failure),
         count(&all, Kind::Error),
         count(&all, Kind::Skipped),
@@ -140,7 +172,7 @@ pub fn junit(name: &str, cells: &[CellResult]) -> String {
             x,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
             xml_escape(k),
-            suite.len(),
+            tests(&suite),
             count(&suite, Kind::Failure),
             count(&suite, Kind::Error),
             count(&suite, Kind::Skipped),
@@ -174,6 +206,33 @@ pub fn junit(name: &str, cells: &[CellResult]) -> String {
                 let _ = writeln!(x, "      <system-out>{}</system-out>", xml_escape(&tail));
             }
             x.push_str("    </testcase>\n");
+            for t in tap_cases(c) {
+                let _ = writeln!(
+                    x,
+                    "    <testcase name=\"{}: {}\" classname=\"{}.{}.{}\" time=\"0.000\">",
+                    xml_escape(&c.cell.test),
+                    xml_escape(&format!("{} {}", t.number, t.name)),
+                    xml_escape(name),
+                    xml_escape(k),
+                    xml_escape(&c.cell.test),
+                );
+                match t.result {
+                    CaseResult::Failed => {
+                        let _ = writeln!(
+                            x,
+                            "      <failure type=\"not ok\" message=\"{}\">{}</failure>",
+                            xml_escape(&format!("not ok {} {}", t.number, t.name)),
+                            xml_escape(&t.detail)
+                        );
+                    }
+                    CaseResult::Skipped => {
+                        let _ =
+                            writeln!(x, "      <skipped message=\"{}\"/>", xml_escape(&t.detail));
+                    }
+                    CaseResult::Passed | CaseResult::Todo => {}
+                }
+                x.push_str("    </testcase>\n");
+            }
         }
         x.push_str("  </testsuite>\n");
     }

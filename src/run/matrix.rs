@@ -190,6 +190,7 @@ mod tests {
             results_size: None,
             splats_fail: true,
             require: Vec::new(),
+            tap: None,
             kernels: kernels.iter().map(|k| k.to_string()).collect(),
         }
     }
@@ -211,6 +212,7 @@ mod tests {
             test: None,
             results: None,
             require: Vec::new(),
+            tap: None,
             network: Default::default(),
             gdb: None,
             vmlinux: None,

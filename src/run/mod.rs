@@ -15,6 +15,7 @@ pub mod report;
 pub mod results;
 pub mod ssh_key;
 pub mod supervise;
+pub mod tap;
 pub mod vm;
 pub mod wiring;
 
@@ -129,6 +130,8 @@ pub struct RunReport {
     pub hung_after_status: bool,
     /// An interactive run.
     pub interactive: bool,
+    /// The cases of the TAP the test left (`[test] tap`), in order.
+    pub cases: Vec<tap::Case>,
 }
 
 /// The machine and run wiring for `plan` under `opts`, before anything is created:
@@ -218,6 +221,7 @@ fn prepare(
             files: opts.run_dir(plan)?,
             hung_after_status: false,
             interactive: opts.mode == Mode::Interactive,
+            cases: Vec::new(),
         };
         sink.event(Event::Finished(&report));
         return Ok(Err(report));
@@ -415,28 +419,7 @@ pub fn run(
     if let Some(note) = journal::collect(&files.dir) {
         sink.event(Event::Note(&note));
     }
-    let mut outcome = outcome;
-    if opts.config.results.is_some() && files.results_img.exists() {
-        match results::collect(&files.results_img, &files.results) {
-            Ok(r) => sink.event(Event::Results {
-                files: r.files as u64,
-                dir: &files.results,
-            }),
-            Err(e) => sink.event(Event::ResultsFailed(&format!("{e:#}"))),
-        }
-    }
-    if outcome == Outcome::Passed {
-        let missing: Vec<&str> = opts
-            .config
-            .require
-            .iter()
-            .filter(|r| std::fs::symlink_metadata(files.results.join(r)).is_err())
-            .map(|r| r.as_str())
-            .collect();
-        if !missing.is_empty() {
-            outcome = Outcome::MissingResults(missing.join(", "));
-        }
-    }
+    let (outcome, cases) = results::settle(&opts.config, &files, outcome, sink);
     let report = RunReport {
         outcome,
         guest,
@@ -444,6 +427,7 @@ pub fn run(
         files,
         hung_after_status: hung,
         interactive,
+        cases,
     };
     sink.event(Event::Finished(&report));
     Ok(report)

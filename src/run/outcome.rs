@@ -29,6 +29,9 @@ pub enum Outcome {
     KernelSplat(String),
     /// The test passed, but did not leave the result files it must (their names).
     MissingResults(String),
+    /// The test passed, but its TAP has `not ok` cases (or bailed out, or ran fewer
+    /// cases than planned): what went wrong.
+    CasesFailed(String),
 }
 
 /// The highest test status that passes through to kiln's exit status unchanged.
@@ -51,6 +54,8 @@ pub const EXIT_QEMU_FAILED: i32 = 126;
 pub const EXIT_NO_STATUS: i32 = 127;
 /// Exit status for [`Outcome::MissingResults`].
 pub const EXIT_MISSING_RESULTS: i32 = 128;
+/// Exit status for [`Outcome::CasesFailed`].
+pub const EXIT_CASES_FAILED: i32 = 129;
 /// Exit status for [`Outcome::Cancelled`], as a shell reports SIGINT.
 pub const EXIT_CANCELLED: i32 = 130;
 
@@ -72,6 +77,7 @@ impl Outcome {
             Outcome::Preflight(_) => EXIT_PREFLIGHT,
             Outcome::KernelSplat(_) => EXIT_KERNEL_SPLAT,
             Outcome::MissingResults(_) => EXIT_MISSING_RESULTS,
+            Outcome::CasesFailed(_) => EXIT_CASES_FAILED,
         }
     }
 
@@ -89,6 +95,7 @@ impl Outcome {
             Outcome::Preflight(_) => "preflight",
             Outcome::KernelSplat(_) => "kernel splat",
             Outcome::MissingResults(_) => "missing results",
+            Outcome::CasesFailed(_) => "cases failed",
         }
     }
 }
@@ -114,6 +121,7 @@ impl fmt::Display for Outcome {
             Outcome::Preflight(m) => write!(f, "PREFLIGHT: not booted; the kernel lacks what the run needs: {m}"),
             Outcome::KernelSplat(l) => write!(f, "KERNEL SPLAT: the test passed, but the kernel reported: {l}"),
             Outcome::MissingResults(m) => write!(f, "MISSING RESULTS: the test passed, but did not leave {m}"),
+            Outcome::CasesFailed(m) => write!(f, "CASES FAILED: the test exited 0, but its TAP says: {m}"),
         }
     }
 }
@@ -137,11 +145,12 @@ mod tests {
             Outcome::Preflight("p".into()),
             Outcome::KernelSplat("s".into()),
             Outcome::MissingResults("r".into()),
+            Outcome::CasesFailed("c".into()),
         ];
         let codes: Vec<i32> = all.iter().map(Outcome::exit_code).collect();
         assert_eq!(
             codes,
-            [0, 3, 123, 120, 124, 125, 126, 127, 130, 122, 121, 128]
+            [0, 3, 123, 120, 124, 125, 126, 127, 130, 122, 121, 128, 129]
         );
         for c in 1..=MAX_PASSTHROUGH {
             assert_eq!(Outcome::Failed(c).exit_code(), c);

@@ -46,11 +46,36 @@ impl<'a> TextReporter<'a> {
                 p.err(format!("  | {l}"));
             }
         }
+        cases(&|l| p.out(l), r, "");
         p.out(format!(
             "kiln: {} in {:.1}s",
             r.outcome,
             r.elapsed.as_secs_f64()
         ));
+    }
+}
+
+/// A line per TAP case of the run, with a failure's detail under it.
+fn cases(out: &dyn Fn(String), r: &RunReport, prefix: &str) {
+    if r.cases.is_empty() {
+        return;
+    }
+    let failed = r
+        .cases
+        .iter()
+        .filter(|c| c.result == super::tap::CaseResult::Failed)
+        .count();
+    out(format!(
+        "kiln: {prefix}{} TAP cases, {failed} not ok:",
+        r.cases.len()
+    ));
+    for c in &r.cases {
+        out(format!("kiln: {prefix}  {c}"));
+        if c.result == super::tap::CaseResult::Failed {
+            for l in c.detail.lines() {
+                out(format!("kiln: {prefix}    {l}"));
+            }
+        }
     }
 }
 
@@ -195,6 +220,8 @@ impl MatrixSink for MatrixReporter<'_> {
                 if self.verbose && self.partial.get(cell).is_some_and(|b| !b.is_empty()) {
                     self.console(cell, b"\n", &label);
                 }
+                let prefix = format!("[{label}] ");
+                cases(&|l| self.human(l), r, &prefix);
                 self.human(format!(
                     "kiln: [{label}] {} in {:.1}s",
                     r.outcome,

@@ -7,9 +7,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::dir::RunDir;
+use super::outcome::Outcome;
+use super::tap::{Case, Tap};
+use super::{Event, Sink};
 use crate::output::disk::derive_uuid;
 use crate::output::ext4::writer::write_empty;
 use crate::output::ext4::{reader, Ext4Options, SizeSpec};
+use crate::plan::RunConfig;
 
 /// The virtio serial of the results disk; the guest finds it by this.
 pub const SERIAL: &str = "kiln-results";
@@ -56,4 +61,95 @@ pub fn collect(img: &Path, dest: &Path) -> Result<reader::Extracted> {
         total.skipped.extend(r.skipped);
     }
     Ok(total)
+}
+
+/// Where the guest lists the sha256 of every result it leaves (`sha256sum` lines).
+pub const SUMS: &str = ".kiln-sha256sums";
+
+/// Checks the collected results in `dest` against the guest's own sha256 of each
+/// ([`SUMS`]): the bytes arrived as the guest wrote them. Returns how many files were
+/// checked, `None` when the guest listed none (an image without `sha256sum`).
+pub fn verify(dest: &Path) -> Result<Option<usize>> {
+    let Ok(text) = std::fs::read_to_string(dest.join(SUMS)) else {
+        return Ok(None);
+    };
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((want, name)) = line.split_once("  ") else {
+            anyhow::bail!("{SUMS}: `{line}` is not a sha256sum line");
+        };
+        let name = name.trim_start_matches("./");
+        let path = crate::tree::path::relative(name)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(|p| dest.join(p))
+            .with_context(|| format!("{SUMS}: `{name}` is not a path inside the results"))?;
+        let (got, _) = crate::util::cache::sha256_file(&path)
+            .with_context(|| format!("result {name}, which the guest listed, did not arrive"))?;
+        if got != want {
+            anyhow::bail!(
+                "result {name} arrived damaged: the guest's sha256 is {want}, the host read {got}"
+            );
+        }
+        n += 1;
+    }
+    Ok(Some(n))
+}
+
+/// What the results change about a finished run: they are collected and checked against
+/// the guest's sha256, the test's TAP is read, its required files are looked for. A
+/// passed run that fails any of these takes that failure's outcome.
+pub fn settle(
+    config: &RunConfig,
+    files: &RunDir,
+    mut outcome: Outcome,
+    sink: &mut dyn Sink,
+) -> (Outcome, Vec<Case>) {
+    if config.results.is_some() && files.results_img.exists() {
+        match collect(&files.results_img, &files.results) {
+            Ok(r) => {
+                sink.event(Event::Results {
+                    files: r.files as u64,
+                    dir: &files.results,
+                });
+                if let Err(e) = verify(&files.results) {
+                    let e = format!("{e:#}");
+                    sink.event(Event::ResultsFailed(&e));
+                    if outcome == Outcome::Passed {
+                        outcome = Outcome::Infrastructure(e);
+                    }
+                }
+            }
+            Err(e) => sink.event(Event::ResultsFailed(&format!("{e:#}"))),
+        }
+    }
+    let mut cases = Vec::new();
+    if let Some(name) = &config.tap {
+        match std::fs::read(files.results.join(name)) {
+            Ok(bytes) => {
+                let t = Tap::parse(&String::from_utf8_lossy(&bytes));
+                let problems = t.problems();
+                if outcome == Outcome::Passed && !problems.is_empty() {
+                    outcome = Outcome::CasesFailed(problems.join("; "));
+                }
+                cases = t.cases;
+            }
+            Err(_) if outcome == Outcome::Passed => {
+                outcome = Outcome::MissingResults(format!("{name} (its TAP)"));
+            }
+            Err(_) => {}
+        }
+    }
+    if outcome == Outcome::Passed {
+        let missing: Vec<&str> = config
+            .require
+            .iter()
+            .filter(|r| std::fs::symlink_metadata(files.results.join(r)).is_err())
+            .map(|r| r.as_str())
+            .collect();
+        if !missing.is_empty() {
+            outcome = Outcome::MissingResults(missing.join(", "));
+        }
+    }
+    (outcome, cases)
 }

@@ -6,6 +6,7 @@ pub mod debian;
 pub mod declared;
 pub mod elf;
 pub mod kernel;
+pub mod kernel_tree;
 pub mod overlay;
 pub mod remove;
 

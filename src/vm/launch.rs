@@ -17,6 +17,7 @@ pub fn launch(plan: &Plan, run: &RunConfig, persist: bool) -> Result<Launch> {
     let kernel = match &plan.kernel {
         KernelPlan::Host(k) => k.clone(),
         KernelPlan::Package { vmlinuz, .. } => vmlinuz.clone(),
+        KernelPlan::Tree(t) => t.image.clone(),
         KernelPlan::None => bail!(
             "{}: no kernel to boot; set [kernel] path in the profile or pass --kernel PATH",
             plan.profile.display()

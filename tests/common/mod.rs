@@ -129,3 +129,47 @@ pub fn processes_mentioning(marker: &str) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// A small kernel build tree made by `tests/fixtures/kernel-tree.sh` from a Debian
+/// kernel, with the stand-in Memorizer module, made once per version of the script and
+/// module source and kept in the cache.
+pub fn kernel_tree() -> PathBuf {
+    static T: OnceLock<PathBuf> = OnceLock::new();
+    T.get_or_init(|| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut inputs = Vec::new();
+        for f in [
+            "tests/fixtures/kernel-tree.sh",
+            "tests/memorizer-standin/memorizer.c",
+            "tests/memorizer-standin/Kbuild",
+        ] {
+            inputs.extend(std::fs::read(repo.join(f)).unwrap());
+        }
+        let key = {
+            use sha2::Digest;
+            hex::encode(&sha2::Sha256::digest(&inputs)[..8])
+        };
+        let base = kiln::cache::cache_dir().join("test-kernel-tree");
+        std::fs::create_dir_all(&base).unwrap();
+        let lock = std::fs::File::create(base.join(".lock")).unwrap();
+        lock.lock().unwrap();
+        let dir = base.join(&key);
+        if dir.join(".done").exists() {
+            return dir;
+        }
+        let out = Command::new("sh")
+            .arg(repo.join("tests/fixtures/kernel-tree.sh"))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "making the kernel tree fixture failed (it needs linux-headers-6.1.0-47-cloud-amd64, gcc-12 and make):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(dir.join(".done"), "").unwrap();
+        dir
+    })
+    .clone()
+}

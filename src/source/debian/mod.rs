@@ -188,10 +188,11 @@ pub fn resolve_kernel(index: &Index, name: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-/// Whether the build makes an initramfs to boot a disk (a packaged kernel and a disk image):
-/// it needs busybox from the archive besides the kernel.
+/// Whether the build may make an initramfs to boot a disk, so needs busybox from the
+/// archive: a disk image whose kernel is not a fixed host file (a package, a build tree,
+/// or none yet: `--kernel-tree` may give one).
 pub fn needs_boot_initrd(lp: &LoadedProfile) -> bool {
-    lp.profile.kernel.package.is_some()
+    lp.profile.kernel.path.is_none()
         && lp.profile.output.format.unwrap_or_default() == crate::profile::Format::Disk
 }
 

@@ -96,6 +96,76 @@ fn the_memorizer_initramfs_on_a_kernel_tree_brings_the_kmap_back_and_a_stock_ker
         "{sums}"
     );
 
+    // The tree is a matrix kernel beside a package, named by its path.
+    let o = run(kiln()
+        .args(["matrix", "list", "--json", "-o"])
+        .arg(&out)
+        .arg(&p)
+        .arg("--kernel")
+        .arg(&tree)
+        .args(["--kernel", "linux-image-cloud-amd64"]));
+    let cells: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        cells[0]["kernel_path"].as_str(),
+        Some(tree.join("arch/x86/boot/bzImage").to_str().unwrap()),
+        "{cells}"
+    );
+    assert_eq!(cells[1]["kernel"].as_str(), Some("linux-image-cloud-amd64"));
+
+    // Booted to stay, with gdb: the printed command names the tree's vmlinux, and gdb
+    // reads the running kernel's memory through its symbols.
+    let o = run(kiln()
+        .args([
+            "boot",
+            "--no-build",
+            "--detach",
+            "--gdb",
+            "--network=none",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&p)
+        .arg("--kernel-tree")
+        .arg(&tree));
+    let err = stderr(&o);
+    let printed = err
+        .lines()
+        .find_map(|l| {
+            l.split_once(": gdb -ex ")
+                .map(|(_, c)| format!("gdb -ex {c}"))
+        })
+        .unwrap_or_else(|| panic!("no gdb command in {err}"));
+    assert!(
+        printed.ends_with(&format!("{}/vmlinux", tree.display())),
+        "{printed}"
+    );
+    let console = err
+        .lines()
+        .find_map(|l| {
+            l.split_once("tail -f ")
+                .map(|(_, c)| PathBuf::from(c.trim()))
+        })
+        .unwrap_or_else(|| panic!("no console in {err}"));
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("no test on this boot")) {
+        assert!(start.elapsed().as_secs() < 120, "the guest did not boot");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let g = run(std::process::Command::new("sh").arg("-c").arg(format!(
+        "timeout 120 {printed} -batch -nx -ex 'p init_uts_ns.name.release'"
+    )));
+    assert!(
+        stdout(&g).contains("\"6.1.0-47-cloud-amd64\""),
+        "{}{}",
+        stdout(&g),
+        stderr(&g)
+    );
+    assert!(
+        run(kiln().args(["stop", "--grace=0", "-o"]).arg(&out).arg(&p))
+            .status
+            .success()
+    );
+
     // The same image on the same kernel, without the module: no Memorizer.
     let p = memorizer_profile(
         d.path(),

@@ -17,6 +17,7 @@ import argparse, os, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILN = os.path.join(ROOT, "target/release/kiln")
 BASE = os.path.join(ROOT, "profiles/dev.toml")
+SIZE_MIB = [1024]
 
 
 def profile(work, command):
@@ -24,7 +25,9 @@ def profile(work, command):
     with open(path, "w") as f:
         f.write(f'version = 1\nname = "bench"\ninclude = ["{BASE}"]\n'
                 f'[test]\ncommand = "{command}"\nresults = "/results"\nresults_size = "4G"\n'
-                f'timeout = "1800s"\n')
+                f'timeout = "1800s"\n'
+                # Room in the root for scp's copy of the file.
+                f'[output]\nfree_space = "{2 * SIZE_MIB[0] + 512}M"\n')
     return path
 
 
@@ -41,6 +44,7 @@ def main():
     ap.add_argument("--size", type=int, default=1024, help="MiB (default 1024)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    SIZE_MIB[0] = a.size
     work = tempfile.mkdtemp(prefix="kiln-bench-results-")
     out = a.out or os.path.join(work, "out")
     dd = f"dd if=/dev/zero of=/results/big bs=1M count={a.size} status=none"
@@ -51,6 +55,7 @@ def main():
     got = os.path.getsize(os.path.join(out, "bench.run/results/big"))
     assert got == a.size << 20, got
     kiln_s = full - empty
+    print(f"kiln test: {empty:.1f} s writing nothing, {full:.1f} s writing {a.size} MiB", flush=True)
 
     p = profile(work, "true")
     subprocess.run([KILN, "-q", "boot", p, "-o", out, "--no-build", "--detach", "--accel=tcg"],

@@ -226,38 +226,24 @@ fn a_busybox_initramfs_takes_an_address_by_dhcp_and_two_vms_get_their_own_ports_
     ]));
     let err = stderr(&o);
     assert!(err.contains("nokaslr added"), "{err}");
-    let printed = err
-        .lines()
-        .find_map(|l| {
-            l.split_once(": gdb -ex ")
-                .map(|(_, c)| format!("gdb -ex {c}"))
-        })
-        .unwrap_or_else(|| panic!("no gdb command in {err}"));
+    let printed = printed_gdb_command(&err);
     // Taken out of the -dbg package (then kept in the cache).
     assert!(
         printed.contains("/vmlinux-") && printed.contains("-cloud-amd64"),
         "{printed}"
     );
-    let gdb = |commands: &str| {
-        let g = run(Command::new("sh")
-            .arg("-c")
-            .arg(format!("timeout 120 {printed} -batch -nx {commands}")));
-        format!("{}{}", stdout(&g), stderr(&g))
-    };
-    let text = gdb("-ex 'info registers rip'");
+    let text = run_gdb(&printed, "-ex 'info registers rip'");
     assert!(text.contains("rip") && text.contains("0xfff0"), "{text}");
     // Detaching let the CPU go: wait for the shell, then read the running kernel.
     let r = record("net-a");
-    let console = PathBuf::from(r["console"].as_str().unwrap());
-    let start = Instant::now();
-    while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("no test on this boot")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the guest did not boot"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let text = gdb("-ex 'p init_uts_ns.name.release' -ex 'x/s linux_banner'");
+    wait_for_console(
+        Path::new(r["console"].as_str().unwrap()),
+        "no test on this boot",
+    );
+    let text = run_gdb(
+        &printed,
+        "-ex 'p init_uts_ns.name.release' -ex 'x/s linux_banner'",
+    );
     assert!(
         text.contains("-cloud-amd64\"") && text.contains("<linux_banner>:\t\"Linux version"),
         "{text}"

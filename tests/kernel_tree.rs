@@ -28,6 +28,16 @@ fn memorizer_profile(dir: &Path, base: &str, name: &str, test: &str) -> PathBuf 
     )
 }
 
+/// `kiln test PROFILE -o OUT --kernel-tree TREE`.
+fn test_on_tree(out: &Path, profile: &Path, tree: &Path) -> std::process::Output {
+    run(kiln()
+        .args(["test", "-o"])
+        .arg(out)
+        .arg(profile)
+        .arg("--kernel-tree")
+        .arg(tree))
+}
+
 /// Checks a kmap line by line as Memorizer documents it: object lines of 11 fields, each
 /// followed by indented access lines of 4. Returns (objects, accesses).
 fn parse_kmap(path: &Path) -> (u64, u64) {
@@ -74,12 +84,7 @@ fn the_memorizer_initramfs_on_a_kernel_tree_brings_the_kmap_back_and_a_stock_ker
         "mem",
         "[test]\ncommand = \"modprobe -r memorizer && modprobe memorizer kmap_mb=96 old_names=1 && grep -q '^dummy ' /proc/modules && /usr/lib/kiln-memorizer/memorizer-test\"\ntimeout = \"600s\"\n",
     );
-    let o = run(kiln()
-        .args(["test", "-o"])
-        .arg(&out)
-        .arg(&p)
-        .arg("--kernel-tree")
-        .arg(&tree));
+    let o = test_on_tree(&out, &p, &tree);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let results = out.join("mem.run/results");
     let kmap = results.join("kmap");
@@ -128,13 +133,7 @@ fn the_memorizer_initramfs_on_a_kernel_tree_brings_the_kmap_back_and_a_stock_ker
         .arg("--kernel-tree")
         .arg(&tree));
     let err = stderr(&o);
-    let printed = err
-        .lines()
-        .find_map(|l| {
-            l.split_once(": gdb -ex ")
-                .map(|(_, c)| format!("gdb -ex {c}"))
-        })
-        .unwrap_or_else(|| panic!("no gdb command in {err}"));
+    let printed = printed_gdb_command(&err);
     assert!(
         printed.ends_with(&format!("{}/vmlinux", tree.display())),
         "{printed}"
@@ -146,20 +145,9 @@ fn the_memorizer_initramfs_on_a_kernel_tree_brings_the_kmap_back_and_a_stock_ker
                 .map(|(_, c)| PathBuf::from(c.trim()))
         })
         .unwrap_or_else(|| panic!("no console in {err}"));
-    let start = std::time::Instant::now();
-    while !std::fs::read_to_string(&console).is_ok_and(|c| c.contains("no test on this boot")) {
-        assert!(start.elapsed().as_secs() < 120, "the guest did not boot");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let g = run(std::process::Command::new("sh").arg("-c").arg(format!(
-        "timeout 120 {printed} -batch -nx -ex 'p init_uts_ns.name.release'"
-    )));
-    assert!(
-        stdout(&g).contains("\"6.1.0-47-cloud-amd64\""),
-        "{}{}",
-        stdout(&g),
-        stderr(&g)
-    );
+    wait_for_console(&console, "no test on this boot");
+    let text = run_gdb(&printed, "-ex 'p init_uts_ns.name.release'");
+    assert!(text.contains("\"6.1.0-47-cloud-amd64\""), "{text}");
     assert!(
         run(kiln().args(["stop", "--grace=0", "-o"]).arg(&out).arg(&p))
             .status
@@ -173,12 +161,7 @@ fn the_memorizer_initramfs_on_a_kernel_tree_brings_the_kmap_back_and_a_stock_ker
         "stock",
         "[test]\ncommand = \"modprobe -r memorizer; /usr/lib/kiln-memorizer/memorizer-test\"\ntimeout = \"300s\"\n",
     );
-    let o = run(kiln()
-        .args(["test", "-o"])
-        .arg(&out)
-        .arg(&p)
-        .arg("--kernel-tree")
-        .arg(&tree));
+    let o = test_on_tree(&out, &p, &tree);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let console = std::fs::read_to_string(out.join("stock.run/console.log")).unwrap();
     assert!(
@@ -254,12 +237,7 @@ fn the_memorizer_disk_boots_a_kernel_tree_with_its_modules_and_root_on_partition
             repo().join("profiles/memorizer-disk.toml").display()
         ),
     );
-    let o = run(kiln()
-        .args(["test", "-o"])
-        .arg(&out)
-        .arg(&p)
-        .arg("--kernel-tree")
-        .arg(&tree));
+    let o = test_on_tree(&out, &p, &tree);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let kmap = out.join("memdisk.run/results/kmap");
     let len = std::fs::metadata(&kmap).unwrap().len();

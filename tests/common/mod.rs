@@ -173,3 +173,34 @@ pub fn kernel_tree() -> PathBuf {
     })
     .clone()
 }
+
+/// The gdb command `kiln boot --gdb` printed on stderr.
+pub fn printed_gdb_command(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once(": gdb -ex ")
+                .map(|(_, c)| format!("gdb -ex {c}"))
+        })
+        .unwrap_or_else(|| panic!("no gdb command in {stderr}"))
+}
+
+/// Runs the printed gdb command in batch mode with `commands`; its stdout and stderr.
+pub fn run_gdb(printed: &str, commands: &str) -> String {
+    let g = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("timeout 120 {printed} -batch -nx {commands}")));
+    format!("{}{}", stdout(&g), stderr(&g))
+}
+
+/// Waits (up to two minutes) until the console log at `path` says `marker`.
+pub fn wait_for_console(path: &Path, marker: &str) {
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(path).is_ok_and(|c| c.contains(marker)) {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "the console never said {marker:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -180,6 +180,36 @@ pub enum Cmd {
         #[arg(long = "test", value_name = "NAME")]
         tests: Vec<String>,
     },
+    /// Run a command from the host under a chosen kernel, with the host's own userspace
+    /// and no image to build: the host's / is shared read-only over 9p, the current
+    /// directory read-write, and the command runs as you, there, with your environment.
+    /// Exits with the command's status (one kernel), or as `kiln test` does for several.
+    /// The kernel needs 9p (Debian's generic linux-image-*-amd64 has it; the cloud kernels
+    /// do not). The image is the host's busybox and kiln's init.
+    Exec {
+        /// A kernel to run under (repeatable: each kernel is one run, in parallel): an
+        /// image, a build tree, a directory or glob of images, or a Debian kernel package
+        /// such as linux-image-6.1.0-47-amd64 (PACKAGE/SUITE to pick the suite).
+        #[arg(long, value_name = "KERNEL", required = true)]
+        kernel: Vec<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Time limit for each run (boot, command, power-off), e.g. "90s" (default 30m).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<Seconds>,
+        /// With several kernels: how many VMs run at once.
+        #[arg(short, long, value_name = "N")]
+        jobs: Option<usize>,
+        /// An environment variable not to pass to the command (repeatable).
+        #[arg(long, value_name = "NAME")]
+        env_exclude: Vec<String>,
+        /// Debian mirror URL for packaged kernels (default: the host's apt configuration).
+        #[arg(long, value_name = "URL", env = "KILN_MIRROR")]
+        mirror: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// The cells of a matrix.
     Matrix {
         #[command(subcommand)]

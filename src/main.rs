@@ -125,6 +125,29 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             commands::stop(&vm.profile_args(), vm.pid, all, grace.0, printer)
         }
         Cmd::Ps { json } => commands::ps(json, printer),
+        Cmd::Exec {
+            kernel,
+            run,
+            timeout,
+            jobs,
+            env_exclude,
+            mirror,
+            command,
+        } => {
+            let e = commands::ExecArgs {
+                kernels: kernel,
+                command,
+                cwd: std::env::current_dir()?,
+                env_exclude,
+                overrides: run.overrides(timeout),
+                jobs,
+                packages: kiln::source::PackageOptions {
+                    mirror: mirror.filter(|m| !m.is_empty()),
+                    ..Default::default()
+                },
+            };
+            commands::exec(&e, &cancel_on_interrupt(), printer)
+        }
         Cmd::Ls { image } => commands::ls(&image, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
         Cmd::Lock { build, update } => commands::lock(&build.profile_args()?, update, printer),

@@ -54,6 +54,9 @@ pub fn image_modules(
     }
     match kernel {
         Some(k) => kernel::closure(k, &wanted),
+        // No kernel of its own: each kernel it boots brings its modules (a matrix cell's
+        // appended archive), and a kernel image without modules needs them built in.
+        None if lp.profile.kernel.path.is_none() => Ok(Vec::new()),
         None => bail!(
             "{}: [kernel] modules needs a kernel with modules: [kernel] package or tree (or --kernel-tree)",
             lp.path.display()

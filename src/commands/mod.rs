@@ -3,6 +3,7 @@
 
 mod boot;
 mod build;
+mod exec;
 mod extract;
 mod lock;
 mod ls;
@@ -14,6 +15,7 @@ mod vm_access;
 
 pub use boot::{boot, BootArgs};
 pub use build::build;
+pub use exec::{exec, ExecArgs};
 pub use extract::extract;
 pub use lock::lock;
 pub use ls::ls;

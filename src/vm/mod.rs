@@ -11,4 +11,5 @@ pub mod preflight;
 pub mod qemu;
 pub mod qmp;
 pub mod serial;
+pub mod share;
 pub mod vsock;

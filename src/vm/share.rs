@@ -1,0 +1,205 @@
+//! Host directories shared into the guest: over 9p, which QEMU serves itself and so needs
+//! no root, or over virtiofs, which needs a virtiofsd beside QEMU and a shared memory
+//! backend. Each share has its QEMU arguments, the guest's mount command, and the kernel
+//! options it needs (for the preflight).
+//!
+//! With `security_model=none` QEMU touches files with the caller's own credentials: the
+//! guest sees the host's owners, and what it creates belongs to the caller.
+
+use std::path::{Path, PathBuf};
+
+/// How a directory reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// virtio-9p, served by QEMU.
+    NineP,
+    /// virtiofs, served by a virtiofsd listening on a socket.
+    VirtioFs,
+}
+
+/// One shared directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The host directory.
+    pub host: PathBuf,
+    /// The tag the guest mounts it by (also QEMU's device id, so letters, digits, `_`).
+    pub tag: String,
+    /// The guest may not write to it.
+    pub readonly: bool,
+    /// How it is served.
+    pub transport: Transport,
+}
+
+/// The 9p protocol's largest message, which bounds every read and write: 512 KiB makes
+/// large sequential I/O several times faster than the 8 KiB default.
+pub const MSIZE: u32 = 512 * 1024;
+
+/// A value inside a QEMU `key=value,…` option: commas are doubled, as QEMU reads them.
+pub fn qemu_value(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+impl Share {
+    /// The QEMU arguments that serve this share. A virtiofs share connects to
+    /// `socket`, where its virtiofsd listens.
+    pub fn args(&self, socket: Option<&Path>) -> Vec<String> {
+        match self.transport {
+            Transport::NineP => {
+                let mut fsdev = format!(
+                    "local,id={},path={},security_model=none,multidevs=remap",
+                    self.tag,
+                    qemu_value(&self.host.to_string_lossy())
+                );
+                if self.readonly {
+                    fsdev.push_str(",readonly=on");
+                }
+                vec![
+                    "-fsdev".into(),
+                    fsdev,
+                    "-device".into(),
+                    format!("virtio-9p-pci,fsdev={0},mount_tag={0}", self.tag),
+                ]
+            }
+            Transport::VirtioFs => {
+                let socket = socket
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                vec![
+                    "-chardev".into(),
+                    format!("socket,id={},path={}", self.tag, qemu_value(&socket)),
+                    "-device".into(),
+                    format!("vhost-user-fs-pci,chardev={0},tag={0}", self.tag),
+                ]
+            }
+        }
+    }
+
+    /// The guest's command that mounts this share at `at`.
+    pub fn mount_command(&self, at: &str) -> String {
+        let mode = if self.readonly { "ro" } else { "rw" };
+        match self.transport {
+            Transport::NineP => format!(
+                "mount -t 9p -o {mode},trans=virtio,version=9p2000.L,access=any,cache=mmap,msize={MSIZE} {} {at}",
+                self.tag
+            ),
+            Transport::VirtioFs => format!("mount -t virtiofs -o {mode} {} {at}", self.tag),
+        }
+    }
+}
+
+/// The kernel options a transport needs, as the preflight names them, and the modules
+/// that provide them when they are modules, in load order.
+pub fn needs(t: Transport) -> (&'static [&'static str], &'static [&'static str]) {
+    match t {
+        Transport::NineP => (
+            &["NET_9P", "NET_9P_VIRTIO", "9P_FS"],
+            &["netfs", "fscache", "9pnet", "9pnet_virtio", "9p"],
+        ),
+        Transport::VirtioFs => (&["FUSE_FS", "VIRTIO_FS"], &["fuse", "virtiofs"]),
+    }
+}
+
+/// QEMU's arguments for memory the guest shares with a virtiofsd: vhost-user needs the
+/// guest's RAM in a file descriptor the daemon can map.
+pub fn shared_memory_args(bytes: u64) -> Vec<String> {
+    vec![
+        "-object".into(),
+        format!("memory-backend-memfd,id=kiln-mem,size={bytes},share=on"),
+        "-machine".into(),
+        "memory-backend=kiln-mem".into(),
+    ]
+}
+
+/// The command that starts QEMU 7.2's virtiofsd for `dir` as an ordinary user. The
+/// daemon insists on a lock directory under /run and on dropping supplementary groups,
+/// so it runs in a user and mount namespace of its own, with a private tmpfs on /run.
+/// `--map-auto` maps the caller's subordinate ids (/etc/subuid, /etc/subgid) through
+/// the setuid newuidmap/newgidmap of Debian's `uidmap` package: a namespace mapped by
+/// the caller alone forbids setgroups, and the daemon then exits. The namespace's root
+/// is the caller, so what the guest writes belongs to the caller on the host.
+pub fn virtiofsd_command(daemon: &Path, dir: &Path, socket: &Path) -> Vec<String> {
+    vec![
+        "unshare".into(),
+        "--map-auto".into(),
+        "--map-root-user".into(),
+        "--mount".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount -t tmpfs tmpfs /run && exec {} --socket-path={} -o source={} -o sandbox=chroot -o cache=auto",
+            crate::util::shell::shell_quote(&daemon.to_string_lossy()),
+            crate::util::shell::shell_quote(&socket.to_string_lossy()),
+            crate::util::shell::shell_quote(&dir.to_string_lossy()),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(transport: Transport, readonly: bool) -> Share {
+        Share {
+            host: PathBuf::from("/home/a,b/src"),
+            tag: "kiln_cwd".into(),
+            readonly,
+            transport,
+        }
+    }
+
+    #[test]
+    fn nine_p_arguments_double_commas_and_say_read_only() {
+        assert_eq!(
+            share(Transport::NineP, true).args(None),
+            [
+                "-fsdev",
+                "local,id=kiln_cwd,path=/home/a,,b/src,security_model=none,multidevs=remap,readonly=on",
+                "-device",
+                "virtio-9p-pci,fsdev=kiln_cwd,mount_tag=kiln_cwd",
+            ]
+        );
+        assert_eq!(
+            share(Transport::NineP, false).mount_command("/mnt"),
+            "mount -t 9p -o rw,trans=virtio,version=9p2000.L,access=any,cache=mmap,msize=524288 kiln_cwd /mnt"
+        );
+    }
+
+    #[test]
+    fn virtiofs_arguments_name_the_socket() {
+        let s = share(Transport::VirtioFs, true);
+        assert_eq!(
+            s.args(Some(Path::new("/run/user/1000/k,1.sock"))),
+            [
+                "-chardev",
+                "socket,id=kiln_cwd,path=/run/user/1000/k,,1.sock",
+                "-device",
+                "vhost-user-fs-pci,chardev=kiln_cwd,tag=kiln_cwd",
+            ]
+        );
+        assert_eq!(s.mount_command("/x"), "mount -t virtiofs -o ro kiln_cwd /x");
+        assert_eq!(
+            shared_memory_args(1 << 30),
+            [
+                "-object",
+                "memory-backend-memfd,id=kiln-mem,size=1073741824,share=on",
+                "-machine",
+                "memory-backend=kiln-mem"
+            ]
+        );
+        let c = virtiofsd_command(
+            Path::new("/usr/lib/qemu/virtiofsd"),
+            Path::new("/src"),
+            Path::new("/tmp/s"),
+        );
+        assert_eq!(
+            &c[..4],
+            ["unshare", "--map-auto", "--map-root-user", "--mount"]
+        );
+        assert!(
+            c[6].contains("--socket-path=/tmp/s -o source=/src"),
+            "{}",
+            c[6]
+        );
+        assert_eq!(needs(Transport::NineP).1.last(), Some(&"9p"));
+    }
+}

@@ -1,0 +1,105 @@
+//! `kiln exec`: a host command under Debian's generic 6.1 kernel (9p as modules), with
+//! real QEMU under TCG: the exit status comes back, the root is read-only, the working
+//! directory is written with the caller's ownership, /tmp is a tmpfs that takes heavy
+//! use, and a kernel without 9p is refused with the options it lacks. Also as an
+//! ordinary user.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+const GENERIC: &str = "linux-image-6.1.0-47-amd64";
+
+fn exec_in(dir: &std::path::Path) -> Command {
+    let mut c = kiln();
+    c.current_dir(dir).args(["exec", "--kernel", GENERIC]);
+    c
+}
+
+#[test]
+fn a_command_runs_under_the_generic_kernel_with_the_hosts_userspace() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(exec_in(d.path()).args([
+        "--",
+        "sh",
+        "-c",
+        "uname -r; echo written > out.txt; touch /usr/kiln-exec-test && echo usr-writable; exit 3",
+    ]));
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(3), "{text}{}", stderr(&o));
+    assert!(text.contains("6.1.0-47-amd64"), "{text}");
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(!text.contains("usr-writable"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("out.txt")).unwrap(),
+        "written\n"
+    );
+
+    let o = run(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && {} exec --kernel linux-image-6.1.0-47-cloud-amd64 -- uname -r",
+        d.path().display(),
+        env!("CARGO_BIN_EXE_kiln")
+    )));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("CONFIG_9P_FS") && stderr(&o).contains("cloud kernels"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// As an ordinary user: the command runs with the user's ids, its files belong to the
+/// user, and a sort through /tmp of a few MB works (a tmpfs, not 9p).
+#[test]
+fn an_ordinary_user_runs_as_themselves_and_tmp_is_a_tmpfs() {
+    let user = "kilntest";
+    if !Command::new("id").arg(user).status().unwrap().success() {
+        let ok = Command::new("useradd")
+            .args(["-m", user])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "this test needs a user {user}: useradd -m {user}");
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("work");
+    std::fs::create_dir(&dir).unwrap();
+    assert!(Command::new("chown")
+        .args([user])
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success());
+    // The tempdir's own permissions keep others out.
+    assert!(Command::new("chmod")
+        .arg("755")
+        .arg(d.path())
+        .status()
+        .unwrap()
+        .success());
+    let script = format!(
+        "cd {} && {} -q exec --kernel {GENERIC} -- sh -c 'id -u; id -g; echo mine > f; t=$(mktemp); seq 1 300000 | sort -r > \"$t\" && sort -n \"$t\" | tail -1; mount | grep \" /tmp \"'",
+        dir.display(),
+        env!("CARGO_BIN_EXE_kiln")
+    );
+    let o = run(Command::new("su").args([user, "-c", &script]));
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    let uid = String::from_utf8(
+        Command::new("id")
+            .args(["-u", user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!("\n{}", uid.trim())) || text.starts_with(uid.trim()),
+        "{text}"
+    );
+    assert!(text.contains("300000"), "{text}");
+    assert!(text.contains("tmpfs on /tmp"), "{text}");
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::metadata(dir.join("f")).unwrap();
+    assert_eq!(f.uid().to_string(), uid.trim());
+}

@@ -9,6 +9,7 @@ pub mod schema;
 pub mod tests;
 pub mod types;
 pub mod validate;
+pub mod vmtest;
 
 pub use diag::{Loc, ProfileError};
 pub use load::{load, LoadedProfile};

@@ -185,13 +185,22 @@ pub enum Cmd {
     /// directory read-write, and the command runs as you, there, with your environment.
     /// Exits with the command's status (one kernel), or as `kiln test` does for several.
     /// The kernel needs 9p (Debian's generic linux-image-*-amd64 has it; the cloud kernels
-    /// do not). The image is the host's busybox and kiln's init.
+    /// do not). The image is the host's busybox and kiln's init. Without --kernel, runs
+    /// the targets of vmtest's configuration (./vmtest.toml, or --config).
     Exec {
         /// A kernel to run under (repeatable: each kernel is one run, in parallel): an
         /// image, a build tree, a directory or glob of images, or a Debian kernel package
         /// such as linux-image-6.1.0-47-amd64 (PACKAGE/SUITE to pick the suite).
-        #[arg(long, value_name = "KERNEL", required = true)]
+        #[arg(long, value_name = "KERNEL")]
         kernel: Vec<PathBuf>,
+        /// A vmtest.toml whose [[target]]s to run (default: ./vmtest.toml when no
+        /// --kernel is given), in parallel, with a line per target and a summary. One
+        /// target exits with its command's status, several with how many failed.
+        #[arg(long, value_name = "FILE", conflicts_with = "kernel")]
+        config: Option<PathBuf>,
+        /// Run only the targets whose name matches this regular expression.
+        #[arg(long, value_name = "REGEX", conflicts_with = "kernel")]
+        filter: Option<String>,
         #[command(flatten)]
         run: RunArgs,
         /// Time limit for each run (boot, command, power-off), e.g. "90s" (default 30m).

@@ -91,6 +91,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 shard,
                 matrix,
                 tests,
+                host_modules: false,
             };
             commands::test(
                 &build.profile_args_any()?,
@@ -127,6 +128,8 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
         Cmd::Ps { json } => commands::ps(json, printer),
         Cmd::Exec {
             kernel,
+            config,
+            filter,
             run,
             timeout,
             jobs,
@@ -145,8 +148,23 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                     mirror: mirror.filter(|m| !m.is_empty()),
                     ..Default::default()
                 },
+                ..Default::default()
             };
-            commands::exec(&e, &cancel_on_interrupt(), printer)
+            let config = config.or_else(|| {
+                e.kernels
+                    .is_empty()
+                    .then(|| std::path::PathBuf::from("vmtest.toml"))
+            });
+            match config {
+                Some(c) => commands::exec_config(
+                    &c,
+                    filter.as_deref(),
+                    &e,
+                    &cancel_on_interrupt(),
+                    printer,
+                ),
+                None => commands::exec(&e, &cancel_on_interrupt(), printer),
+            }
         }
         Cmd::Ls { image } => commands::ls(&image, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),

@@ -103,3 +103,43 @@ fn an_ordinary_user_runs_as_themselves_and_tmp_is_a_tmpfs() {
     let f = std::fs::metadata(dir.join("f")).unwrap();
     assert_eq!(f.uid().to_string(), uid.trim());
 }
+
+/// A vmtest.toml written from vmtest's documentation: three targets over two kernels
+/// (unpacked Debian packages, their modules beside them), one failing on purpose, one
+/// with a mount and one with its own CPUs and memory, run two at a time.
+#[test]
+fn a_vmtest_toml_runs_its_targets_in_parallel_with_a_summary() {
+    let a = unpacked_kernel("linux-image-6.1.0-47-amd64");
+    let b = unpacked_kernel("linux-image-6.1.0-48-amd64");
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "data/in.txt", "shared\n");
+    write(
+        d.path(),
+        "vmtest.toml",
+        &format!(
+            "[[target]]\nname = \"release on 47\"\nkernel = \"{}\"\nkernel_args = \"loglevel=3\"\ncommand = \"uname -r | grep -q '^6.1.0-47-amd64$' && cat /mnt/data/in.txt > seen.txt\"\n[target.vm.mounts]\n\"/mnt/data\" = {{ host_path = \"data\", writable = false }}\n\n[[target]]\nname = \"fails on purpose\"\nkernel = \"{}\"\ncommand = \"exit 4\"\n[target.vm]\nmemory = \"512M\"\n\n[[target]]\nname = \"two cpus on 48\"\nkernel = \"{}\"\ncommand = \"test $(nproc) = 2 && uname -r | grep -q 6.1.0-48\"\n[target.vm]\nnum_cpus = 2\nmemory = \"1G\"\n",
+            a.display(),
+            a.display(),
+            b.display()
+        ),
+    );
+    let start = std::time::Instant::now();
+    let o = run(kiln().current_dir(d.path()).args(["exec", "-j", "2"]));
+    let took = start.elapsed();
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}{}", stderr(&o));
+    assert!(text.contains("PASS    release on 47"), "{text}");
+    assert!(text.contains("FAILED  fails on purpose (exit 4)"), "{text}");
+    assert!(text.contains("PASS    two cpus on 48"), "{text}");
+    assert!(text.contains("2 of 3 targets passed"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("seen.txt")).unwrap(),
+        "shared\n"
+    );
+    // --filter picks by regular expression; one target exits with its command's status.
+    let o = run(kiln()
+        .current_dir(d.path())
+        .args(["exec", "--filter", "^fails"]));
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    eprintln!("three targets, two at a time, took {took:?}");
+}

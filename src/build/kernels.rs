@@ -27,13 +27,16 @@ pub const MODULE_TREE: &str = "kiln-modules";
 
 /// The kernels `refs` name, in order, each ready to boot `plan`'s image. With `only`,
 /// packages whose label is not in it are listed but not fetched (a shard's other
-/// kernels), as [`without_fetching`] lists them.
+/// kernels), as [`without_fetching`] lists them. With `host_modules`, a host image
+/// named `vmlinuz-RELEASE` brings the modules installed for it (see
+/// [`crate::source::kernel::installed_modules`]).
 pub fn cell_kernels(
     lp: &LoadedProfile,
     plan: &Plan,
     refs: &[KernelRef],
     opts: &PackageOptions,
     only: Option<&BTreeSet<String>>,
+    host_modules: bool,
 ) -> Result<Vec<CellKernel>> {
     let mut out = Vec::new();
     let mut debian: Option<CellKernels> = None;
@@ -44,7 +47,22 @@ pub fn cell_kernels(
             continue;
         }
         let KernelRef::Package { name, suite } = r else {
-            out.extend(host_kernels(r)?);
+            for mut k in host_kernels(r)? {
+                // An initramfs on a distribution kernel image with its modules beside
+                // it (an unpacked package) or installed on this host: those modules.
+                if host_modules && plan.format == Format::Initramfs {
+                    if let Some(files) = crate::source::kernel::installed_modules(&k.image)? {
+                        let dir = plan
+                            .out_dir
+                            .join(format!("{}.kernels", plan.name))
+                            .join(format!("host-{}", files.release));
+                        std::fs::create_dir_all(&dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                        k.initrd = Some(with_modules(lp, plan, &files, &dir)?);
+                    }
+                }
+                out.push(k);
+            }
             continue;
         };
         let label = r.to_string();

@@ -37,6 +37,12 @@ pub struct ExecArgs {
     pub jobs: Option<usize>,
     /// Package handling for packaged kernels.
     pub packages: PackageOptions,
+    /// The host directory the guest sees as `/` (default: the host's root).
+    pub root: Option<PathBuf>,
+    /// More host directories: (guest path, host directory, writable).
+    pub mounts: Vec<(String, PathBuf, bool)>,
+    /// Stream the console (default: with one kernel).
+    pub quiet_console: bool,
 }
 
 /// The profile of exec's boot image: the host's busybox, kiln's init, and the modules a
@@ -93,11 +99,15 @@ pub fn exec(e: &ExecArgs, cancel: &Cancel, printer: &Printer) -> Result<ExitStat
         .tempdir()
         .context("creating the command's share")?;
     write_command(run.path(), e)?;
-    let shares = [
-        share("/", "kiln_root", true),
+    let root = e.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let mut shares = vec![
+        share(&root, "kiln_root", true),
         share(&e.cwd, "kiln_cwd", false),
         share(run.path(), "kiln_run", true),
     ];
+    for (i, (_, host, writable)) in e.mounts.iter().enumerate() {
+        shares.push(share(host, &format!("kiln_m{i}"), !writable));
+    }
     let mut overrides = e.overrides.clone();
     for s in &shares {
         overrides.qemu_args.extend(s.args(None));
@@ -115,7 +125,8 @@ pub fn exec(e: &ExecArgs, cancel: &Cancel, printer: &Printer) -> Result<ExitStat
         overrides,
         kernels: e.kernels.clone(),
         jobs: e.jobs,
-        verbose: e.kernels.len() == 1,
+        verbose: e.kernels.len() == 1 && !e.quiet_console,
+        host_modules: true,
         ..Default::default()
     };
     test(&a, &t, cancel, printer).map_err(|e| {
@@ -127,6 +138,90 @@ pub fn exec(e: &ExecArgs, cancel: &Cancel, printer: &Printer) -> Result<ExitStat
         } else {
             e
         }
+    })
+}
+
+/// The targets of a vmtest.toml, each a `kiln exec` of its command (by bash, as vmtest
+/// runs it, in the file's directory) under its kernel with its VM settings, `jobs` at
+/// a time; `filter` (a regular expression) picks targets by name. One target exits with
+/// its command's status; several with the number that failed (at most 255, so a large
+/// count never wraps to success).
+pub fn exec_config(
+    config: &Path,
+    filter: Option<&str>,
+    base: &ExecArgs,
+    cancel: &Cancel,
+    printer: &Printer,
+) -> Result<ExitStatus> {
+    let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
+    let targets = crate::profile::vmtest::load(&config)
+        .map_err(|e| anyhow::Error::new(e).context(super::BadInput))?;
+    let re = filter
+        .map(regex::Regex::new)
+        .transpose()
+        .context("--filter is not a regular expression")?;
+    let targets: Vec<_> = targets
+        .into_iter()
+        .filter(|t| re.as_ref().is_none_or(|r| r.is_match(&t.name)))
+        .collect();
+    if targets.is_empty() {
+        anyhow::bail!("no target of {} matches the filter", config.display());
+    }
+    let dir = config.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let several = targets.len() > 1;
+    let jobs = base.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let results = crate::util::download::parallel(&targets, jobs, |t| {
+        let mut e = base.clone();
+        e.kernels = vec![t.kernel.clone()];
+        e.command = vec!["bash".into(), "-c".into(), t.command.clone()];
+        e.cwd = dir.clone();
+        e.root = Some(t.rootfs.clone());
+        e.mounts = t
+            .mounts
+            .iter()
+            .map(|m| (m.guest.clone(), m.host.clone(), m.writable))
+            .collect();
+        e.overrides.memory = e.overrides.memory.or(Some(t.memory));
+        e.overrides.cpus = e.overrides.cpus.or(Some(t.cpus));
+        if t.qemu.is_some() {
+            e.overrides.qemu = t.qemu.clone();
+        }
+        e.overrides.append.extend(t.kernel_args.iter().cloned());
+        e.overrides.qemu_args.extend(t.extra_args.iter().cloned());
+        e.quiet_console = several;
+        if several {
+            printer.step(format!("=> {}", t.name));
+        }
+        Ok(exec(&e, cancel, printer).map_err(|err| format!("{err:#}")))
+    })?;
+    let mut failed = 0usize;
+    for (t, r) in targets.iter().zip(&results) {
+        let line = match r {
+            Ok(s) if *s == ExitStatus::SUCCESS => format!("PASS    {}", t.name),
+            Ok(s) => {
+                failed += 1;
+                format!("FAILED  {} (exit {})", t.name, s.0)
+            }
+            Err(err) => {
+                failed += 1;
+                format!("ERROR   {}: {err}", t.name)
+            }
+        };
+        printer.out(format!("kiln: {line}"));
+    }
+    printer.out(format!(
+        "kiln: {} of {} targets passed",
+        targets.len() - failed,
+        targets.len()
+    ));
+    Ok(match (several, results.first()) {
+        (false, Some(Ok(s))) => *s,
+        (false, _) => ExitStatus::FAILURE,
+        (true, _) => ExitStatus(failed.min(255) as u8),
     })
 }
 
@@ -174,11 +269,28 @@ fn write_command(dir: &Path, e: &ExecArgs) -> Result<()> {
         )
     };
     let cwd = e.cwd.to_string_lossy();
-    let settings = format!(
+    let mut settings = format!(
         "KILN_UID={uid}\nKILN_GID={gid}\nKILN_GROUPS={}\nKILN_CWD={}\n",
         shell_quote(&groups),
         shell_quote(&cwd)
     );
+    // More shares: tag, guest path and mode, one a line, for the init to mount.
+    let mounts: Vec<String> = e
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, (guest, _, writable))| {
+            format!(
+                "kiln_m{i} {} {}",
+                if *writable { "rw" } else { "ro" },
+                guest
+            )
+        })
+        .collect();
+    settings.push_str(&format!(
+        "KILN_MOUNTS={}\n",
+        shell_quote(&mounts.join("\n"))
+    ));
     let mut cmd = String::from("# Written by kiln exec.\n");
     for (k, v) in std::env::vars() {
         let valid = !k.is_empty()

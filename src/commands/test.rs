@@ -36,6 +36,9 @@ pub struct TestArgs {
     pub matrix: bool,
     /// Run only these tests (default: all).
     pub tests: Vec<String>,
+    /// Every kernel is a cell, and a distribution kernel image brings the modules
+    /// installed for it (beside it, or on this host): what `kiln exec` needs.
+    pub host_modules: bool,
 }
 
 /// Builds, boots, runs the test, brings its results back; exits with the outcome's status.
@@ -74,7 +77,7 @@ pub fn test(
     let mut a = a.clone();
     a.build.kernel = None;
     match refs.as_slice() {
-        [KernelRef::Host(k)] if !t.matrix => a.build.kernel = Some(k.clone()),
+        [KernelRef::Host(k)] if !t.matrix && !t.host_modules => a.build.kernel = Some(k.clone()),
         // One tree is --kernel-tree: its modules go into the image.
         [KernelRef::Tree(d)] if !t.matrix => a.build.kernel_tree = Some(d.clone()),
         _ => {}
@@ -82,10 +85,11 @@ pub fn test(
     let plan = plan_or_build(&lp, &a, t.no_build)?;
     let tests = selected_tests(&plan, &t.tests)?;
     let config = |tp: &TestPlan| plan.run.for_test(Some(tp)).with(&t.overrides);
-    let own = matches!(
-        refs.as_slice(),
-        [] | [KernelRef::Host(_)] | [KernelRef::Tree(_)]
-    ) && !t.matrix;
+    let own = match refs.as_slice() {
+        [] | [KernelRef::Tree(_)] => !t.matrix,
+        [KernelRef::Host(_)] => !t.matrix && !t.host_modules,
+        _ => false,
+    };
     // The cells are chosen (and sharded) on the kernels' names, so a CI job fetches
     // only the kernels of its own shard.
     let named = if own {
@@ -147,6 +151,7 @@ pub fn test(
             &refs,
             &a.build.packages,
             Some(&wanted),
+            t.host_modules,
         )?;
         for c in &mut cells {
             if let Some(k) = kernels.iter().find(|k| k.label == c.kernel.label) {

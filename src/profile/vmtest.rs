@@ -100,9 +100,8 @@ const DEFAULT_MEMORY: u64 = 4 << 30;
 
 /// Reads `path` as a vmtest.toml.
 pub fn load(path: &Path) -> Result<Vec<Target>, ProfileError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ProfileError::new(format!("cannot read `{}`: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ProfileError::new(format!("cannot read `{}`: {e}", path.display())))?;
     let file = Arc::new(SourceFile {
         path: path.to_path_buf(),
         text,
@@ -136,10 +135,7 @@ pub fn load(path: &Path) -> Result<Vec<Target>, ProfileError> {
             return Err(b.error("`bios` goes with UEFI image targets, which are not supported"));
         }
         if let Some(a) = v.arch.as_ref().filter(|a| a.value != "x86_64") {
-            return Err(a.error(format!(
-                "arch `{}`: kiln runs x86_64 guests only",
-                a.value
-            )));
+            return Err(a.error(format!("arch `{}`: kiln runs x86_64 guests only", a.value)));
         }
         let Some(kernel) = &v.kernel else {
             return Err(t.error("a target needs `kernel` (or `image`, which kiln does not run)"));
@@ -218,12 +214,22 @@ mod tests {
     fn what_kiln_cannot_run_is_named_with_its_line() {
         let e = load_text("[[target]]\nname = \"a\"\ncommand = \"true\"\nimage = \"disk.qcow2\"\n")
             .unwrap_err();
-        assert!(e.contains("vmtest.toml:4") && e.contains("disk-image"), "{e}");
-        let e = load_text("[[target]]\nname = \"a\"\ncommand = \"true\"\nkernel = \"k\"\nkernal_args = \"x\"\n")
-            .unwrap_err();
-        assert!(e.contains("vmtest.toml:5") && e.contains("kernal_args"), "{e}");
-        let e = load_text("[[target]]\nname = \"a\"\ncommand = \"true\"\nkernel = \"k\"\narch = \"aarch64\"\n")
-            .unwrap_err();
+        assert!(
+            e.contains("vmtest.toml:4") && e.contains("disk-image"),
+            "{e}"
+        );
+        let e = load_text(
+            "[[target]]\nname = \"a\"\ncommand = \"true\"\nkernel = \"k\"\nkernal_args = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("vmtest.toml:5") && e.contains("kernal_args"),
+            "{e}"
+        );
+        let e = load_text(
+            "[[target]]\nname = \"a\"\ncommand = \"true\"\nkernel = \"k\"\narch = \"aarch64\"\n",
+        )
+        .unwrap_err();
         assert!(e.contains("aarch64") && e.contains("x86_64"), "{e}");
         let e = load_text("[[target]]\nname = \"a\"\ncommand = \"true\"\n").unwrap_err();
         assert!(e.contains("needs `kernel`"), "{e}");

@@ -124,6 +124,77 @@ pub fn closure(k: &KernelFiles, wanted: &[String]) -> Result<Vec<LoadableModule>
     Ok(out)
 }
 
+/// The modules of a distribution kernel image `vmlinuz-RELEASE` (or `bzImage-RELEASE`):
+/// from `lib/modules/RELEASE` beside its directory (an unpacked package, `boot/` and
+/// `lib/` side by side), else installed on this host (`/lib/modules/RELEASE`). `None`
+/// for an image with no release in its name or no such directory.
+pub fn installed_modules(image: &std::path::Path) -> Result<Option<KernelFiles>> {
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some(release) = ["vmlinuz-", "bzImage-"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .filter(|r| !r.is_empty())
+    else {
+        return Ok(None);
+    };
+    let beside = image
+        .parent()
+        .and_then(|b| b.parent())
+        .map(|top| top.join("lib/modules").join(release));
+    let host = std::path::Path::new("/lib/modules").join(release);
+    let Some(dir) = beside
+        .into_iter()
+        .chain([host])
+        .find(|d| d.join("kernel").is_dir())
+    else {
+        return Ok(None);
+    };
+    let mut modules = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir.join("kernel"))
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        let p = e.path();
+        let s = p.to_string_lossy();
+        if e.file_type().is_file()
+            && [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                .iter()
+                .any(|x| s.ends_with(x))
+        {
+            let rel = p.strip_prefix(&dir).unwrap_or(p).to_string_lossy();
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            modules.insert(
+                module_name(&rel),
+                (
+                    format!("lib/modules/{release}/{rel}"),
+                    Data::Host {
+                        path: p.to_path_buf(),
+                        size,
+                    },
+                ),
+            );
+        }
+    }
+    let builtin = std::fs::read_to_string(dir.join("modules.builtin"))
+        .map(|t| t.lines().map(module_name).collect())
+        .unwrap_or_default();
+    let size = std::fs::metadata(image)?.len();
+    Ok(Some(KernelFiles {
+        release: release.to_string(),
+        vmlinuz: Data::Host {
+            path: image.to_path_buf(),
+            size,
+        },
+        modules,
+        builtin,
+        config: None,
+    }))
+}
+
 /// Whether the kernel has this module at all (as a file or built in).
 pub fn has_module(k: &KernelFiles, name: &str) -> bool {
     let n = name.replace('-', "_");

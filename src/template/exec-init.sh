@@ -24,6 +24,7 @@ mount -t tmpfs -o mode=0755 tmpfs /host/run || fail "cannot mount /run"
 for d in /host/tmp /host/var/tmp; do
     [ -d "$d" ] && mount -t tmpfs -o mode=1777 tmpfs "$d"
 done
+[ -d /host/mnt ] && mount -t tmpfs tmpfs /host/mnt
 mkdir -p /host/run/kiln
 mount -t 9p -o "ro,$opts" kiln_run /host/run/kiln || fail "cannot mount kiln's run share"
 . /host/run/kiln/settings
@@ -31,6 +32,14 @@ mount -t 9p -o "ro,$opts" kiln_run /host/run/kiln || fail "cannot mount kiln's r
 mkdir -p "/host$KILN_CWD" 2>/dev/null
 mount -t 9p -o "rw,$opts" kiln_cwd "/host$KILN_CWD" ||
     fail "cannot mount $KILN_CWD read-write"
+# More shares (vmtest's mounts): "TAG MODE PATH" lines.
+while read -r tag mode path; do
+    [ -n "$tag" ] || continue
+    mkdir -p "/host$path" 2>/dev/null
+    mount -t 9p -o "$mode,$opts" "$tag" "/host$path" || fail "cannot mount $path"
+done <<EOF
+$KILN_MOUNTS
+EOF
 [ -d /host/sys/kernel/debug ] && mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
 if [ "$KILN_UID" = 0 ]; then
     exec chroot /host /bin/sh /run/kiln/cmd

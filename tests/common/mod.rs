@@ -204,3 +204,37 @@ pub fn wait_for_console(path: &Path, marker: &str) {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
+
+/// Debian's kernel package `package` (e.g. linux-image-6.1.0-47-amd64), unpacked once
+/// into the cache as the package lays it out (`boot/vmlinuz-RELEASE` beside
+/// `lib/modules/RELEASE`); returns the vmlinuz.
+pub fn unpacked_kernel(package: &str) -> PathBuf {
+    let dir = kiln::cache::cache_dir().join("test-kernels").join(package);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let find = || -> Option<PathBuf> {
+        std::fs::read_dir(dir.join("x/boot"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+            })
+    };
+    if let Some(k) = find() {
+        return k;
+    }
+    let sh = format!(
+        "set -e; cd {d}; rm -rf x *.deb; apt-get download {package} 2>&1; dpkg-deb -x {package}_*.deb x; rm -f *.deb",
+        d = dir.display()
+    );
+    let out = Command::new("sh").arg("-c").arg(&sh).output().unwrap();
+    assert!(
+        out.status.success(),
+        "fetching {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    find().expect("kernel unpacked")
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""`uname -r` under one kernel, TCG, median of N runs: kiln exec against virtme-ng and vmtest.
+
+All three boot the same unpacked Debian kernel (default linux-image-6.1.0-47-amd64:
+`boot/vmlinuz-…` beside `lib/modules/…`) with the host's userspace over 9p, in one run:
+    kiln exec --kernel K --accel=tcg -- uname -r
+    vng -v -r K --disable-kvm --force-9p --exec 'uname -r'   (pip install virtme-ng; needs kmod,
+        and finds modules only in /lib/modules/RELEASE, so the package must be installed)
+    vmtest -k K 'uname -r'                                 (cargo install vmtest)
+A tool that is not installed is reported as such, not timed.
+
+usage: benches/exec.py [--package linux-image-6.1.0-47-amd64] [--runs 5]
+"""
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILN = os.path.join(ROOT, "target/release/kiln")
+
+
+def unpack(package, work):
+    subprocess.run(["apt-get", "download", "-q", package], cwd=work, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deb = next(f for f in os.listdir(work) if f.startswith(package) and f.endswith(".deb"))
+    subprocess.run(["dpkg-deb", "-x", deb, "k"], cwd=work, check=True)
+    boot = os.path.join(work, "k/boot")
+    return os.path.join(boot, next(f for f in os.listdir(boot) if f.startswith("vmlinuz-")))
+
+
+def median_of(runs, cmd, cwd, expect):
+    """Median time of runs that printed `expect`, and the exit statuses seen (a tool
+    that prints the answer but exits non-zero is timed, and its statuses shown)."""
+    times, codes = [], set()
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        took = time.perf_counter() - start
+        if expect not in out.stdout + out.stderr:
+            return None, f"failed (exit {out.returncode}): {(out.stderr or out.stdout)[-300:]}"
+        times.append(took)
+        codes.add(out.returncode)
+    note = "" if codes == {0} else f"  (exit status {sorted(codes)}, not 0)"
+    return statistics.median(times), note
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--package", default="linux-image-6.1.0-47-amd64")
+    ap.add_argument("--runs", type=int, default=5)
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="kiln-bench-exec-")
+    kernel = unpack(a.package, work)
+    release = os.path.basename(kernel)[len("vmlinuz-"):]
+    # Warm kiln's cache (its boot image and the kernel's modules) outside the timing.
+    subprocess.run([KILN, "-q", "exec", "--kernel", kernel, "--accel=tcg", "--", "true"],
+                   cwd=work, check=True, capture_output=True)
+    tools = [("kiln exec", KILN, [KILN, "-q", "exec", "--kernel", kernel, "--accel=tcg", "--", "uname", "-r"])]
+    tools.append(("vng", shutil.which("vng"),
+                  ["vng", "-v", "-r", kernel, "--disable-kvm", "--force-9p", "--exec", "uname -r"]))
+    tools.append(("vmtest", shutil.which("vmtest"), ["vmtest", "-k", kernel, "uname -r"]))
+    # vng reads the modules from /lib/modules/RELEASE only: as root, link the unpacked
+    # ones there for the run (and remove the link after).
+    link = f"/lib/modules/{release}"
+    linked = False
+    if tools[1][1] and not os.path.exists(link) and os.geteuid() == 0:
+        os.symlink(os.path.join(work, "k/lib/modules", release), link)
+        linked = True
+    try:
+        print(f"uname -r under {release}, TCG, median of {a.runs}:")
+        for name, present, cmd in tools:
+            if not present:
+                print(f"  {name:10} not installed")
+                continue
+            m, err = median_of(a.runs, cmd, work, release)
+            print(f"  {name:10} {m:6.2f} s{err}" if m is not None else f"  {name:10} {err}")
+    finally:
+        if linked:
+            os.unlink(link)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,10 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 use kiln::commands::ProfileArgs;
 use kiln::plan::{self, Accel, BuildOptions, GdbRequest, RunOverrides};
+use kiln::profile::forward::Forward;
 use kiln::profile::NetworkMode;
 use kiln::profile::{Seconds, Size};
 use kiln::source::PackageOptions;
-use kiln::vm::network::Forward;
 
 #[derive(Parser)]
 #[command(

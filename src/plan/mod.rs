@@ -11,11 +11,11 @@ use crate::output::disk::{self, DiskOptions, PartitionSpec};
 use crate::output::options::{Compression, DEFAULT_FREE_SPACE};
 use crate::output::tar::TarWriter;
 use crate::output::ImageWriter;
+use crate::profile::forward::Forward;
 pub use crate::profile::Accel;
 use crate::profile::{Format, LoadedProfile, Splats};
 use crate::source::kernel_tree::KernelTree;
 use crate::source::PackageOptions;
-use crate::vm::network::Forward;
 
 mod kernels;
 mod run_config;

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::profile::forward::Forward;
 pub use crate::profile::Accel;
 use crate::profile::NetworkMode;
-use crate::vm::network::Forward;
 
 /// The run configuration the profile asks for, before command-line overrides.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,8 +10,9 @@ use super::vm::{self, VmInfo};
 use crate::configure::access;
 use crate::output::manifest::Manifest;
 use crate::plan::{Plan, RunConfig};
+use crate::profile::forward::{Forward, Proto};
 use crate::vm::gdb::{self, Gdb};
-use crate::vm::network::{self, Bound, Forward, Proto};
+use crate::vm::network::{self, Bound};
 use crate::vm::qemu::Launch;
 use crate::vm::{qmp, vsock};
 

@@ -12,7 +12,7 @@ pub const DEFAULT_MODEL: &str = "virtio-net-pci";
 /// The guest port sshd listens on.
 pub const SSH_PORT: u16 = 22;
 
-pub use crate::profile::forward::{Forward, Proto};
+use crate::profile::forward::{Forward, Proto};
 
 /// A forward with its host port fixed for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

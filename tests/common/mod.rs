@@ -54,6 +54,18 @@ pub fn which(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The vmlinuz of a kernel package unpacked into `dir/x`.
+fn unpacked_vmlinuz(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir.join("x/boot"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+}
+
 /// A real Debian kernel (bookworm's linux-image-cloud-amd64 by default) for boot tests:
 /// `KILN_TEST_KERNEL` if set, else downloaded once with apt-get into the cache and reused.
 pub fn debian_kernel() -> PathBuf {
@@ -66,18 +78,7 @@ pub fn debian_kernel() -> PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         let lock = std::fs::File::create(dir.join(".lock")).unwrap();
         lock.lock().unwrap();
-        let found = |dir: &Path| -> Option<PathBuf> {
-            let boot = dir.join("x/boot");
-            std::fs::read_dir(&boot)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-                })
-        };
-        if let Some(k) = found(&dir) {
+        if let Some(k) = unpacked_vmlinuz(&dir) {
             return k;
         }
         let sh = format!(
@@ -92,7 +93,7 @@ pub fn debian_kernel() -> PathBuf {
             "fetching a Debian kernel failed:\n{}",
             String::from_utf8_lossy(&out.stdout)
         );
-        found(&dir).expect("kernel unpacked")
+        unpacked_vmlinuz(&dir).expect("kernel unpacked")
     })
     .clone()
 }
@@ -213,17 +214,7 @@ pub fn unpacked_kernel(package: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let lock = std::fs::File::create(dir.join(".lock")).unwrap();
     lock.lock().unwrap();
-    let find = || -> Option<PathBuf> {
-        std::fs::read_dir(dir.join("x/boot"))
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })
-    };
-    if let Some(k) = find() {
+    if let Some(k) = unpacked_vmlinuz(&dir) {
         return k;
     }
     let sh = format!(
@@ -236,5 +227,5 @@ pub fn unpacked_kernel(package: &str) -> PathBuf {
         "fetching {package} failed:\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    find().expect("kernel unpacked")
+    unpacked_vmlinuz(&dir).expect("kernel unpacked")
 }

@@ -181,12 +181,14 @@ pub enum Cmd {
         tests: Vec<String>,
     },
     /// Run a command from the host under a chosen kernel, with the host's own userspace
-    /// and no image to build: the host's / is shared read-only over 9p, the current
-    /// directory read-write, and the command runs as you, there, with your environment.
+    /// and no image to build: the host's / is shared read-only, the current directory
+    /// read-write, and the command runs as you, there, with your environment. The
+    /// directories travel over 9p where the kernel has it (Debian's generic
+    /// linux-image-*-amd64), else over virtiofs (Debian's cloud kernels), which needs
+    /// QEMU's virtiofsd and, without root, subordinate ids (the uidmap package).
     /// Exits with the command's status (one kernel), or as `kiln test` does for several.
-    /// The kernel needs 9p (Debian's generic linux-image-*-amd64 has it; the cloud kernels
-    /// do not). The image is the host's busybox and kiln's init. Without --kernel, runs
-    /// the targets of vmtest's configuration (./vmtest.toml, or --config).
+    /// With no command, a shell on the console. Without --kernel, runs the targets of
+    /// vmtest's configuration (./vmtest.toml, or --config).
     Exec {
         /// A kernel to run under (repeatable: each kernel is one run, in parallel): an
         /// image, a build tree, a directory or glob of images, or a Debian kernel package
@@ -194,28 +196,40 @@ pub enum Cmd {
         #[arg(long, value_name = "KERNEL")]
         kernel: Vec<PathBuf>,
         /// A vmtest.toml whose [[target]]s to run (default: ./vmtest.toml when no
-        /// --kernel is given), in parallel, with a line per target and a summary. One
-        /// target exits with its command's status, several with how many failed.
+        /// --kernel is given), in parallel, with a line per target and a summary.
         #[arg(long, value_name = "FILE", conflicts_with = "kernel")]
         config: Option<PathBuf>,
         /// Run only the targets whose name matches this regular expression.
         #[arg(long, value_name = "REGEX", conflicts_with = "kernel")]
         filter: Option<String>,
+        /// How host directories reach the guest: 9p or virtiofs (default: 9p where the
+        /// kernel has it, else virtiofs).
+        #[arg(long, value_name = "KIND", value_parser = ["9p", "virtiofs"])]
+        share: Option<String>,
         #[command(flatten)]
         run: RunArgs,
         /// Time limit for each run (boot, command, power-off), e.g. "90s" (default 30m).
         #[arg(long, value_name = "DURATION")]
         timeout: Option<Seconds>,
-        /// With several kernels: how many VMs run at once.
+        /// With several runs: how many VMs run at once.
         #[arg(short, long, value_name = "N")]
         jobs: Option<usize>,
+        /// JSON lines on stdout: one object per run as it finishes, then a summary.
+        #[arg(long, conflicts_with = "tap")]
+        json: bool,
+        /// Write a JUnit XML report of the runs to FILE.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// TAP (version 14) on stdout: one test point per run.
+        #[arg(long)]
+        tap: bool,
         /// An environment variable not to pass to the command (repeatable).
         #[arg(long, value_name = "NAME")]
         env_exclude: Vec<String>,
         /// Debian mirror URL for packaged kernels (default: the host's apt configuration).
         #[arg(long, value_name = "URL", env = "KILN_MIRROR")]
         mirror: Option<String>,
-        /// The command and its arguments, after `--`.
+        /// The command and its arguments, after `--`; none: a shell on the console.
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
@@ -490,6 +504,8 @@ impl RunArgs {
                 .ok()
                 .flatten(),
             dump_on_failure: false,
+            shares: Vec::new(),
+            share_transport: None,
         }
     }
 }

@@ -91,7 +91,6 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 shard,
                 matrix,
                 tests,
-                host_modules: false,
             };
             commands::test(
                 &build.profile_args_any()?,
@@ -130,9 +129,13 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             kernel,
             config,
             filter,
+            share,
             run,
             timeout,
             jobs,
+            json,
+            junit,
+            tap,
             env_exclude,
             mirror,
             command,
@@ -143,12 +146,24 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 cwd: std::env::current_dir()?,
                 env_exclude,
                 overrides: run.overrides(timeout),
-                jobs,
+                share: share.map(|s| {
+                    if s == "virtiofs" {
+                        kiln::vm::share::Transport::VirtioFs
+                    } else {
+                        kiln::vm::share::Transport::NineP
+                    }
+                }),
+                reports: commands::CellReports {
+                    jobs,
+                    json,
+                    junit,
+                    tap,
+                    verbose: false,
+                },
                 packages: kiln::source::PackageOptions {
                     mirror: mirror.filter(|m| !m.is_empty()),
                     ..Default::default()
                 },
-                ..Default::default()
             };
             let config = config.or_else(|| {
                 e.kernels

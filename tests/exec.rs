@@ -1,8 +1,9 @@
-//! `kiln exec`: a host command under Debian's generic 6.1 kernel (9p as modules), with
-//! real QEMU under TCG: the exit status comes back, the root is read-only, the working
-//! directory is written with the caller's ownership, /tmp is a tmpfs that takes heavy
-//! use, and a kernel without 9p is refused with the options it lacks. Also as an
-//! ordinary user.
+//! `kiln exec`: a host command under Debian's generic 6.1 kernel (9p as modules) and its
+//! cloud kernel (no 9p: virtiofs, through QEMU's virtiofsd), with real QEMU under TCG:
+//! the exit status comes back, the root is read-only, the working directory is written
+//! with the caller's ownership, /tmp is a tmpfs that takes heavy use, and a transport
+//! the kernel lacks is refused with the options it lacks. Also as an ordinary user, and
+//! from a vmtest.toml, with a JUnit report read by a third-party reader.
 
 mod common;
 use common::*;
@@ -10,6 +11,7 @@ use common::*;
 use std::process::Command;
 
 const GENERIC: &str = "linux-image-6.1.0-47-amd64";
+const CLOUD: &str = "linux-image-6.1.0-47-cloud-amd64";
 
 fn exec_in(dir: &std::path::Path) -> Command {
     let mut c = kiln();
@@ -36,16 +38,33 @@ fn a_command_runs_under_the_generic_kernel_with_the_hosts_userspace() {
         "written\n"
     );
 
-    let o = run(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && {} exec --kernel linux-image-6.1.0-47-cloud-amd64 -- uname -r",
-        d.path().display(),
-        env!("CARGO_BIN_EXE_kiln")
-    )));
-    assert_eq!(o.status.code(), Some(1));
+    // The cloud kernel has no 9p: the same over virtiofs.
+    let o = run(kiln().current_dir(d.path()).args([
+        "exec",
+        "--kernel",
+        CLOUD,
+        "--",
+        "sh",
+        "-c",
+        "uname -r; mount | grep -c ' type virtiofs '; echo again > out.txt",
+    ]));
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    assert!(text.contains("6.1.0-47-cloud-amd64"), "{text}");
+    assert!(text.lines().any(|l| l.trim() == "3"), "three virtiofs mounts: {text}");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("out.txt")).unwrap(),
+        "again\n"
+    );
+    // Asked for 9p, it is refused before booting, naming what it lacks.
+    let o = run(kiln()
+        .current_dir(d.path())
+        .args(["exec", "--share", "9p", "--kernel", CLOUD, "--", "true"]));
+    assert_ne!(o.status.code(), Some(0));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
-        stderr(&o).contains("CONFIG_9P_FS") && stderr(&o).contains("cloud kernels"),
-        "{}",
-        stderr(&o)
+        all.contains("over 9p needs CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS"),
+        "{all}"
     );
 }
 
@@ -60,6 +79,25 @@ fn an_ordinary_user_runs_as_themselves_and_tmp_is_a_tmpfs() {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "this test needs a user {user}: useradd -m {user}");
+    }
+    // virtiofsd without root maps one of the user's subordinate ids to its root.
+    let has_subids = std::fs::read_to_string("/etc/subuid")
+        .is_ok_and(|t| t.lines().any(|l| l.starts_with(&format!("{user}:"))));
+    if !has_subids {
+        let ok = Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "300000-365535",
+                "--add-subgids",
+                "300000-365535",
+                user,
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "this test needs subordinate ids for {user} (usermod --add-subuids)"
+        );
     }
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("work");
@@ -102,6 +140,21 @@ fn an_ordinary_user_runs_as_themselves_and_tmp_is_a_tmpfs() {
     use std::os::unix::fs::MetadataExt;
     let f = std::fs::metadata(dir.join("f")).unwrap();
     assert_eq!(f.uid().to_string(), uid.trim());
+
+    // The cloud kernel: virtiofs, its daemon without root in a namespace of its own;
+    // what the command writes is still the user's, and the root still read-only.
+    let script = format!(
+        "cd {} && {} -q exec --kernel {CLOUD} -- sh -c 'id -u; echo cloud > g; touch /usr/x || echo refused'",
+        dir.display(),
+        env!("CARGO_BIN_EXE_kiln")
+    );
+    let o = run(Command::new("su").args([user, "-c", &script]));
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    assert!(text.lines().any(|l| l.trim() == uid.trim()), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    let g = std::fs::metadata(dir.join("g")).unwrap();
+    assert_eq!(g.uid().to_string(), uid.trim());
 }
 
 /// A vmtest.toml written from vmtest's documentation: three targets over two kernels
@@ -124,17 +177,44 @@ fn a_vmtest_toml_runs_its_targets_in_parallel_with_a_summary() {
         ),
     );
     let start = std::time::Instant::now();
-    let o = run(kiln().current_dir(d.path()).args(["exec", "-j", "2"]));
+    let o = run(kiln()
+        .current_dir(d.path())
+        .args(["exec", "-j", "2", "--junit", "report.xml"]));
     let took = start.elapsed();
     let text = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{text}{}", stderr(&o));
-    assert!(text.contains("PASS    release on 47"), "{text}");
-    assert!(text.contains("FAILED  fails on purpose (exit 4)"), "{text}");
-    assert!(text.contains("PASS    two cpus on 48"), "{text}");
-    assert!(text.contains("2 of 3 targets passed"), "{text}");
+    assert!(text.contains("2 of 3 cells passed"), "{text}");
     assert_eq!(
         std::fs::read_to_string(d.path().join("seen.txt")).unwrap(),
         "shared\n"
+    );
+    // A third-party JUnit reader sees one case per target, the failing one failed.
+    let py = r#"
+import sys
+from junitparser import JUnitXml, Failure
+for s in JUnitXml.fromfile(sys.argv[1]):
+    for c in s:
+        print(c.name, "failed" if any(isinstance(r, Failure) for r in c.result) else "passed")
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(py)
+        .arg(d.path().join("report.xml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut cases: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    cases.sort();
+    assert_eq!(
+        cases,
+        [
+            "fails on purpose failed",
+            "release on 47 passed",
+            "two cpus on 48 passed"
+        ]
     );
     // --filter picks by regular expression; one target exits with its command's status.
     let o = run(kiln()

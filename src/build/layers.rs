@@ -73,6 +73,9 @@ pub fn assemble(
         data,
     };
     add_declared(tree, p, &cx)?;
+    if plan.run.host.is_some() {
+        add_host_boot(tree, plan)?;
+    }
     let tests = p.tests();
     for (t, tp) in tests.iter().zip(&plan.tests) {
         add_test_body(tree, lp, plan, &tp.name, t)?;
@@ -104,6 +107,47 @@ pub fn assemble(
     Ok(())
 }
 
+/// Where an image of the host's userspace keeps kiln's host init.
+const HOST_INIT: &str = "/usr/lib/kiln/host-init";
+
+/// What boots into the host's userspace, where the profile has not put its own: a
+/// static busybox from the host (its shell runs kiln's init and mounts the shares) and
+/// kiln's host init.
+fn add_host_boot(tree: &mut Tree, plan: &Plan) -> Result<()> {
+    if !tree.contains("bin/busybox") {
+        let busybox = crate::source::elf::which("busybox").context(
+            "a [host] image boots with the host's busybox, and there is none in $PATH (Debian: apt install busybox-static)",
+        )?;
+        for f in crate::source::elf::closure(&busybox)? {
+            let md = std::fs::metadata(&f).with_context(|| format!("reading {}", f.display()))?;
+            let dest = if f == busybox {
+                "bin/busybox".to_string()
+            } else {
+                f.to_string_lossy().trim_start_matches('/').to_string()
+            };
+            let data = Data::Host {
+                path: f.clone(),
+                size: md.len(),
+            };
+            tree.insert(&dest, exe(data, plan.epoch))?;
+        }
+    }
+    if !tree.contains("bin/sh") {
+        tree.insert(
+            "bin/sh",
+            Entry::new(
+                Kind::Symlink("busybox".into()),
+                Meta::new(0o777, plan.epoch),
+            ),
+        )?;
+    }
+    tree.insert(
+        HOST_INIT.trim_start_matches('/'),
+        exe(Data::bytes(template::HOST_INIT), plan.epoch),
+    )?;
+    Ok(())
+}
+
 fn exe(data: Data, mtime: i64) -> Entry {
     Entry::new(Kind::File(data), Meta::new(0o755, mtime))
 }
@@ -117,6 +161,12 @@ fn add_test_body(
     test: &Located<Test>,
 ) -> Result<()> {
     let body = match (&test.command, &test.script, &test.unit) {
+        // Run on the host's root by kiln's host init (unless the run gives a command).
+        (Some(cmd), _, _) if plan.run.host.is_some() => Data::bytes(format!(
+            "#!/bin/sh\n# The test \"{name}\" of profile \"{}\", on the host's userspace.\nexec {HOST_INIT} /bin/sh -c {}\n",
+            plan.name,
+            crate::util::shell::shell_quote(cmd)
+        )),
         (Some(cmd), _, _) => Data::bytes(format!(
             "#!/bin/sh\n# The test \"{name}\" of profile \"{}\".\n{cmd}\n",
             plan.name

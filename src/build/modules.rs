@@ -13,6 +13,7 @@ use crate::source::FetchedPackages;
 use crate::template;
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
 use crate::util::progress;
+use crate::vm::share::{self, Transport};
 
 /// Modules a virtio disk with ext4 needs, when the kernel does not build them in: the
 /// root disk of a disk image, the results disk of a test.
@@ -48,6 +49,13 @@ pub fn image_modules(
     }
     if plan.run.network.mode == Some(NetworkMode::User) {
         add(&NET_MODULES);
+    }
+    if plan.run.host.is_some() {
+        // Both transports' modules, where the kernel has them: the run picks one.
+        add(&["virtio_pci"]);
+        add(&SERIAL_MODULES);
+        add(share::needs(Transport::NineP).1);
+        add(share::needs(Transport::VirtioFs).1);
     }
     if wanted.is_empty() {
         return Ok(Vec::new());

@@ -22,7 +22,7 @@ pub use ls::ls;
 pub use matrix_list::matrix_list;
 pub use qemu::{qemu, QemuArgs};
 pub use stop::{ps, stop, stop_vm, Stopped};
-pub use test::{test, TestArgs};
+pub use test::{test, CellReports, TestArgs};
 pub use vm_access::{cp, find_vm, ssh, ssh_config, wait_for_sshd};
 
 use std::path::{Path, PathBuf};

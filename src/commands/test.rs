@@ -36,9 +36,40 @@ pub struct TestArgs {
     pub matrix: bool,
     /// Run only these tests (default: all).
     pub tests: Vec<String>,
-    /// Every kernel is a cell, and a distribution kernel image brings the modules
-    /// installed for it (beside it, or on this host): what `kiln exec` needs.
-    pub host_modules: bool,
+}
+
+/// How a run of several cells reports, and how many run at once.
+#[derive(Debug, Clone, Default)]
+pub struct CellReports {
+    /// VMs at once (None: the default for the host).
+    pub jobs: Option<usize>,
+    /// JSON lines on stdout: one object per finished cell, then a summary.
+    pub json: bool,
+    /// Write JUnit XML here.
+    pub junit: Option<std::path::PathBuf>,
+    /// TAP on stdout.
+    pub tap: bool,
+    /// Stream the consoles.
+    pub verbose: bool,
+}
+
+impl CellReports {
+    /// Whether a machine-readable report is asked for.
+    pub fn any(&self) -> bool {
+        self.json || self.tap || self.junit.is_some()
+    }
+}
+
+impl TestArgs {
+    fn reports(&self) -> CellReports {
+        CellReports {
+            jobs: self.jobs,
+            json: self.json,
+            junit: self.junit.clone(),
+            tap: self.tap,
+            verbose: self.verbose,
+        }
+    }
 }
 
 /// Builds, boots, runs the test, brings its results back; exits with the outcome's status.
@@ -62,6 +93,9 @@ pub fn test(
         );
     }
     let cwd = std::env::current_dir()?;
+    // A [host] image runs on a distribution kernel with the modules installed for it
+    // (beside it, or on this host), as a matrix cell: its 9p and virtiofs modules.
+    let host_modules = lp.profile.host.is_some();
     let mut refs: Vec<KernelRef> = if t.matrix {
         KernelRef::from_matrix(&lp)
     } else {
@@ -77,7 +111,7 @@ pub fn test(
     let mut a = a.clone();
     a.build.kernel = None;
     match refs.as_slice() {
-        [KernelRef::Host(k)] if !t.matrix && !t.host_modules => a.build.kernel = Some(k.clone()),
+        [KernelRef::Host(k)] if !t.matrix && !host_modules => a.build.kernel = Some(k.clone()),
         // One tree is --kernel-tree: its modules go into the image.
         [KernelRef::Tree(d)] if !t.matrix => a.build.kernel_tree = Some(d.clone()),
         _ => {}
@@ -87,7 +121,7 @@ pub fn test(
     let config = |tp: &TestPlan| plan.run.for_test(Some(tp)).with(&t.overrides);
     let own = match refs.as_slice() {
         [] | [KernelRef::Tree(_)] => !t.matrix,
-        [KernelRef::Host(_)] => !t.matrix && !t.host_modules,
+        [KernelRef::Host(_)] => !t.matrix && !host_modules,
         _ => false,
     };
     // The cells are chosen (and sharded) on the kernels' names, so a CI job fetches
@@ -151,7 +185,7 @@ pub fn test(
             &refs,
             &a.build.packages,
             Some(&wanted),
-            t.host_modules,
+            host_modules,
         )?;
         for c in &mut cells {
             if let Some(k) = kernels.iter().find(|k| k.label == c.kernel.label) {
@@ -166,7 +200,8 @@ pub fn test(
         dir: None,
     };
     if cells.len() > 1 || t.matrix || t.json || t.tap || t.junit.is_some() || t.shard.is_some() {
-        return run_cells(&plan, &base, cells, &a, t, cancel, printer);
+        let rerun = |c: &matrix::Cell| rerun(&plan, &a, t, c);
+        return run_cells(&plan, &base, cells, &t.reports(), &rerun, cancel, printer);
     }
     let Some(cell) = cells.pop() else {
         anyhow::bail!("no cell to run");
@@ -272,12 +307,12 @@ fn own_kernel(lp: &crate::profile::LoadedProfile, plan: &Plan) -> Result<CellKer
 /// The cells, in parallel: a line per cell, a summary (or JSON lines, TAP, JUnit). One
 /// cell keeps the single-run exit-status table; several exit 0 only when every cell
 /// passed, 130 when cancelled, else 1.
-fn run_cells(
+pub(super) fn run_cells(
     plan: &Plan,
     base: &RunOptions,
     mut cells: Vec<matrix::Cell>,
-    a: &ProfileArgs,
-    t: &TestArgs,
+    t: &CellReports,
+    rerun: &dyn Fn(&matrix::Cell) -> String,
     cancel: &Cancel,
     printer: &Printer,
 ) -> Result<ExitStatus> {
@@ -322,11 +357,7 @@ fn run_cells(
     summary(&human, &cells, &reports);
     for (c, r) in cells.iter().zip(&reports) {
         if !matches!(r, Ok(r) if r.outcome == Outcome::Passed) {
-            human(format!(
-                "kiln: rerun [{}]: {}",
-                c.name(),
-                rerun(plan, a, t, c)
-            ));
+            human(format!("kiln: rerun [{}]: {}", c.name(), rerun(c)));
         }
     }
     let all_passed = reports

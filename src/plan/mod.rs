@@ -12,10 +12,12 @@ use crate::output::options::{Compression, DEFAULT_FREE_SPACE};
 use crate::output::tar::TarWriter;
 use crate::output::ImageWriter;
 use crate::profile::forward::Forward;
+use crate::profile::schema::ShareKind;
 pub use crate::profile::Accel;
 use crate::profile::{Format, LoadedProfile, Splats};
 use crate::source::kernel_tree::KernelTree;
 use crate::source::PackageOptions;
+use crate::vm::share::Transport;
 
 mod kernels;
 mod run_config;
@@ -273,6 +275,21 @@ impl Plan {
                     _ => None,
                 }),
             dump_on_failure: false,
+            shares: Vec::new(),
+            share_transport: p.host.as_ref().and_then(|h| h.share).map(|k| match k {
+                ShareKind::NineP => Transport::NineP,
+                ShareKind::VirtioFs => Transport::VirtioFs,
+            }),
+            host: p.host.as_ref().map(|h| HostRun {
+                root: h
+                    .root
+                    .as_ref()
+                    .map(|r| r.0.clone())
+                    .unwrap_or_else(|| "/".into()),
+                // Where kiln runs: the directory the tests work in, as with `kiln exec`.
+                cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
+                ..Default::default()
+            }),
         }
         .for_test(tests.first());
         Ok(Plan {

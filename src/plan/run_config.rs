@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::profile::forward::Forward;
 pub use crate::profile::Accel;
 use crate::profile::NetworkMode;
+use crate::vm::share::{Share, Transport};
 
 /// The run configuration the profile asks for, before command-line overrides.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,30 @@ pub struct RunConfig {
     pub vmlinux: Option<PathBuf>,
     /// On a panic or a timeout, keep a guest memory dump in the run directory.
     pub dump_on_failure: bool,
+    /// Host directories shared into the guest; their transport is chosen per kernel
+    /// before the boot, unless `share_transport` says which.
+    pub shares: Vec<Share>,
+    /// The transport every share takes; None: 9p where the kernel has it, else virtiofs.
+    pub share_transport: Option<Transport>,
+    /// The run boots into the host's userspace (`[host]`, `kiln exec`).
+    pub host: Option<HostRun>,
+}
+
+/// A run in the host's userspace: what the guest shares and runs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HostRun {
+    /// The host directory the guest's root is.
+    pub root: PathBuf,
+    /// The directory the command runs in, shared read-write.
+    pub cwd: PathBuf,
+    /// The command, when the run gives one (`kiln exec`); None: the test's own.
+    pub command: Option<Vec<String>>,
+    /// Environment variables not passed on (exact names).
+    pub env_exclude: Vec<String>,
+    /// More host directories: guest path, host directory, writable.
+    pub mounts: Vec<(String, PathBuf, bool)>,
+    /// The command gets the console as its terminal (an interactive shell).
+    pub terminal: bool,
 }
 
 /// The network a run asks for, before host ports are chosen.
@@ -153,6 +178,10 @@ pub struct RunOverrides {
     pub vmlinux: Option<PathBuf>,
     /// Keep a guest memory dump when the run panics or times out.
     pub dump_on_failure: bool,
+    /// More shared host directories.
+    pub shares: Vec<Share>,
+    /// The transport of the shares.
+    pub share_transport: Option<Transport>,
 }
 
 impl RunOverrides {
@@ -259,6 +288,10 @@ impl RunConfig {
             c.vmlinux = o.vmlinux.clone();
         }
         c.dump_on_failure |= o.dump_on_failure;
+        c.shares.extend(o.shares.iter().cloned());
+        if o.share_transport.is_some() {
+            c.share_transport = o.share_transport;
+        }
         c
     }
 }

@@ -75,6 +75,34 @@ pub struct Profile {
     /// The guest's network: `[network]`.
     #[serde(default)]
     pub network: Network,
+    /// Boot into the host's own userspace instead of the image's: `[host]`.
+    pub host: Option<Located<Host>>,
+}
+
+/// `[host]`: the image (an initramfs) boots into the host's userspace: the host's root
+/// read-only, the directory kiln runs in read-write at its own path, tmpfs on /tmp,
+/// /run and /var/tmp, and each test's `command` run there as the calling user, with the
+/// caller's environment. The image's own files are only what boots it. This is what
+/// `kiln exec` runs.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// The host directory the guest sees as `/`; default "/".
+    pub root: Option<RelPath>,
+    /// How host directories reach the guest: "9p" or "virtiofs"; default per kernel:
+    /// 9p where the kernel has it, else virtiofs.
+    pub share: Option<ShareKind>,
+}
+
+/// `[host].share`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum ShareKind {
+    /// virtio-9p, served by QEMU itself.
+    #[serde(rename = "9p")]
+    NineP,
+    /// virtiofs, served by QEMU's virtiofsd.
+    #[serde(rename = "virtiofs")]
+    VirtioFs,
 }
 
 /// `[network].mode`.

@@ -33,7 +33,36 @@ pub fn validate(p: &Profile, name: &str, root: &Node) -> Result<(), ProfileError
     kernel_and_test(p)?;
     distribution(p)?;
     network(p)?;
+    host(p)?;
     system(p, root)
+}
+
+/// `[host]`: an initramfs, whose tests are commands (a script or a unit lives in the
+/// image, which the host's userspace does not see).
+fn host(p: &Profile) -> Result<(), ProfileError> {
+    let Some(h) = &p.host else { return Ok(()) };
+    if p.output.format.unwrap_or_default() != super::schema::Format::Initramfs {
+        return Err(h.error(
+            "[host] boots the host's userspace from an initramfs: remove output.format, or set it to \"initramfs\"",
+        ));
+    }
+    if let Some(r) = &h.root {
+        exists(h, "root", r, true)?;
+    }
+    for t in p.tests() {
+        if t.command.is_none() {
+            return Err(t.error(
+                "a test of a [host] image is a `command`: it runs on the host's root, which does not see the image's files",
+            ));
+        }
+        if t.results.is_some() {
+            return Err(t.field_error(
+                "results",
+                "a test of a [host] image writes its results straight into the host's directory (the one kiln runs in); remove `results`",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `[network]`: every forward parses, and no host port is forwarded twice.

@@ -217,6 +217,9 @@ mod tests {
             gdb: None,
             vmlinux: None,
             dump_on_failure: false,
+            shares: Vec::new(),
+            share_transport: None,
+            host: None,
         }
     }
 

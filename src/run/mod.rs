@@ -7,6 +7,7 @@
 pub mod console;
 pub mod dir;
 pub mod formats;
+pub mod host;
 pub mod journal;
 pub mod matrix;
 pub mod outcome;
@@ -32,6 +33,8 @@ pub use supervise::Cancel;
 use crate::plan::{Plan, RunConfig};
 use crate::vm::kvm::{self, Accelerator};
 use crate::vm::qemu::{self, Console, Disk, Launch, RunSpec, StatusChannel};
+use crate::vm::share::{self, Share, Transport};
+use crate::vm::virtiofsd::{Daemon, Virtiofsd};
 use crate::vm::{launch, preflight};
 
 /// How the console is wired and the run is watched.
@@ -181,6 +184,34 @@ struct Prepared {
     files: RunDir,
     accel: Accelerator,
     facts: wiring::ImageFacts,
+    /// The shared directories, each with the transport this kernel takes.
+    shares: Vec<Share>,
+    /// The daemon of virtiofs shares, found by the preflight.
+    virtiofsd: Option<Virtiofsd>,
+    /// Where virtiofs shares' daemons listen.
+    sockets: Option<tempfile::TempDir>,
+}
+
+impl Prepared {
+    /// Starts a virtiofsd for each virtiofs share, before each QEMU start (a daemon
+    /// serves one connection).
+    fn start_daemons(&self) -> Result<Vec<Daemon>> {
+        let mut out = Vec::new();
+        for s in self
+            .shares
+            .iter()
+            .filter(|s| s.transport == Transport::VirtioFs)
+        {
+            let (Some(v), Some(dir)) = (&self.virtiofsd, &self.sockets) else {
+                anyhow::bail!("a virtiofs share without its daemon");
+            };
+            let socket = dir.path().join(format!("{}.sock", s.tag));
+            let _ = std::fs::remove_file(&socket);
+            let log = self.files.dir.join(format!("virtiofsd-{}.log", s.tag));
+            out.push(v.start(s, &socket, &log)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Checks the kernel against what the run needs and creates the run's files. Err(report):
@@ -200,17 +231,41 @@ fn prepare(
         // A kernel built with CONFIG_IKCONFIG carries its configuration inside.
         None => crate::vm::ikconfig::read(&l.kernel),
     };
-    let lacks = match config {
-        Some(text) => preflight::missing(
-            &preflight::KernelConfig::parse(&text),
-            &preflight::needs(plan, &opts.config),
-        ),
+    let kconfig = config.as_deref().map(preflight::KernelConfig::parse);
+    let mut needs = preflight::needs(plan, &opts.config);
+    let mut lacks = Vec::new();
+    let vfs = std::cell::OnceCell::new();
+    let mut transport = None;
+    if !opts.config.shares.is_empty() || opts.config.host.is_some() {
+        let daemon = || {
+            vfs.get_or_init(Virtiofsd::find)
+                .as_ref()
+                .map(|_| ())
+                .map_err(Clone::clone)
+        };
+        match share::choose(kconfig.as_ref(), opts.config.share_transport, &daemon) {
+            Ok(t) => {
+                // An initramfs loads what the kernel has as modules before its init
+                // mounts anything.
+                let module_ok = plan.format == crate::output::options::Format::Initramfs;
+                needs.extend(share::needs(t).0.iter().map(|option| preflight::Need {
+                    option,
+                    module_ok,
+                    why: "the shared host directories",
+                }));
+                l.cmdline.push(format!("kiln.fs={}", share::name(t)));
+                transport = Some(t);
+            }
+            Err(e) => lacks.push(e),
+        }
+    }
+    match &kconfig {
+        Some(c) => lacks.extend(preflight::missing(c, &needs)),
         None => {
             sink.event(Event::Note(&format!(
                 "no configuration found beside {} or inside it (CONFIG_IKCONFIG); booting without a preflight",
                 l.kernel.display()
             )));
-            Vec::new()
         }
     };
     if !lacks.is_empty() {
@@ -241,11 +296,46 @@ fn prepare(
     }
     attach_results(&opts.config, &mut l, &files);
     l.cpus = cpus_for(&opts.config, choice.accel);
+    let mut shares = opts.config.shares.clone();
+    if let Some(h) = &opts.config.host {
+        let dir = files.dir.join("host");
+        host::write_files(&dir, h)?;
+        shares.extend(host::shares(h, &dir));
+    }
+    for s in &mut shares {
+        s.transport = transport.unwrap_or(Transport::NineP);
+    }
+    let virtiofs = shares.iter().any(|s| s.transport == Transport::VirtioFs);
+    let sockets = if virtiofs {
+        // A short path: a Unix socket's path is limited to 107 bytes.
+        Some(
+            tempfile::Builder::new()
+                .prefix("kiln-vfs-")
+                .tempdir()
+                .context("creating virtiofsd's socket directory")?,
+        )
+    } else {
+        None
+    };
+    let mut args = Vec::new();
+    for s in &shares {
+        let socket = sockets
+            .as_ref()
+            .map(|d| d.path().join(format!("{}.sock", s.tag)));
+        args.extend(s.args(socket.as_deref()));
+    }
+    if virtiofs {
+        args.extend(share::shared_memory_args(l.memory_mib << 20));
+    }
+    l.extra_args.splice(0..0, args);
     Ok(Ok(Prepared {
         facts: wiring::ImageFacts::read(plan),
         launch: l,
         files,
         accel: choice.accel,
+        shares,
+        virtiofsd: vfs.into_inner().and_then(|v| v.ok()),
+        sockets,
     }))
 }
 
@@ -287,6 +377,7 @@ pub fn start_detached(plan: &Plan, opts: &RunOptions, sink: &mut dyn Sink) -> Re
     let mut attempt = 0;
     loop {
         let (args, w) = wired_command(plan, opts, &p, attempt)?;
+        let daemons = p.start_daemons()?;
         sink.event(Event::Booting {
             name: &plan.name,
             accel: p.accel,
@@ -296,6 +387,8 @@ pub fn start_detached(plan: &Plan, opts: &RunOptions, sink: &mut dyn Sink) -> Re
         });
         match supervise::detach(&args, &p.files, Duration::from_millis(500)) {
             Ok(pid) => {
+                // They serve the detached QEMU, and exit with it.
+                daemons.into_iter().for_each(Daemon::release);
                 let info = w.info(plan, &p.files, pid, true, true);
                 info.save()?;
                 for n in w.notes(plan, &opts.config, &p.launch.kernel) {
@@ -330,6 +423,8 @@ pub fn run(
     let mut attempt = 0;
     let (outcome, guest, elapsed, hung) = loop {
         let (args, w) = wired_command(plan, opts, &p, attempt)?;
+        // Held until this start's QEMU has ended.
+        let _daemons = p.start_daemons()?;
         sink.event(Event::Booting {
             name: &plan.name,
             accel: p.accel,

@@ -23,7 +23,7 @@ pub const TEST_UNIT: &str = include_str!("kiln-test.service.hbs");
 pub const DEPMOD_UNIT: &str = include_str!("kiln-depmod.service.hbs");
 
 /// `kiln exec`'s guest side: mounts the host's root and runs the command as the caller.
-pub const EXEC_INIT: &str = include_str!("exec-init.sh");
+pub const HOST_INIT: &str = include_str!("host-init.sh");
 
 /// A Handlebars renderer in strict mode, without HTML escaping, with the `sh` helper.
 pub struct Renderer {

@@ -12,4 +12,5 @@ pub mod qemu;
 pub mod qmp;
 pub mod serial;
 pub mod share;
+pub mod virtiofsd;
 pub mod vsock;

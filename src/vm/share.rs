@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::preflight::KernelConfig;
+
 /// How a directory reaches the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -30,9 +32,10 @@ pub struct Share {
     pub transport: Transport,
 }
 
-/// The 9p protocol's largest message, which bounds every read and write: 512 KiB makes
+/// The 9p protocol's largest message, which bounds every read and write: the most the
+/// virtio transport takes (the kernel caps it at 512 000 bytes), which makes
 /// large sequential I/O several times faster than the 8 KiB default.
-pub const MSIZE: u32 = 512 * 1024;
+pub const MSIZE: u32 = 512_000;
 
 /// A value inside a QEMU `key=value,…` option: commas are doubled, as QEMU reads them.
 pub fn qemu_value(s: &str) -> String {
@@ -110,28 +113,67 @@ pub fn shared_memory_args(bytes: u64) -> Vec<String> {
     ]
 }
 
-/// The command that starts QEMU 7.2's virtiofsd for `dir` as an ordinary user. The
-/// daemon insists on a lock directory under /run and on dropping supplementary groups,
-/// so it runs in a user and mount namespace of its own, with a private tmpfs on /run.
-/// `--map-auto` maps the caller's subordinate ids (/etc/subuid, /etc/subgid) through
-/// the setuid newuidmap/newgidmap of Debian's `uidmap` package: a namespace mapped by
-/// the caller alone forbids setgroups, and the daemon then exits. The namespace's root
-/// is the caller, so what the guest writes belongs to the caller on the host.
-pub fn virtiofsd_command(daemon: &Path, dir: &Path, socket: &Path) -> Vec<String> {
-    vec![
-        "unshare".into(),
-        "--map-auto".into(),
-        "--map-root-user".into(),
-        "--mount".into(),
-        "sh".into(),
-        "-c".into(),
-        format!(
-            "mount -t tmpfs tmpfs /run && exec {} --socket-path={} -o source={} -o sandbox=chroot -o cache=auto",
-            crate::util::shell::shell_quote(&daemon.to_string_lossy()),
-            crate::util::shell::shell_quote(&socket.to_string_lossy()),
-            crate::util::shell::shell_quote(&dir.to_string_lossy()),
-        ),
-    ]
+/// The transport a kernel takes: 9p where it has 9p (QEMU serves it, nothing else runs),
+/// else virtiofs where it has virtiofs and `virtiofsd` can run here; or why neither.
+/// `forced` is the user's choice; an unknown configuration takes 9p.
+pub fn choose(
+    config: Option<&KernelConfig>,
+    forced: Option<Transport>,
+    virtiofsd: &dyn Fn() -> Result<(), String>,
+) -> Result<Transport, String> {
+    let has = |t: Transport| {
+        config.is_none_or(|c| {
+            needs(t)
+                .0
+                .iter()
+                .all(|o| matches!(c.get(o), Some("y" | "m")))
+        })
+    };
+    let lacking = |t: Transport| {
+        needs(t)
+            .0
+            .iter()
+            .filter(|o| !matches!(config.and_then(|c| c.get(o)), Some("y" | "m")))
+            .map(|o| format!("CONFIG_{o}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match forced {
+        Some(t) if !has(t) => {
+            return Err(format!(
+                "sharing host directories over {} needs {}, which the kernel lacks",
+                name(t),
+                lacking(t)
+            ))
+        }
+        Some(Transport::VirtioFs) => return virtiofsd().map(|_| Transport::VirtioFs),
+        Some(Transport::NineP) => return Ok(Transport::NineP),
+        None => {}
+    }
+    if has(Transport::NineP) {
+        return Ok(Transport::NineP);
+    }
+    let no_9p = format!(
+        "sharing host directories needs 9p ({}) or virtiofs; the kernel has no 9p",
+        lacking(Transport::NineP)
+    );
+    if !has(Transport::VirtioFs) {
+        return Err(format!(
+            "{no_9p} and no virtiofs ({}); Debian's generic kernels (linux-image-6.1.0-NN-amd64) have both as modules",
+            lacking(Transport::VirtioFs)
+        ));
+    }
+    virtiofsd()
+        .map(|_| Transport::VirtioFs)
+        .map_err(|e| format!("{no_9p}; it has virtiofs, but {e}"))
+}
+
+/// The transport's name, as `--share` and the guest's `kiln.fs=` write it.
+pub fn name(t: Transport) -> &'static str {
+    match t {
+        Transport::NineP => "9p",
+        Transport::VirtioFs => "virtiofs",
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +202,7 @@ mod tests {
         );
         assert_eq!(
             share(Transport::NineP, false).mount_command("/mnt"),
-            "mount -t 9p -o rw,trans=virtio,version=9p2000.L,access=any,cache=mmap,msize=524288 kiln_cwd /mnt"
+            "mount -t 9p -o rw,trans=virtio,version=9p2000.L,access=any,cache=mmap,msize=512000 kiln_cwd /mnt"
         );
     }
 
@@ -186,20 +228,38 @@ mod tests {
                 "memory-backend=kiln-mem"
             ]
         );
-        let c = virtiofsd_command(
-            Path::new("/usr/lib/qemu/virtiofsd"),
-            Path::new("/src"),
-            Path::new("/tmp/s"),
-        );
-        assert_eq!(
-            &c[..4],
-            ["unshare", "--map-auto", "--map-root-user", "--mount"]
-        );
-        assert!(
-            c[6].contains("--socket-path=/tmp/s -o source=/src"),
-            "{}",
-            c[6]
-        );
         assert_eq!(needs(Transport::NineP).1.last(), Some(&"9p"));
+    }
+
+    #[test]
+    fn each_kernel_gets_the_transport_it_has() {
+        let generic = KernelConfig::parse(
+            "CONFIG_NET_9P=m\nCONFIG_NET_9P_VIRTIO=m\nCONFIG_9P_FS=m\nCONFIG_FUSE_FS=m\nCONFIG_VIRTIO_FS=m\n",
+        );
+        let cloud = KernelConfig::parse(
+            "# CONFIG_NET_9P is not set\nCONFIG_FUSE_FS=m\nCONFIG_VIRTIO_FS=m\n",
+        );
+        let bare = KernelConfig::parse("CONFIG_SERIAL_8250=y\n");
+        let ok = || Ok(());
+        let none = || Err("there is no virtiofsd".to_string());
+        assert_eq!(choose(Some(&generic), None, &ok), Ok(Transport::NineP));
+        assert_eq!(choose(None, None, &none), Ok(Transport::NineP));
+        assert_eq!(
+            choose(Some(&generic), Some(Transport::VirtioFs), &ok),
+            Ok(Transport::VirtioFs)
+        );
+        assert_eq!(choose(Some(&cloud), None, &ok), Ok(Transport::VirtioFs));
+        let e = choose(Some(&cloud), None, &none).unwrap_err();
+        assert!(
+            e.contains("CONFIG_NET_9P,") && e.contains("there is no virtiofsd"),
+            "{e}"
+        );
+        let e = choose(Some(&bare), None, &ok).unwrap_err();
+        assert!(
+            e.contains("CONFIG_VIRTIO_FS") && e.contains("CONFIG_9P_FS"),
+            "{e}"
+        );
+        let e = choose(Some(&cloud), Some(Transport::NineP), &ok).unwrap_err();
+        assert!(e.contains("over 9p needs CONFIG_NET_9P"), "{e}");
     }
 }

@@ -51,7 +51,10 @@ fn a_command_runs_under_the_generic_kernel_with_the_hosts_userspace() {
     let text = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
     assert!(text.contains("6.1.0-47-cloud-amd64"), "{text}");
-    assert!(text.lines().any(|l| l.trim() == "3"), "three virtiofs mounts: {text}");
+    assert!(
+        text.lines().any(|l| l.trim() == "3"),
+        "three virtiofs mounts: {text}"
+    );
     assert_eq!(
         std::fs::read_to_string(d.path().join("out.txt")).unwrap(),
         "again\n"
@@ -222,4 +225,41 @@ for s in JUnitXml.fromfile(sys.argv[1]):
         .args(["exec", "--filter", "^fails"]));
     assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
     eprintln!("three targets, two at a time, took {took:?}");
+}
+
+/// profiles/host.toml: a [host] profile's test on both kinds of kernel (9p and
+/// virtiofs), with the profile's own file laid over the host's root.
+#[test]
+fn a_host_profile_runs_its_test_on_the_hosts_userspace_under_each_kernel() {
+    let d = tempfile::tempdir().unwrap();
+    let profile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/host.toml");
+    let o = run(kiln()
+        .current_dir(d.path())
+        .arg("test")
+        .arg(&profile)
+        .arg("--matrix"));
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    assert!(text.contains("2 of 2 cells passed"), "{text}");
+    let console = |k: &str| {
+        std::fs::read_to_string(
+            d.path()
+                .join(format!("out/host.runs/1/{k}/hello/console.log")),
+        )
+        .unwrap()
+    };
+    assert!(
+        console("linux-image-6.1.0-47-amd64").contains("hello from 6.1.0-47-amd64 over 9p"),
+        "{}",
+        console("linux-image-6.1.0-47-amd64")
+    );
+    assert!(
+        console(CLOUD).contains("hello from 6.1.0-47-cloud-amd64 over virtiofs"),
+        "{}",
+        console(CLOUD)
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("kiln-hello.txt")).unwrap(),
+        "root was here\n"
+    );
 }

@@ -74,6 +74,11 @@ pub fn assemble(
     };
     add_declared(tree, p, &cx)?;
     if plan.run.host.is_some() {
+        // The profile's own files and packages: laid over the host's root by the guest.
+        if !tree.is_empty() {
+            let own = std::mem::replace(tree, Tree::new(plan.epoch));
+            *tree = own.moved_under(HOST_LAYER);
+        }
         add_host_boot(tree, plan)?;
     }
     let tests = p.tests();
@@ -110,11 +115,13 @@ pub fn assemble(
 /// Where an image of the host's userspace keeps kiln's host init.
 const HOST_INIT: &str = "/usr/lib/kiln/host-init";
 
-/// What boots into the host's userspace, where the profile has not put its own: a
-/// static busybox from the host (its shell runs kiln's init and mounts the shares) and
-/// kiln's host init.
+/// Where it keeps the profile's own entries, which its init lays over the host's root.
+const HOST_LAYER: &str = "usr/lib/kiln/layer";
+
+/// What boots into the host's userspace: a static busybox from the host (its shell runs
+/// kiln's init and mounts the shares) and kiln's host init.
 fn add_host_boot(tree: &mut Tree, plan: &Plan) -> Result<()> {
-    if !tree.contains("bin/busybox") {
+    {
         let busybox = crate::source::elf::which("busybox").context(
             "a [host] image boots with the host's busybox, and there is none in $PATH (Debian: apt install busybox-static)",
         )?;
@@ -132,15 +139,13 @@ fn add_host_boot(tree: &mut Tree, plan: &Plan) -> Result<()> {
             tree.insert(&dest, exe(data, plan.epoch))?;
         }
     }
-    if !tree.contains("bin/sh") {
-        tree.insert(
-            "bin/sh",
-            Entry::new(
-                Kind::Symlink("busybox".into()),
-                Meta::new(0o777, plan.epoch),
-            ),
-        )?;
-    }
+    tree.insert(
+        "bin/sh",
+        Entry::new(
+            Kind::Symlink("busybox".into()),
+            Meta::new(0o777, plan.epoch),
+        ),
+    )?;
     tree.insert(
         HOST_INIT.trim_start_matches('/'),
         exe(Data::bytes(template::HOST_INIT), plan.epoch),

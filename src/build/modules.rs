@@ -56,6 +56,8 @@ pub fn image_modules(
         add(&SERIAL_MODULES);
         add(share::needs(Transport::NineP).1);
         add(share::needs(Transport::VirtioFs).1);
+        // What lays the profile's own files over the host's root.
+        add(&["overlay"]);
     }
     if wanted.is_empty() {
         return Ok(Vec::new());

@@ -1,7 +1,8 @@
 #!/bin/sh
 # kiln's guest side of a run in the host's userspace ([host], kiln exec), started as the
 # test by kiln's initramfs init: the host's root read-only over 9p or virtiofs (the
-# kernel command line's kiln.fs= says which), fresh /proc, /sys, /dev, tmpfs on /run,
+# kernel command line's kiln.fs= says which), under the profile's own files if it has
+# any, fresh /proc, /sys, /dev, tmpfs on /run,
 # /tmp and /var/tmp (so no temporary file lives on a shared file system), the working
 # directory writable at its own path; then, as the caller, the run's command (the file
 # kiln left in its per-run share) or else this script's arguments.
@@ -26,7 +27,16 @@ share() {
         mount -t 9p -o "$2,trans=virtio,version=9p2000.L,access=any,cache=mmap,msize=512000" "$1" "$3"
     fi
 }
-share kiln_root ro /host || fail "cannot mount the host's root over $fs"
+layer=/usr/lib/kiln/layer
+if [ -d "$layer" ]; then
+    # The profile's own files and packages, over the host's root: both read-only.
+    share kiln_root ro /lower || fail "cannot mount the host's root over $fs"
+    mkdir -p /host
+    mount -t overlay overlay -o "lowerdir=$layer:/lower" /host ||
+        fail "cannot lay the image's files over the host's root (does the kernel have overlay?)"
+else
+    share kiln_root ro /host || fail "cannot mount the host's root over $fs"
+fi
 mount -t proc proc /host/proc || fail "cannot mount /proc"
 mount -t sysfs sysfs /host/sys || fail "cannot mount /sys"
 mount -t devtmpfs devtmpfs /host/dev || fail "cannot mount /dev"

@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod mode;
+mod moved;
 pub mod path;
 
 use std::collections::BTreeMap;

@@ -263,3 +263,43 @@ fn a_host_profile_runs_its_test_on_the_hosts_userspace_under_each_kernel() {
         "root was here\n"
     );
 }
+
+/// With no command, a shell on the console as in vmtest's `-` and vng: what is typed runs
+/// on the host's userspace, and the shell's exit status is kiln's.
+#[test]
+fn no_command_gives_a_shell_on_the_console() {
+    use std::io::{BufRead, Write};
+    let d = tempfile::tempdir().unwrap();
+    let mut child = kiln()
+        .current_dir(d.path())
+        .args(["exec", "--kernel", GENERIC])
+        .env("SHELL", "/bin/sh")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = String::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // Typing before the guest's console is up would be lost, as on a real serial line.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("kiln: running test exec") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    writeln!(stdin, "echo typed > typed.txt; exit 5").unwrap();
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "{seen}");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("typed.txt")).unwrap(),
+        "typed\n"
+    );
+}

@@ -60,6 +60,8 @@ while read -r tag mode path; do
 done <<END
 $KILN_MOUNTS
 END
+# A name for the prompt: the guest's own, not the host's.
+echo kiln > /proc/sys/kernel/hostname
 [ -d /host/sys/kernel/debug ] && mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
 if [ -f /host/run/kiln/cmd ]; then
     set -- /bin/sh /run/kiln/cmd

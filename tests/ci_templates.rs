@@ -99,6 +99,9 @@ fn the_ci_files_parse_and_their_kiln_commands_run_here() {
                 .env("OUT", &out)
                 .env("SHARDS", "3")
                 .env("SHARD", "1")
+                // The exec job's: Debian's generic kernel, whose 9p the runner's shares use.
+                .env("KERNEL", "linux-image-6.1.0-47-amd64")
+                .env("EXEC_COMMAND", "uname -r && test -w .")
                 .current_dir(d.path())
                 .output()
                 .unwrap();
@@ -108,6 +111,15 @@ fn the_ci_files_parse_and_their_kiln_commands_run_here() {
                 stdout(&o),
                 stderr(&o)
             );
+        }
+        if file == "ci/github-actions.yml" {
+            assert!(
+                lines.iter().any(|l| l.starts_with("kiln exec ")),
+                "{file} has no `kiln exec`: {lines:?}"
+            );
+            let junit = d.path().join("exec-linux-image-6.1.0-47-amd64.xml");
+            let report = std::fs::read_to_string(&junit).unwrap();
+            assert!(report.contains("failures=\"0\""), "{report}");
         }
         let runs = out.join("ci.run");
         for k in ["vmlinuz-", "#2"] {

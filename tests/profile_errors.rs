@@ -340,3 +340,35 @@ fn writer_options_are_parsed_once_at_load_and_located() {
         Some(PartitionFs::None)
     );
 }
+
+#[test]
+fn a_host_profile_is_an_initramfs_whose_tests_are_commands() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "disk.toml",
+        "version = 1\n[output]\nformat = \"disk\"\n\n[host]\nshare = \"virtiofs\"\n",
+    );
+    let e = load_err(d.path(), "disk.toml");
+    assert!(e.contains("disk.toml:5"), "{e}");
+    assert!(
+        e.contains("[host] boots the host's userspace from an initramfs"),
+        "{e}"
+    );
+    write(d.path(), "s.sh", "true\n");
+    write(
+        d.path(),
+        "script.toml",
+        "version = 1\n[host]\n[[test]]\nname = \"a\"\nscript = \"s.sh\"\n",
+    );
+    let e = load_err(d.path(), "script.toml");
+    assert!(e.contains("script.toml:3"), "{e}");
+    assert!(e.contains("is a `command`"), "{e}");
+    write(
+        d.path(),
+        "bad.toml",
+        "version = 1\n[host]\nshare = \"nfs\"\n",
+    );
+    let e = load_err(d.path(), "bad.toml");
+    assert!(e.contains("bad.toml:3") && e.contains("host.share"), "{e}");
+}

@@ -1,7 +1,7 @@
 //! Host directories shared into the guest: over 9p, which QEMU serves itself and so needs
 //! no root, or over virtiofs, which needs a virtiofsd beside QEMU and a shared memory
-//! backend. Each share has its QEMU arguments, the guest's mount command, and the kernel
-//! options it needs (for the preflight).
+//! backend. Each share has its QEMU arguments; each transport, the kernel options it
+//! needs (for the preflight); and [`choose`] picks the one a kernel takes.
 //!
 //! With `security_model=none` QEMU touches files with the caller's own credentials: the
 //! guest sees the host's owners, and what it creates belongs to the caller.
@@ -31,11 +31,6 @@ pub struct Share {
     /// How it is served.
     pub transport: Transport,
 }
-
-/// The 9p protocol's largest message, which bounds every read and write: the most the
-/// virtio transport takes (the kernel caps it at 512 000 bytes), which makes
-/// large sequential I/O several times faster than the 8 KiB default.
-pub const MSIZE: u32 = 512_000;
 
 /// A value inside a QEMU `key=value,…` option: commas are doubled, as QEMU reads them.
 pub fn qemu_value(s: &str) -> String {
@@ -74,18 +69,6 @@ impl Share {
                     format!("vhost-user-fs-pci,chardev={0},tag={0}", self.tag),
                 ]
             }
-        }
-    }
-
-    /// The guest's command that mounts this share at `at`.
-    pub fn mount_command(&self, at: &str) -> String {
-        let mode = if self.readonly { "ro" } else { "rw" };
-        match self.transport {
-            Transport::NineP => format!(
-                "mount -t 9p -o {mode},trans=virtio,version=9p2000.L,access=any,cache=mmap,msize={MSIZE} {} {at}",
-                self.tag
-            ),
-            Transport::VirtioFs => format!("mount -t virtiofs -o {mode} {} {at}", self.tag),
         }
     }
 }
@@ -200,10 +183,6 @@ mod tests {
                 "virtio-9p-pci,fsdev=kiln_cwd,mount_tag=kiln_cwd",
             ]
         );
-        assert_eq!(
-            share(Transport::NineP, false).mount_command("/mnt"),
-            "mount -t 9p -o rw,trans=virtio,version=9p2000.L,access=any,cache=mmap,msize=512000 kiln_cwd /mnt"
-        );
     }
 
     #[test]
@@ -218,7 +197,6 @@ mod tests {
                 "vhost-user-fs-pci,chardev=kiln_cwd,tag=kiln_cwd",
             ]
         );
-        assert_eq!(s.mount_command("/x"), "mount -t virtiofs -o ro kiln_cwd /x");
         assert_eq!(
             shared_memory_args(1 << 30),
             [

@@ -153,21 +153,8 @@ pub enum Cmd {
         /// a panicking kernel then waits for the dump (panic=0) instead of ending.
         #[arg(long)]
         dump_on_failure: bool,
-        /// With several cells (kernels × tests): how many VMs run at once (default: the
-        /// host's CPUs divided by each VM's vCPUs, at least 1).
-        #[arg(short, long, value_name = "N")]
-        jobs: Option<usize>,
-        /// JSON lines on stdout: one object per finished run (kernel, test, outcome,
-        /// exit code, guest status, duration, run directory), then a summary object.
-        #[arg(long, conflicts_with = "tap")]
-        json: bool,
-        /// Also write a JUnit XML report here: one testsuite per kernel, one testcase
-        /// per test, the console's tail in <system-out>.
-        #[arg(long, value_name = "FILE")]
-        junit: Option<PathBuf>,
-        /// TAP (version 13) on stdout: one line per cell; status 77 is a SKIP.
-        #[arg(long)]
-        tap: bool,
+        #[command(flatten)]
+        reports: ReportArgs,
         /// Run only shard I of N of the cells (every N-th from the I-th), e.g. 2/4, so
         /// N CI jobs cover every cell once.
         #[arg(long, value_name = "I/N")]
@@ -211,18 +198,8 @@ pub enum Cmd {
         /// Time limit for each run (boot, command, power-off), e.g. "90s" (default 30m).
         #[arg(long, value_name = "DURATION")]
         timeout: Option<Seconds>,
-        /// With several runs: how many VMs run at once.
-        #[arg(short, long, value_name = "N")]
-        jobs: Option<usize>,
-        /// JSON lines on stdout: one object per run as it finishes, then a summary.
-        #[arg(long, conflicts_with = "tap")]
-        json: bool,
-        /// Write a JUnit XML report of the runs to FILE.
-        #[arg(long, value_name = "FILE")]
-        junit: Option<PathBuf>,
-        /// TAP (version 14) on stdout: one test point per run.
-        #[arg(long)]
-        tap: bool,
+        #[command(flatten)]
+        reports: ReportArgs,
         /// An environment variable not to pass to the command (repeatable).
         #[arg(long, value_name = "NAME")]
         env_exclude: Vec<String>,
@@ -353,6 +330,26 @@ impl VmArgs {
             },
         }
     }
+}
+
+/// How runs of several cells (kernels × tests, or targets) report.
+#[derive(Args, Clone, Default)]
+pub struct ReportArgs {
+    /// With several cells (kernels × tests): how many VMs run at once (default: the
+    /// host's CPUs divided by each VM's vCPUs, at least 1).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// JSON lines on stdout: one object per finished run (kernel, test, outcome,
+    /// exit code, guest status, duration, run directory), then a summary object.
+    #[arg(long, conflicts_with = "tap")]
+    pub json: bool,
+    /// Also write a JUnit XML report here: one testsuite per kernel, one testcase
+    /// per test, the console's tail in <system-out>.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// TAP (version 13) on stdout: one line per cell; status 77 is a SKIP.
+    #[arg(long)]
+    pub tap: bool,
 }
 
 #[derive(Args, Clone, Default)]

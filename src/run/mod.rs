@@ -3,6 +3,9 @@
 //! results, finished) and returns a typed [`RunReport`]. Reporters render events and
 //! never decide outcomes. Each run has its own directory ([`dir::RunDir`]), so runs of
 //! one image do not collide; a [`Cancel`] the caller owns stops them.
+//!
+//! Over 500 lines: preparing a run (preflight, shares and their daemons) and supervising
+//! it are still one file; preparation is the part to move into its own module next.
 
 pub mod console;
 pub mod dir;

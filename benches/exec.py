@@ -6,8 +6,14 @@ All three boot the same unpacked Debian kernel (default linux-image-6.1.0-47-amd
     kiln exec --kernel K --accel=tcg -- uname -r
     vng -v -r K --disable-kvm --force-9p --exec 'uname -r'   (pip install virtme-ng; needs kmod,
         and finds modules only in /lib/modules/RELEASE, so the package must be installed)
-    vmtest -k K 'uname -r'                                 (cargo install vmtest)
-A tool that is not installed is reported as such, not timed.
+    vmtest -k K 'uname -r'                                 (cargo install vmtest; it runs the
+        command through qemu-guest-agent, so apt install qemu-guest-agent)
+A tool that is not installed is reported as such, not timed; one that fails is reported
+with the line that says why.
+
+vmtest has no switch for TCG: it takes KVM whenever /dev/kvm exists. On a host where KVM
+guests hang (kiln's probe falls back to TCG there), vmtest runs in a private mount
+namespace whose /dev lacks the kvm node (as root), so all three emulate.
 
 usage: benches/exec.py [--package linux-image-6.1.0-47-amd64] [--runs 5]
 """
@@ -26,6 +32,25 @@ def unpack(package, work):
     return os.path.join(boot, next(f for f in os.listdir(boot) if f.startswith("vmlinuz-")))
 
 
+# A copy of /dev without kvm, over /dev, in a mount namespace of the command's own.
+NO_KVM = ["unshare", "-m", "sh", "-c",
+          'd=$(mktemp -d) && mount -t tmpfs tmpfs "$d" && cp -a /dev/. "$d"/ 2>/dev/null;'
+          ' rm -f "$d/kvm"; mount --rbind /dev/pts "$d/pts"; mount --move "$d" /dev && exec "$@"',
+          "sh"]
+
+
+def why(out):
+    """The line of a failed run's output that says why it failed."""
+    lines = (out.stdout + out.stderr).splitlines()
+    for marker in ("Kernel panic", "Caused by:", "error", "Error"):
+        for i, line in enumerate(lines):
+            if marker in line:
+                if marker == "Caused by:" and i + 1 < len(lines):
+                    return lines[i + 1].strip()
+                return line.strip()
+    return (lines[-1] if lines else "").strip()
+
+
 def median_of(runs, cmd, cwd, expect):
     """Median time of runs that printed `expect`, and the exit statuses seen (a tool
     that prints the answer but exits non-zero is timed, and its statuses shown)."""
@@ -35,11 +60,19 @@ def median_of(runs, cmd, cwd, expect):
         out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
         took = time.perf_counter() - start
         if expect not in out.stdout + out.stderr:
-            return None, f"failed (exit {out.returncode}): {(out.stderr or out.stdout)[-300:]}"
+            return None, f"failed (exit {out.returncode}): {why(out)}"
         times.append(took)
         codes.add(out.returncode)
     note = "" if codes == {0} else f"  (exit status {sorted(codes)}, not 0)"
     return statistics.median(times), note
+
+
+def kvm_usable(kernel, work):
+    """Whether kiln would take KVM here (its probe runs a guest)."""
+    out = subprocess.run([KILN, "qemu", "--print", "--kernel", kernel, "--accel=auto",
+                          os.path.join(ROOT, "profiles/busybox.toml"), "-o", work + "/probe"],
+                         capture_output=True, text=True)
+    return "-accel kvm" in out.stdout
 
 
 def main():
@@ -56,7 +89,11 @@ def main():
     tools = [("kiln exec", KILN, [KILN, "-q", "exec", "--kernel", kernel, "--accel=tcg", "--", "uname", "-r"])]
     tools.append(("vng", shutil.which("vng"),
                   ["vng", "-v", "-r", kernel, "--disable-kvm", "--force-9p", "--exec", "uname -r"]))
-    tools.append(("vmtest", shutil.which("vmtest"), ["vmtest", "-k", kernel, "uname -r"]))
+    vmtest = ["vmtest", "-k", kernel, "uname -r"]
+    if os.path.exists("/dev/kvm") and os.geteuid() == 0 and not kvm_usable(kernel, work):
+        vmtest = NO_KVM + vmtest
+    has_qga = shutil.which("qemu-ga") or os.path.exists("/usr/sbin/qemu-ga")
+    tools.append(("vmtest", shutil.which("vmtest") and has_qga, vmtest))
     # vng reads the modules from /lib/modules/RELEASE only: as root, link the unpacked
     # ones there for the run (and remove the link after).
     link = f"/lib/modules/{release}"
@@ -68,7 +105,8 @@ def main():
         print(f"uname -r under {release}, TCG, median of {a.runs}:")
         for name, present, cmd in tools:
             if not present:
-                print(f"  {name:10} not installed")
+                print(f"  {name:10} not installed" +
+                      (" (or no qemu-guest-agent)" if name == "vmtest" else ""))
                 continue
             m, err = median_of(a.runs, cmd, work, release)
             print(f"  {name:10} {m:6.2f} s{err}" if m is not None else f"  {name:10} {err}")

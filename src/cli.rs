@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use kiln::commands::ProfileArgs;
-use kiln::plan::{self, Accel, BuildOptions, GdbRequest, RunOverrides};
+use kiln::plan::{self, Accel, BuildOptions, GdbRequest, KernelEntry, RunOverrides};
 use kiln::profile::forward::Forward;
 use kiln::profile::NetworkMode;
 use kiln::profile::{Seconds, Size};
@@ -302,6 +302,10 @@ pub struct BuildArgs {
     /// Parallel downloads (default 6).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     downloads: usize,
+    /// Never touch the network: build from the lock and the cache alone, and name what is
+    /// missing from the cache. Implies --locked.
+    #[arg(long)]
+    offline: bool,
 }
 
 /// Which running VM: a profile's (the newest, or the one with --pid).
@@ -373,6 +377,12 @@ pub struct RunArgs {
     /// Accelerator: auto probes whether KVM really runs guests and falls back to TCG.
     #[arg(long, value_enum)]
     accel: Option<AccelArg>,
+    /// How QEMU enters an x86 kernel: auto goes through PVH (the vmlinux inside the
+    /// bzImage, decompressed once into the cache) when the kernel has CONFIG_PVH, which
+    /// skips seconds of decompression under TCG; pvh insists; image boots the bzImage as
+    /// it is (default: [qemu] kernel_entry, else auto).
+    #[arg(long, value_enum, value_name = "HOW")]
+    kernel_entry: Option<KernelEntryArg>,
     /// Extra kernel command-line word(s); repeatable.
     #[arg(long, value_name = "WORDS")]
     append: Vec<String>,
@@ -413,6 +423,13 @@ fn parse_forward(s: &str) -> Result<Forward, String> {
 pub enum NetworkArg {
     User,
     None,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KernelEntryArg {
+    Auto,
+    Pvh,
+    Image,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -458,8 +475,9 @@ impl BuildArgs {
                     // An empty $KILN_MIRROR (an unset CI variable) means none.
                     mirror: self.mirror.clone().filter(|m| !m.is_empty()),
                     ignore_valid_until: self.ignore_valid_until,
-                    locked: self.locked,
+                    locked: self.locked || self.offline,
                     jobs: self.downloads,
+                    offline: self.offline,
                 },
                 epoch,
             },
@@ -480,6 +498,11 @@ impl RunArgs {
                 AccelArg::Auto => Accel::Auto,
                 AccelArg::Kvm => Accel::Kvm,
                 AccelArg::Tcg => Accel::Tcg,
+            }),
+            kernel_entry: self.kernel_entry.map(|e| match e {
+                KernelEntryArg::Auto => KernelEntry::Auto,
+                KernelEntryArg::Pvh => KernelEntry::Pvh,
+                KernelEntryArg::Image => KernelEntry::Image,
             }),
             append: self
                 .append

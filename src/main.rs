@@ -193,6 +193,11 @@ fn main() -> ExitCode {
             printer.err(format!("kiln: error: {inner}"));
             ExitCode::from(ExitStatus::BAD_INPUT.0)
         }
+        // A profile's mistake found while building (a template, a source file).
+        Err(e) if e.downcast_ref::<kiln::profile::ProfileError>().is_some() => {
+            printer.err(format!("kiln: error: {e:#}"));
+            ExitCode::from(ExitStatus::BAD_INPUT.0)
+        }
         Err(e) => {
             printer.err(format!("kiln: error: {e:#}"));
             ExitCode::from(ExitStatus::FAILURE.0)

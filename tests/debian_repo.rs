@@ -397,7 +397,8 @@ fn an_unsatisfiable_request_explains_why() {
         );
     std::fs::write(&p, text).unwrap();
     let o = f.build(&p, &[]);
-    assert_eq!(o.status.code(), Some(1));
+    // Located at the profile's `packages`: a profile error.
+    assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(
         e.contains("cannot satisfy `libhello (>= 1.0) | libhello-compat`"),

@@ -270,8 +270,13 @@ fn a_failing_build_leaves_the_previous_image_alone() {
         "version = 1\n[[file]]\npath = \"/init\"\ncontent = \"{{nope}}\"\ntemplate = true\n",
     );
     let o = run(kiln().arg("build").arg(&p).arg("-o").arg(&out));
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a profile's mistake, found late, still exits 2"
+    );
     assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("p.toml:2"), "{}", stderr(&o));
     assert_eq!(sha256_file(&out.join("p.cpio.zst")), before);
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
@@ -371,4 +376,81 @@ fn a_host_profile_is_an_initramfs_whose_tests_are_commands() {
     );
     let e = load_err(d.path(), "bad.toml");
     assert!(e.contains("bad.toml:3") && e.contains("host.share"), "{e}");
+}
+
+#[test]
+fn a_chain_of_ten_thousand_includes_stops_at_the_depth_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let n = 10_000;
+    for i in 0..n {
+        let next = if i + 1 < n {
+            format!("include = [\"p{}.toml\"]\n", i + 1)
+        } else {
+            String::new()
+        };
+        write(
+            d.path(),
+            &format!("p{i}.toml"),
+            &format!("version = 1\n{next}"),
+        );
+    }
+    let start = std::time::Instant::now();
+    let o = run(kiln()
+        .arg("build")
+        .arg(d.path().join("p0.toml"))
+        .arg("-o")
+        .arg(d.path().join("out")));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a clear error, not a stack overflow"
+    );
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("p{}.toml", kiln::profile::MAX_INCLUDE_DEPTH - 1)),
+        "{e}"
+    );
+    assert!(e.contains("include[0]"), "{e}");
+    assert!(e.contains("at most 32"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!d.path().join("out").exists());
+}
+
+#[test]
+fn partitions_may_not_share_a_label_or_take_roots() {
+    let d = tempfile::tempdir().unwrap();
+    let part = |label: &str| format!("[[output.partition]]\nlabel = \"{label}\"\nsize = \"8M\"\n");
+    let head = "version = 1\n[output]\nformat = \"disk\"\n";
+    write(
+        d.path(),
+        "twice.toml",
+        &format!("{head}{}{}", part("data"), part("data")),
+    );
+    let e = load_err(d.path(), "twice.toml");
+    assert!(e.contains("twice.toml:7"), "{e}");
+    assert!(e.contains("already labelled \"data\""), "{e}");
+    write(d.path(), "root.toml", &format!("{head}{}", part("root")));
+    let e = load_err(d.path(), "root.toml");
+    assert!(e.contains("root.toml:4"), "{e}");
+    assert!(e.contains("root partition's"), "{e}");
+}
+
+#[test]
+fn an_undefined_template_variable_is_a_located_profile_error() {
+    let d = tempfile::tempdir().unwrap();
+    let p = busybox_profile(
+        d.path(),
+        "tpl",
+        "[[file]]\npath = \"/etc/motd\"\ntemplate = true\ncontent = \"hello {{nobody}}\"\n",
+    );
+    let o = run(kiln()
+        .arg("build")
+        .arg(&p)
+        .arg("-o")
+        .arg(d.path().join("out")));
+    assert_eq!(o.status.code(), Some(2), "a bad profile exits 2");
+    let e = stderr(&o);
+    assert!(e.contains("tpl.toml:"), "{e}");
+    assert!(e.contains("nobody"), "{e}");
+    assert!(e.contains("[variables]"), "{e}");
 }

@@ -295,10 +295,58 @@ fn the_printed_test_command_runs_the_test_in_a_shell() {
     assert!(o.status.success());
     let cmd = stdout(&o);
     assert!(cmd.contains("-accel tcg"), "{cmd}");
+    // Debian's kernel has a PVH entry: QEMU loads its vmlinux, decompressed into the
+    // cache, and the guest skips the decompressor.
+    let entered = cmd
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("-kernel "))
+        .unwrap()
+        .trim_end_matches(" \\")
+        .to_string();
     assert!(
-        cmd.contains(&debian_kernel().display().to_string()),
+        entered.contains("/pvh/") && entered.ends_with(".vmlinux"),
         "{cmd}"
     );
+    let elf = std::fs::read(&entered).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF", "{entered}");
+    assert!(elf.len() > 3 * std::fs::metadata(debian_kernel()).unwrap().len() as usize);
+    // Asked to, it boots the bzImage as it is.
+    let o = run(kiln()
+        .args(["qemu", "--print", "--test", "--kernel-entry", "image"])
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .arg("--kernel")
+        .arg(debian_kernel()));
+    let image_cmd = stdout(&o);
+    assert!(
+        image_cmd.contains(&format!("-kernel {}", debian_kernel().display())),
+        "{image_cmd}"
+    );
+    // And that way in still boots and runs the test.
+    let o = run(test_cmd(&p, &out).args(["--kernel-entry", "image"]));
+    assert_eq!(o.status.code(), Some(9));
+    let kept = std::fs::read_to_string(out.join("printed.run/qemu.sh")).unwrap();
+    assert!(
+        kept.contains(&format!("-kernel {}", debian_kernel().display())),
+        "{kept}"
+    );
+    // Insisting on PVH with a kernel that has none stops before QEMU, and says why.
+    let not_a_kernel = write(d.path(), "vmlinuz-fake", "not a kernel");
+    let o = run(kiln()
+        .args(["qemu", "--print", "--test", "--kernel-entry", "pvh"])
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .arg("--kernel")
+        .arg(&not_a_kernel));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot be entered through PVH"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("not a bzImage"), "{}", stderr(&o));
     assert!(cmd.contains("printed.run/console.log"), "{cmd}");
     let status = out.join("printed.run/status-uart");
     std::fs::write(&status, "").unwrap();

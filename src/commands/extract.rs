@@ -9,8 +9,8 @@ use crate::output::ext4::reader;
 
 /// Copies `path` out of an ext4 image or disk into `dest`.
 pub fn extract(image: &Path, path: &str, dest: &Path, printer: &Printer) -> Result<ExitStatus> {
-    let fs = reader::open(image)?;
-    let r = reader::extract(&fs, path, dest)?;
+    let img = reader::open(image)?;
+    let r = reader::extract(&img, path.as_bytes(), dest, reader::Trust::Own)?;
     printer.step(format!(
         "extracted {} files, {} directories, {} symlinks into {}",
         r.files,
@@ -25,5 +25,12 @@ pub fn extract(image: &Path, path: &str, dest: &Path, printer: &Printer) -> Resu
             r.skipped.join(" ")
         ));
     }
-    Ok(ExitStatus::SUCCESS)
+    for p in &r.problems {
+        printer.warn(format!("not copied: {p}"));
+    }
+    Ok(if r.problems.is_empty() {
+        ExitStatus::SUCCESS
+    } else {
+        ExitStatus::FAILURE
+    })
 }

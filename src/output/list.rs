@@ -71,8 +71,13 @@ pub fn list(image: &Path) -> Result<Vec<Listed>> {
         ImageKind::Cpio => list_cpio(image),
         ImageKind::Tar => list_tar(image).with_context(|| format!("reading {}", image.display())),
         ImageKind::Ext4 => {
-            let fs = reader::open(image)?;
-            Ok(reader::list(&fs)?
+            let img = reader::open(image)?;
+            let listing = reader::list(&img)?;
+            for p in &listing.problems {
+                crate::util::progress::warn(format!("{}: {p}", image.display()));
+            }
+            Ok(listing
+                .entries
                 .into_iter()
                 .map(|e| Listed {
                     path: e.path,

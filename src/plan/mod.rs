@@ -244,6 +244,7 @@ impl Plan {
             cpus: q.cpus.unwrap_or(2),
             cpus_explicit: q.cpus.is_some(),
             accel: q.accel.unwrap_or_default(),
+            kernel_entry: q.kernel_entry.unwrap_or_default(),
             cmdline: p.kernel.cmdline.clone(),
             qemu_args: q.args.clone(),
             timeout: DEFAULT_TIMEOUT,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::profile::forward::Forward;
 pub use crate::profile::Accel;
+pub use crate::profile::KernelEntry;
 use crate::profile::NetworkMode;
 use crate::vm::share::{Share, Transport};
 
@@ -27,6 +28,8 @@ pub struct RunConfig {
     pub cpus_explicit: bool,
     /// Accelerator requested.
     pub accel: Accel,
+    /// How QEMU enters the kernel.
+    pub kernel_entry: KernelEntry,
     /// Kernel command-line words from the profile (kiln's own come first).
     pub cmdline: Vec<String>,
     /// Extra QEMU arguments from the profile.
@@ -162,6 +165,8 @@ pub struct RunOverrides {
     pub cpus: Option<u32>,
     /// Accelerator.
     pub accel: Option<Accel>,
+    /// How QEMU enters the kernel.
+    pub kernel_entry: Option<KernelEntry>,
     /// Extra kernel command-line words.
     pub append: Vec<String>,
     /// Extra QEMU arguments.
@@ -205,6 +210,17 @@ impl RunOverrides {
                     Accel::Auto => "auto",
                     Accel::Kvm => "kvm",
                     Accel::Tcg => "tcg",
+                }
+                .to_string()
+            }),
+        );
+        opt(
+            "kernel-entry",
+            self.kernel_entry.map(|e| {
+                match e {
+                    KernelEntry::Auto => "auto",
+                    KernelEntry::Pvh => "pvh",
+                    KernelEntry::Image => "image",
                 }
                 .to_string()
             }),
@@ -274,6 +290,7 @@ impl RunConfig {
             c.cpus_explicit = true;
         }
         c.accel = o.accel.unwrap_or(c.accel);
+        c.kernel_entry = o.kernel_entry.unwrap_or(c.kernel_entry);
         c.cmdline.extend(o.append.iter().cloned());
         c.qemu_args.extend(o.qemu_args.iter().cloned());
         c.timeout = o.timeout.unwrap_or(c.timeout);

@@ -71,6 +71,10 @@ pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
     })
 }
 
+/// How deep includes may nest: real profiles use two or three levels, and each level is
+/// a frame of recursion.
+pub const MAX_INCLUDE_DEPTH: usize = 32;
+
 struct Loader {
     /// Files being loaded, outermost first, to detect cycles.
     stack: Vec<PathBuf>,
@@ -156,6 +160,15 @@ impl Loader {
                 }
                 if self.seen.contains(&id) {
                     continue;
+                }
+                if self.stack.len() >= MAX_INCLUDE_DEPTH {
+                    return Err(ProfileError::new(format!(
+                        "includes nest {} files deep here, and kiln reads at most {MAX_INCLUDE_DEPTH}",
+                        self.stack.len() + 1
+                    ))
+                    .at(&item.loc)
+                    .key(&format!("include[{i}]"))
+                    .help("include the shared files side by side from one profile instead of each from the last"));
                 }
                 let sub = read_source(&path, Some((&item.loc, format!("include[{i}]"))))?;
                 let sub_node = self.load_file(sub)?;

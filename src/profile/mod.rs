@@ -12,7 +12,7 @@ pub mod validate;
 pub mod vmtest;
 
 pub use diag::{Loc, ProfileError};
-pub use load::{load, LoadedProfile};
+pub use load::{load, LoadedProfile, MAX_INCLUDE_DEPTH};
 pub use schema::*;
 pub use tests::{Splats, Test, Tests, DEFAULT_TEST_NAME};
 pub use types::{Located, Mode, RelPath, Seconds, Size};

@@ -476,6 +476,20 @@ pub enum Accel {
     Tcg,
 }
 
+/// How QEMU enters an x86 kernel given as a bzImage.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelEntry {
+    /// Through PVH when the bzImage's vmlinux has a PVH entry (CONFIG_PVH), else the
+    /// bzImage (the default).
+    #[default]
+    Auto,
+    /// Through PVH, or not at all: the run stops and says why.
+    Pvh,
+    /// The bzImage as it is, through its decompressor.
+    Image,
+}
+
 /// `[qemu]`: the virtual machine that boots the image.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
@@ -492,6 +506,8 @@ pub struct Qemu {
     pub cpus: Option<u32>,
     /// Accelerator; default auto.
     pub accel: Option<Accel>,
+    /// How QEMU enters an x86 kernel; default auto (through PVH where it can).
+    pub kernel_entry: Option<KernelEntry>,
     /// Extra QEMU arguments, appended as given.
     #[serde(default)]
     pub args: Vec<String>,

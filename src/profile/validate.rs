@@ -185,9 +185,23 @@ fn output(p: &Profile) -> Result<(), ProfileError> {
             return Err(part.error("extra partitions need `output.format = \"disk\"`"));
         }
     }
+    let mut labels = std::collections::BTreeSet::new();
     for part in &p.output.partition {
         if part.label.is_empty() || part.label.encode_utf16().count() > 36 {
             return Err(part.error("a partition label needs 1 to 36 characters"));
+        }
+        // Labels name partitions to tests and derive their PARTUUIDs: two alike would
+        // make `root=PARTUUID=` and the tests' device names ambiguous.
+        if part.label == "root" {
+            return Err(part.error(
+                "the label \"root\" is the root partition's, which kiln makes itself; choose another",
+            ));
+        }
+        if !labels.insert(part.label.as_str()) {
+            return Err(part.error(format!(
+                "another partition is already labelled \"{}\"; labels must differ",
+                part.label
+            )));
         }
     }
     Ok(())

@@ -23,7 +23,10 @@ pub const DIR: &str = "journal";
 pub fn args(file: &Path) -> Vec<String> {
     vec![
         "-chardev".into(),
-        format!("file,id=kiln-journal,path={}", file.to_string_lossy()),
+        format!(
+            "file,id=kiln-journal,path={}",
+            crate::vm::qemu::option_path(file)
+        ),
         "-device".into(),
         format!("virtserialport,bus=kiln-vs.0,chardev=kiln-journal,name={JOURNAL_PORT}"),
     ]

@@ -197,6 +197,7 @@ mod tests {
 
     fn config(_: &TestPlan) -> RunConfig {
         crate::plan::RunConfig {
+            kernel_entry: Default::default(),
             qemu: "qemu".into(),
             machine: "q35".into(),
             cpu: None,

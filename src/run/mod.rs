@@ -3,9 +3,8 @@
 //! results, finished) and returns a typed [`RunReport`]. Reporters render events and
 //! never decide outcomes. Each run has its own directory ([`dir::RunDir`]), so runs of
 //! one image do not collide; a [`Cancel`] the caller owns stops them.
-//!
-//! Over 500 lines: preparing a run (preflight, shares and their daemons) and supervising
-//! it are still one file; preparation is the part to move into its own module next.
+//! Preparing a run (preflight, kernel entry, shares and their daemons) is
+//! [`prepare`]'s; supervising it and deciding its outcome is here.
 
 pub mod console;
 pub mod dir;
@@ -15,6 +14,7 @@ pub mod journal;
 pub mod matrix;
 pub mod outcome;
 pub mod postmortem;
+pub mod prepare;
 pub mod report;
 pub mod results;
 pub mod ssh_key;
@@ -26,19 +26,17 @@ pub mod wiring;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub use console::GuestReport;
 pub use dir::RunDir;
 pub use outcome::Outcome;
+pub use prepare::{attach_results, cpus_for, launch_for, spec};
 pub use supervise::Cancel;
 
 use crate::plan::{Plan, RunConfig};
-use crate::vm::kvm::{self, Accelerator};
-use crate::vm::qemu::{self, Console, Disk, Launch, RunSpec, StatusChannel};
-use crate::vm::share::{self, Share, Transport};
-use crate::vm::virtiofsd::{Daemon, Virtiofsd};
-use crate::vm::{launch, preflight};
+use crate::vm::kvm::Accelerator;
+use crate::vm::virtiofsd::Daemon;
 
 /// How the console is wired and the run is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,246 +138,19 @@ pub struct RunReport {
     pub cases: Vec<tap::Case>,
 }
 
-/// The machine and run wiring for `plan` under `opts`, before anything is created:
-/// for printing the command (`kiln qemu --print`) and for [`run`].
-pub fn launch_for(plan: &Plan, opts: &RunOptions) -> Result<Launch> {
-    launch::launch(plan, &opts.config, opts.persist)
-}
-
-/// The run spec of a run whose files are `files`.
-pub fn spec(accel: Accelerator, files: &RunDir, mode: Mode) -> RunSpec {
-    RunSpec {
-        accel,
-        console: match mode {
-            Mode::Interactive => Console::Interactive,
-            Mode::Test | Mode::Detached => Console::LogFile(files.console.clone()),
-        },
-        status: StatusChannel {
-            uart: files.status_uart.clone(),
-            virtio: files.status_virtio.clone(),
-        },
-    }
-}
-
-/// The vCPUs a run gets: under TCG one, unless the profile or `--cpus` asked for more.
-/// Each TCG vCPU is a host thread and a guest boots no slower on one; and Debian's
-/// kernels can oops while patching their code (int3 in `sched_clock_cpu`) on several
-/// TCG vCPUs.
-pub fn cpus_for(config: &RunConfig, accel: Accelerator) -> u32 {
-    if accel == Accelerator::Tcg && !config.cpus_explicit {
-        1
-    } else {
-        config.cpus
-    }
-}
-
-/// Adds the results disk of a plan that asks for results.
-pub fn attach_results(config: &RunConfig, l: &mut Launch, files: &RunDir) {
-    if config.results.is_some() {
-        l.disks
-            .push(Disk::raw(files.results_img.clone(), results::SERIAL));
-    }
-}
-
-/// A run whose QEMU is about to start: its machine, files and devices.
-struct Prepared {
-    launch: Launch,
-    files: RunDir,
-    accel: Accelerator,
-    facts: wiring::ImageFacts,
-    /// The shared directories, each with the transport this kernel takes.
-    shares: Vec<Share>,
-    /// The daemon of virtiofs shares, found by the preflight.
-    virtiofsd: Option<Virtiofsd>,
-    /// Where virtiofs shares' daemons listen.
-    sockets: Option<tempfile::TempDir>,
-}
-
-impl Prepared {
-    /// Starts a virtiofsd for each virtiofs share, before each QEMU start (a daemon
-    /// serves one connection).
-    fn start_daemons(&self) -> Result<Vec<Daemon>> {
-        let mut out = Vec::new();
-        for s in self
-            .shares
-            .iter()
-            .filter(|s| s.transport == Transport::VirtioFs)
-        {
-            let (Some(v), Some(dir)) = (&self.virtiofsd, &self.sockets) else {
-                anyhow::bail!("a virtiofs share without its daemon");
-            };
-            let socket = dir.path().join(format!("{}.sock", s.tag));
-            let _ = std::fs::remove_file(&socket);
-            let log = self.files.dir.join(format!("virtiofsd-{}.log", s.tag));
-            out.push(v.start(s, &socket, &log)?);
-        }
-        Ok(out)
-    }
-}
-
-/// Checks the kernel against what the run needs and creates the run's files. Err(report):
-/// the preflight failed and nothing is booted.
-fn prepare(
-    plan: &Plan,
-    opts: &RunOptions,
-    sink: &mut dyn Sink,
-) -> Result<std::result::Result<Prepared, RunReport>> {
-    let mut l = launch_for(plan, opts)?;
-    launch::check_files(&plan.profile, &l)?;
-    let config = match preflight::find_config(&l.kernel) {
-        Some(path) => Some(
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?,
-        ),
-        // A kernel built with CONFIG_IKCONFIG carries its configuration inside.
-        None => crate::vm::ikconfig::read(&l.kernel),
-    };
-    let kconfig = config.as_deref().map(preflight::KernelConfig::parse);
-    let mut needs = preflight::needs(plan, &opts.config);
-    let mut lacks = Vec::new();
-    let vfs = std::cell::OnceCell::new();
-    let mut transport = None;
-    if !opts.config.shares.is_empty() || opts.config.host.is_some() {
-        let daemon = || {
-            vfs.get_or_init(Virtiofsd::find)
-                .as_ref()
-                .map(|_| ())
-                .map_err(Clone::clone)
-        };
-        match share::choose(kconfig.as_ref(), opts.config.share_transport, &daemon) {
-            Ok(t) => {
-                // An initramfs loads what the kernel has as modules before its init
-                // mounts anything.
-                let module_ok = plan.format == crate::output::options::Format::Initramfs;
-                needs.extend(share::needs(t).0.iter().map(|option| preflight::Need {
-                    option,
-                    module_ok,
-                    why: "the shared host directories",
-                }));
-                l.cmdline.push(format!("kiln.fs={}", share::name(t)));
-                transport = Some(t);
-            }
-            Err(e) => lacks.push(e),
-        }
-    }
-    match &kconfig {
-        Some(c) => lacks.extend(preflight::missing(c, &needs)),
-        None => {
-            sink.event(Event::Note(&format!(
-                "no configuration found beside {} or inside it (CONFIG_IKCONFIG); booting without a preflight",
-                l.kernel.display()
-            )));
-        }
-    };
-    if !lacks.is_empty() {
-        let report = RunReport {
-            outcome: Outcome::Preflight(lacks.join("; ")),
-            guest: None,
-            elapsed: Duration::ZERO,
-            files: opts.run_dir(plan)?,
-            hung_after_status: false,
-            interactive: opts.mode == Mode::Interactive,
-            cases: Vec::new(),
-        };
-        sink.event(Event::Finished(&report));
-        return Ok(Err(report));
-    }
-    let choice = kvm::choose(opts.config.accel, &opts.config.qemu);
-    if let Some(w) = &choice.warning {
-        sink.event(Event::Warning(w));
-    }
-    let files = opts.run_dir(plan)?;
-    if opts.config.results.is_some() {
-        results::prepare(
-            &files.results_img,
-            &plan.name,
-            opts.config.results_size,
-            plan.epoch,
-        )?;
-    }
-    attach_results(&opts.config, &mut l, &files);
-    l.cpus = cpus_for(&opts.config, choice.accel);
-    let mut shares = opts.config.shares.clone();
-    if let Some(h) = &opts.config.host {
-        let dir = files.dir.join("host");
-        host::write_files(&dir, h)?;
-        shares.extend(host::shares(h, &dir));
-    }
-    for s in &mut shares {
-        s.transport = transport.unwrap_or(Transport::NineP);
-    }
-    let virtiofs = shares.iter().any(|s| s.transport == Transport::VirtioFs);
-    let sockets = if virtiofs {
-        // A short path: a Unix socket's path is limited to 107 bytes.
-        Some(
-            tempfile::Builder::new()
-                .prefix("kiln-vfs-")
-                .tempdir()
-                .context("creating virtiofsd's socket directory")?,
-        )
-    } else {
-        None
-    };
-    let mut args = Vec::new();
-    for s in &shares {
-        let socket = sockets
-            .as_ref()
-            .map(|d| d.path().join(format!("{}.sock", s.tag)));
-        args.extend(s.args(socket.as_deref()));
-    }
-    if virtiofs {
-        args.extend(share::shared_memory_args(l.memory_mib << 20));
-    }
-    l.extra_args.splice(0..0, args);
-    Ok(Ok(Prepared {
-        facts: wiring::ImageFacts::read(plan),
-        launch: l,
-        files,
-        accel: choice.accel,
-        shares,
-        virtiofsd: vfs.into_inner().and_then(|v| v.ok()),
-        sockets,
-    }))
-}
-
-/// The QEMU command of a prepared run with its devices wired, written into the run
-/// directory as a script so the run can be repeated by hand.
-fn wired_command(
-    plan: &Plan,
-    opts: &RunOptions,
-    p: &Prepared,
-    attempt: u32,
-) -> Result<(Vec<String>, wiring::Wiring)> {
-    let mut l = p.launch.clone();
-    let w = wiring::wire(plan, &opts.config, p.facts, &p.files, attempt, &mut l)?;
-    let args = qemu::command(&l, &spec(p.accel, &p.files, opts.mode));
-    let script = format!(
-        "#!/bin/sh\n# The QEMU command of this run.\nexec {}",
-        qemu::printable(&args)
-    );
-    let files = &p.files;
-    std::fs::write(&files.qemu_sh, script)
-        .and_then(|_| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&files.qemu_sh, std::fs::Permissions::from_mode(0o755))
-        })
-        .with_context(|| format!("writing {}", files.qemu_sh.display()))?;
-    Ok((args, w))
-}
-
 /// How many times a run starts QEMU again when a port or CID it chose was taken.
 const STARTS: u32 = 3;
 
 /// Boots `plan`'s image in the background and returns the running VM's record, which
 /// `kiln ssh`, `cp`, `stop` and `ps` find it by.
 pub fn start_detached(plan: &Plan, opts: &RunOptions, sink: &mut dyn Sink) -> Result<vm::VmInfo> {
-    let p = match prepare(plan, opts, sink)? {
+    let p = match prepare::prepare(plan, opts, sink)? {
         Ok(p) => p,
         Err(report) => anyhow::bail!("{}", report.outcome),
     };
     let mut attempt = 0;
     loop {
-        let (args, w) = wired_command(plan, opts, &p, attempt)?;
+        let (args, w) = prepare::wired_command(plan, opts, &p, attempt)?;
         let daemons = p.start_daemons()?;
         sink.event(Event::Booting {
             name: &plan.name,
@@ -416,7 +187,7 @@ pub fn run(
     if opts.mode == Mode::Detached {
         anyhow::bail!("a detached run is started with run::start_detached");
     }
-    let p = match prepare(plan, opts, sink)? {
+    let p = match prepare::prepare(plan, opts, sink)? {
         Ok(p) => p,
         Err(report) => return Ok(report),
     };
@@ -425,7 +196,7 @@ pub fn run(
     let channels = [files.status_virtio.as_path(), files.status_uart.as_path()];
     let mut attempt = 0;
     let (outcome, guest, elapsed, hung) = loop {
-        let (args, w) = wired_command(plan, opts, &p, attempt)?;
+        let (args, w) = prepare::wired_command(plan, opts, &p, attempt)?;
         // Held until this start's QEMU has ended.
         let _daemons = p.start_daemons()?;
         sink.event(Event::Booting {
@@ -513,7 +284,7 @@ pub fn run(
         }
         break (outcome, guest, ended.elapsed, ended.hung_after_status);
     };
-    let Prepared { files, .. } = p;
+    let prepare::Prepared { files, .. } = p;
     if let Some(note) = journal::collect(&files.dir) {
         sink.event(Event::Note(&note));
     }

@@ -42,23 +42,35 @@ pub fn collect(img: &Path, dest: &Path) -> Result<reader::Extracted> {
         std::fs::remove_dir_all(dest).with_context(|| format!("clearing {}", dest.display()))?;
     }
     std::fs::create_dir_all(dest)?;
-    let fs = reader::open(img)?;
+    let img = reader::open(img)?;
     let mut total = reader::Extracted::default();
-    for e in fs
-        .read_dir("/")
-        .map_err(|e| anyhow::anyhow!("reading the results disk: {e}"))?
-    {
-        let e = e.map_err(|e| anyhow::anyhow!("reading the results disk: {e}"))?;
-        let name = e.file_name();
-        let name = name.as_str().unwrap_or("");
-        if name == "." || name == ".." || name == "lost+found" {
+    let top = reader::list_dir(&img, b"/")?;
+    total.problems.extend(top.1);
+    for name in top.0 {
+        if name == b"lost+found" {
             continue;
         }
-        let r = reader::extract(&fs, &format!("/{name}"), dest)?;
+        // What the guest wrote is not trusted: no owners, no set-id bits, bounded.
+        let r = match reader::extract(
+            &img,
+            &[b"/", &name[..]].concat(),
+            dest,
+            reader::Trust::Guest,
+        ) {
+            Ok(r) => r,
+            Err(e) if e.is::<reader::Stop>() => return Err(e),
+            Err(e) => {
+                let shown = String::from_utf8_lossy(&name).into_owned();
+                total.problems.push(format!("/{shown}: {e:#}"));
+                continue;
+            }
+        };
         total.files += r.files;
         total.dirs += r.dirs;
         total.symlinks += r.symlinks;
+        total.bytes += r.bytes;
         total.skipped.extend(r.skipped);
+        total.problems.extend(r.problems);
     }
     Ok(total)
 }
@@ -114,6 +126,13 @@ pub fn settle(
                     files: (r.files as u64).saturating_sub(own),
                     dir: &files.results,
                 });
+                if !r.problems.is_empty() {
+                    sink.event(Event::ResultsFailed(&format!(
+                        "{} entries of the results disk were not copied: {}",
+                        r.problems.len(),
+                        r.problems.join("; ")
+                    )));
+                }
                 if let Err(e) = verify(&files.results) {
                     let e = format!("{e:#}");
                     sink.event(Event::ResultsFailed(&e));

@@ -119,7 +119,8 @@ fn files(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
                 })?;
                 Data::bytes(
                     cx.renderer
-                        .render(&src.display().to_string(), &text, cx.data)?,
+                        .render(&src.display().to_string(), &text, cx.data)
+                        .map_err(|e| f.error(format!("{e:#}")))?,
                 )
             }
             (Some(src), _) => {
@@ -130,11 +131,11 @@ fn files(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
                     size: md.len(),
                 }
             }
-            (None, Some(text)) if render => Data::bytes(cx.renderer.render(
-                &format!("{} ({})", f.key, f.path),
-                text,
-                cx.data,
-            )?),
+            (None, Some(text)) if render => Data::bytes(
+                cx.renderer
+                    .render(&format!("{} ({})", f.key, f.path), text, cx.data)
+                    .map_err(|e| f.error(format!("{e:#}")))?,
+            ),
             (None, Some(text)) => Data::bytes(text.as_bytes()),
             (None, None) => return Err(f.error("a [[file]] needs `source` or `content`").into()),
         };

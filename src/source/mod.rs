@@ -29,6 +29,8 @@ pub struct PackageOptions {
     pub locked: bool,
     /// Parallel downloads (0: the default).
     pub jobs: usize,
+    /// Never touch the network: build from the cache and the lock alone.
+    pub offline: bool,
 }
 
 /// What `kiln lock` did.

@@ -72,6 +72,8 @@ impl Cache {
             std::fs::create_dir_all(root.join(d))
                 .with_context(|| format!("creating cache directory {}", root.join(d).display()))?;
         }
+        // Downloads and unpackings a killed build left half done.
+        crate::util::atomic::remove_stale(&root.join("tmp"), |_| true);
         Ok(Cache { root })
     }
 
@@ -132,6 +134,7 @@ impl Cache {
         let dest = self.blob_path(sha256);
         std::fs::create_dir_all(dest.parent().unwrap_or(&self.root))?;
         let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())?;
+        crate::util::atomic::hold(tmp.as_file());
         fill(tmp.as_file_mut())?;
         tmp.as_file().sync_all()?;
         let (actual, len) = sha256_file(tmp.path())?;

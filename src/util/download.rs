@@ -81,7 +81,23 @@ pub fn fetch_all(
     jobs: usize,
 ) -> Result<Vec<PathBuf>> {
     // Check what the cache already has (this re-hashes, so in parallel too).
-    let present = parallel(items, jobs, |d| cache.verified_blob(&d.sha256))?;
+    let present = parallel(items, jobs, |d| {
+        let blob = cache.verified_blob(&d.sha256)?;
+        if let Some(p) = &blob {
+            // The content has the index's hash; a Size that disagrees is an index that
+            // contradicts itself.
+            let len = std::fs::metadata(p)?.len();
+            if len != d.size {
+                anyhow::bail!(
+                    "{}: the signed index gives Size {} for the file with sha256 {}, which is {len} bytes; refusing an index that contradicts itself",
+                    d.what,
+                    d.size,
+                    d.sha256
+                );
+            }
+        }
+        Ok(blob)
+    })?;
     let missing: Vec<&Download> = items
         .iter()
         .zip(&present)
@@ -102,10 +118,7 @@ pub fn fetch_all(
                 Some(d.size),
                 &format!("{} from {}", d.what, d.url),
                 |f| {
-                    let mut w = std::io::BufWriter::new(f);
-                    http.get_to(&d.url, &mut w, &|n| pb.inc(n))?;
-                    use std::io::Write;
-                    w.flush()?;
+                    http.get_to(&d.url, f, d.size, &|n| pb.inc(n))?;
                     Ok(())
                 },
             )

@@ -33,7 +33,7 @@ impl Disk {
     pub fn args(&self, i: usize) -> Vec<String> {
         let mut drive = format!(
             "file={},format={},if=none,id=disk{i}",
-            self.path.to_string_lossy(),
+            super::qemu::option_path(&self.path),
             self.format
         );
         if self.read_only {

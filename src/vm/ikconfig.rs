@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use liblzma::stream::Stream;
+use super::kernel_payload::{Format, FORMATS};
 
 const START: &[u8] = b"IKCFG_ST";
 /// Larger files are not kernels kiln would boot, and reading them whole would be costly.
@@ -22,36 +22,7 @@ const MAX_PENDING: usize = 2 << 20;
 const MAX_CANDIDATES: usize = 64;
 /// Markers tried per searched stream: a kernel has one, a hostile image could have many.
 const MAX_MARKERS: usize = 16;
-/// Kernels are compressed with dictionaries of at most 64 MiB; a chance match claiming
-/// more must not make liblzma allocate it.
-const LZMA_MEMLIMIT: u64 = 256 << 20;
 const CHUNK: usize = 64 << 10;
-
-/// The formats a bzImage's payload is read in. bzip2, LZO and LZ4 kernels are not read:
-/// no decoder for them is among kiln's dependencies, and distributions ship gzip, xz or
-/// zstd kernels.
-#[derive(Debug, Clone, Copy)]
-enum Format {
-    Gzip,
-    Xz,
-    Zstd,
-    Lzma,
-}
-
-/// In the order `scripts/extract-ikconfig` tries them; LZMA last because its magic is
-/// short and turns up in code by chance.
-const FORMATS: [Format; 4] = [Format::Gzip, Format::Xz, Format::Zstd, Format::Lzma];
-
-impl Format {
-    fn magic(self) -> &'static [u8] {
-        match self {
-            Format::Gzip => &[0x1f, 0x8b, 0x08],
-            Format::Xz => &[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00],
-            Format::Zstd => &[0x28, 0xb5, 0x2f, 0xfd],
-            Format::Lzma => &[0x5d, 0x00, 0x00],
-        }
-    }
-}
 
 /// The configuration embedded in a kernel image (bzImage/vmlinuz, or an uncompressed
 /// vmlinux), if any.
@@ -119,32 +90,7 @@ fn in_payload(image: &[u8]) -> Option<String> {
 
 /// Decompresses `payload` as `format` and searches the result.
 fn search_payload(format: Format, payload: &[u8], budget: &mut u64) -> Option<String> {
-    match format {
-        // One member only: what follows the kernel's gzip stream is not gzip.
-        Format::Gzip => scan(flate2::read::GzDecoder::new(payload), budget),
-        Format::Xz => {
-            let stream = Stream::new_stream_decoder(LZMA_MEMLIMIT, 0).ok()?;
-            scan(
-                liblzma::read::XzDecoder::new_stream(payload, stream),
-                budget,
-            )
-        }
-        Format::Lzma => {
-            let stream = Stream::new_lzma_decoder(LZMA_MEMLIMIT).ok()?;
-            scan(
-                liblzma::read::XzDecoder::new_stream(payload, stream),
-                budget,
-            )
-        }
-        // One frame only: the kernel appends the decompressed size after it, which is
-        // not a frame.
-        Format::Zstd => scan(
-            zstd::stream::read::Decoder::with_buffer(payload)
-                .ok()?
-                .single_frame(),
-            budget,
-        ),
-    }
+    scan(format.decoder(payload)?, budget)
 }
 
 /// Searches what `decoder` produces for a configuration, reading at most `*budget` bytes

@@ -81,21 +81,73 @@ pub fn choose(requested: Accel, qemu: &str) -> AccelChoice {
     }
 }
 
-fn cache_file() -> Option<PathBuf> {
+/// The probe's answer for this host boot and this QEMU binary: a QEMU upgraded (or
+/// installed) since is probed again.
+fn cache_file(qemu: &str) -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    Some(crate::util::cache::cache_dir().join(format!("kvm-probe-{}", boot_id.trim())))
+    let binary = if qemu.contains('/') {
+        PathBuf::from(qemu)
+    } else {
+        crate::source::elf::which(qemu)?
+    };
+    let md = std::fs::metadata(&binary).ok()?;
+    let mtime = md
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let key = Sha256::new()
+        .chain_update(binary.as_os_str().as_encoded_bytes())
+        .chain_update(md.len().to_le_bytes())
+        .chain_update(mtime.as_nanos().to_le_bytes())
+        .finalize();
+    Some(crate::util::cache::cache_dir().join(format!(
+        "kvm-probe-{}-{}",
+        boot_id.trim(),
+        &hex::encode(key)[..16]
+    )))
 }
 
-/// Probes once per host boot; the answer does not change until the host reboots.
+/// What the probe found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// KVM ran the probe guest, or definitely cannot: worth remembering until the host
+    /// reboots or QEMU changes.
+    Definite(Result<(), String>),
+    /// The probe could not tell (QEMU would not start, /dev/kvm cannot be opened): asked
+    /// again next time.
+    Unknown(String),
+}
+
+/// Probes once per host boot and QEMU binary. Whether /dev/kvm can be opened is checked
+/// every time: joining the kvm group changes it without a reboot.
 fn probe_cached(qemu: &str) -> Result<(), String> {
-    cached(cache_file().as_deref(), || probe(qemu, PROBE_TIMEOUT))
+    open_kvm()?;
+    cached(cache_file(qemu).as_deref(), || probe(qemu, PROBE_TIMEOUT))
 }
 
-/// The answer recorded in `cache`, or `probe`'s, recorded there.
-fn cached(
-    cache: Option<&std::path::Path>,
-    probe: impl FnOnce() -> Result<(), String>,
-) -> Result<(), String> {
+/// Whether this user may open /dev/kvm, and if not, what to do about it.
+fn open_kvm() -> Result<(), String> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+            "/dev/kvm: {e}; join the kvm group (sudo usermod -aG kvm $USER, then log in again)"
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(
+            "there is no /dev/kvm (load the kvm_intel or kvm_amd module; in a container, pass the device in)"
+                .to_string(),
+        ),
+        Err(e) => Err(format!("/dev/kvm: {e}")),
+    }
+}
+
+/// The answer recorded in `cache`, or `probe`'s, recorded there when it is definite.
+fn cached(cache: Option<&std::path::Path>, probe: impl FnOnce() -> Answer) -> Result<(), String> {
     if let Some(c) = cache {
         if let Ok(s) = std::fs::read_to_string(c) {
             return match s.strip_prefix("ok") {
@@ -104,7 +156,10 @@ fn cached(
             };
         }
     }
-    let result = probe();
+    let result = match probe() {
+        Answer::Unknown(why) => return Err(why),
+        Answer::Definite(result) => result,
+    };
     if let Some(c) = cache {
         let text = match &result {
             Ok(()) => "ok\n".to_string(),
@@ -116,18 +171,18 @@ fn cached(
 }
 
 /// Boots the probe firmware under KVM; Ok when it reaches long mode in time.
-pub fn probe(qemu: &str, timeout: Duration) -> Result<(), String> {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        return Err(format!("/dev/kvm: {e}"));
+pub fn probe(qemu: &str, timeout: Duration) -> Answer {
+    if let Err(why) = open_kvm() {
+        return Answer::Unknown(why);
     }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let Ok(dir) = tempfile::tempdir() else {
+        return Answer::Unknown("cannot create a temporary directory for the probe".into());
+    };
     let bios = dir.path().join("probe.bin");
-    std::fs::write(&bios, probe_firmware()).map_err(|e| e.to_string())?;
-    let mut child = Command::new(qemu)
+    if let Err(e) = std::fs::write(&bios, probe_firmware()) {
+        return Answer::Unknown(format!("writing the probe firmware: {e}"));
+    }
+    let spawned = Command::new(qemu)
         .args([
             "-machine",
             "q35",
@@ -150,26 +205,36 @@ pub fn probe(qemu: &str, timeout: Duration) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run {qemu}: {e}"))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return Answer::Unknown(format!(
+                "cannot run {qemu}: {e} (Debian: apt install qemu-system-x86)"
+            ))
+        }
+    };
     let start = Instant::now();
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                return if status.code() == Some(EXPECTED_EXIT) {
+                return Answer::Definite(if status.code() == Some(EXPECTED_EXIT) {
                     Ok(())
                 } else {
                     Err(format!("the probe guest failed under KVM ({status})"))
-                };
+                });
             }
             Ok(None) if start.elapsed() > timeout => {
                 // SAFETY: signalling the process group we created for the probe.
                 unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 let _ = child.wait();
-                return Err(format!("a probe guest hung for {:.0?} under KVM", timeout));
+                return Answer::Definite(Err(format!(
+                    "a probe guest hung for {:.0?} under KVM",
+                    timeout
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Answer::Unknown(e.to_string()),
         }
     }
 }
@@ -193,15 +258,36 @@ mod tests {
         let calls = std::cell::Cell::new(0);
         let hangs = || {
             calls.set(calls.get() + 1);
-            Err("a probe guest hung".to_string())
+            Answer::Definite(Err("a probe guest hung".to_string()))
         };
         assert_eq!(cached(Some(&c), hangs), Err("a probe guest hung".into()));
         assert_eq!(cached(Some(&c), hangs), Err("a probe guest hung".into()));
         assert_eq!(calls.get(), 1, "the second answer came from the cache");
         std::fs::remove_file(&c).unwrap();
-        assert_eq!(cached(Some(&c), || Ok(())), Ok(()));
+        assert_eq!(cached(Some(&c), || Answer::Definite(Ok(()))), Ok(()));
         assert_eq!(std::fs::read_to_string(&c).unwrap(), "ok\n");
-        assert_eq!(cached(None, || Ok(())), Ok(()));
+        assert_eq!(cached(None, || Answer::Definite(Ok(()))), Ok(()));
+    }
+
+    #[test]
+    fn a_probe_that_could_not_tell_is_not_remembered() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("kvm-probe-boot");
+        let missing = || Answer::Unknown("cannot run qemu-system-x86_64".to_string());
+        assert!(cached(Some(&c), missing).is_err());
+        assert!(!c.exists(), "nothing cached");
+        assert_eq!(cached(Some(&c), || Answer::Definite(Ok(()))), Ok(()));
+    }
+
+    #[test]
+    fn a_missing_qemu_says_how_to_install_it() {
+        match probe("/nonexistent/qemu-system-x86_64", PROBE_TIMEOUT) {
+            Answer::Unknown(why) => assert!(
+                why.contains("apt install qemu-system-x86") || why.contains("/dev/kvm"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The embedded bytes are what kvm_probe.S assembles to (binutils is a test dependency).

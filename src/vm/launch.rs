@@ -56,6 +56,7 @@ pub fn launch(plan: &Plan, run: &RunConfig, persist: bool) -> Result<Launch> {
         memory_mib: run.memory >> 20,
         cpus: run.cpus,
         kernel,
+        pvh: None,
         initrd,
         disks,
         cmdline,

@@ -4,10 +4,12 @@
 pub mod disk;
 pub mod gdb;
 pub mod ikconfig;
+pub mod kernel_payload;
 pub mod kvm;
 pub mod launch;
 pub mod network;
 pub mod preflight;
+pub mod pvh;
 pub mod qemu;
 pub mod qmp;
 pub mod serial;

@@ -24,6 +24,9 @@ pub struct Launch {
     pub cpus: u32,
     /// The kernel image.
     pub kernel: PathBuf,
+    /// The uncompressed vmlinux QEMU enters through PVH in place of `kernel`, when the
+    /// run takes that way in.
+    pub pvh: Option<PathBuf>,
     /// The initramfs, if any.
     pub initrd: Option<PathBuf>,
     /// Disks, in the order the guest sees them.
@@ -73,7 +76,8 @@ pub fn command(l: &Launch, r: &RunSpec) -> Vec<String> {
         "none",
         "-no-reboot",
     ]);
-    push(&["-kernel", &l.kernel.to_string_lossy()]);
+    let kernel = l.pvh.as_ref().unwrap_or(&l.kernel);
+    push(&["-kernel", &kernel.to_string_lossy()]);
     if let Some(initrd) = &l.initrd {
         push(&["-initrd", &initrd.to_string_lossy()]);
     }
@@ -86,6 +90,26 @@ pub fn command(l: &Launch, r: &RunSpec) -> Vec<String> {
     a.extend(l.devices.iter().cloned());
     a.extend(l.extra_args.iter().cloned());
     a
+}
+
+/// A path inside a QEMU `key=value,…` option: commas are doubled, as QEMU reads them.
+/// Paths that are not UTF-8 are refused before a run (see [`text_paths`]).
+pub fn option_path(p: &std::path::Path) -> String {
+    p.to_string_lossy().replace(',', ",,")
+}
+
+/// QEMU takes file names as text: the first of `paths` that is not UTF-8, as an error
+/// that says what to do.
+pub fn text_paths<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> anyhow::Result<()> {
+    for p in paths {
+        if p.to_str().is_none() {
+            anyhow::bail!(
+                "{} is not UTF-8, and QEMU takes file names as text; use a directory whose path is (e.g. --out-dir)",
+                p.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One option and its value per line, quoted for a POSIX shell.
@@ -123,6 +147,7 @@ mod tests {
             memory_mib: 1024,
             cpus: 2,
             kernel: "/k/vmlinuz".into(),
+            pvh: None,
             initrd: Some("/out/x.cpio.zst".into()),
             disks: vec![],
             cmdline: vec!["console=ttyS0".into(), "panic=-1".into(), "quiet".into()],
@@ -169,6 +194,20 @@ mod tests {
             a.last().unwrap(),
             "-s",
             "extra args come last so they can override"
+        );
+    }
+
+    #[test]
+    fn a_pvh_vmlinux_is_booted_in_place_of_the_image() {
+        assert_eq!(
+            pair(&command(&launch(), &run(Accelerator::Tcg)), "-kernel"),
+            ["/k/vmlinuz"]
+        );
+        let mut l = launch();
+        l.pvh = Some("/cache/pvh/k.vmlinux".into());
+        assert_eq!(
+            pair(&command(&l, &run(Accelerator::Tcg)), "-kernel"),
+            ["/cache/pvh/k.vmlinux"]
         );
     }
 

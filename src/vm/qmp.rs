@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 pub fn args(socket: &Path) -> Vec<String> {
     vec![
         "-qmp".into(),
-        format!("unix:{},server=on,wait=off", socket.to_string_lossy()),
+        format!(
+            "unix:{},server=on,wait=off",
+            super::qemu::option_path(socket)
+        ),
     ]
 }
 

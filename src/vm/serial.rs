@@ -23,7 +23,7 @@ impl Console {
             Console::Interactive => vec!["-serial".into(), "mon:stdio".into()],
             Console::LogFile(p) => vec![
                 "-chardev".into(),
-                format!("file,id=console,path={}", p.to_string_lossy()),
+                format!("file,id=console,path={}", super::qemu::option_path(p)),
                 "-serial".into(),
                 "chardev:console".into(),
             ],
@@ -46,7 +46,10 @@ impl StatusChannel {
     pub fn args(&self) -> Vec<String> {
         vec![
             "-chardev".into(),
-            format!("file,id=kiln-status,path={}", self.uart.to_string_lossy()),
+            format!(
+                "file,id=kiln-status,path={}",
+                super::qemu::option_path(&self.uart)
+            ),
             "-serial".into(),
             "chardev:kiln-status".into(),
             "-device".into(),
@@ -54,7 +57,7 @@ impl StatusChannel {
             "-chardev".into(),
             format!(
                 "file,id=kiln-status-vport,path={}",
-                self.virtio.to_string_lossy()
+                super::qemu::option_path(&self.virtio)
             ),
             "-device".into(),
             format!("virtserialport,bus=kiln-vs.0,chardev=kiln-status-vport,name={STATUS_PORT}"),

@@ -32,11 +32,6 @@ pub struct Share {
     pub transport: Transport,
 }
 
-/// A value inside a QEMU `key=value,…` option: commas are doubled, as QEMU reads them.
-pub fn qemu_value(s: &str) -> String {
-    s.replace(',', ",,")
-}
-
 impl Share {
     /// The QEMU arguments that serve this share. A virtiofs share connects to
     /// `socket`, where its virtiofsd listens.
@@ -46,7 +41,7 @@ impl Share {
                 let mut fsdev = format!(
                     "local,id={},path={},security_model=none,multidevs=remap",
                     self.tag,
-                    qemu_value(&self.host.to_string_lossy())
+                    super::qemu::option_path(&self.host)
                 );
                 if self.readonly {
                     fsdev.push_str(",readonly=on");
@@ -59,12 +54,10 @@ impl Share {
                 ]
             }
             Transport::VirtioFs => {
-                let socket = socket
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let socket = socket.map(super::qemu::option_path).unwrap_or_default();
                 vec![
                     "-chardev".into(),
-                    format!("socket,id={},path={}", self.tag, qemu_value(&socket)),
+                    format!("socket,id={},path={socket}", self.tag),
                     "-device".into(),
                     format!("vhost-user-fs-pci,chardev={0},tag={0}", self.tag),
                 ]

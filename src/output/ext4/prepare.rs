@@ -160,6 +160,9 @@ fn size(
 
 /// Inode numbers in path order: the root 2, lost+found 11, then every entry; hard links
 /// share their target's number.
+/// The most names a non-directory may have in ext4 (EXT4_LINK_MAX).
+const MAX_FILE_LINKS: u32 = 65_000;
+
 fn number(tree: &Tree) -> Result<(Vec<Node<'_>>, HashMap<&str, u32>)> {
     let mut nodes: Vec<Node> = Vec::with_capacity(tree.len() + 1);
     let mut ino_of: HashMap<&str, u32> = HashMap::with_capacity(tree.len());
@@ -265,6 +268,22 @@ fn directory_entries(
             Kind::HardLink(_) => nodes[index_of(ino)].links += 1,
             _ => {}
         }
+    }
+    // ext4 counts a file's names in 16 bits and e2fsck accepts at most 65 000; a
+    // directory past that is counted as 1 (dir_nlink), but a file cannot be.
+    if let Some(n) = nodes
+        .iter()
+        .find(|n| n.what != What::Dir && n.links > MAX_FILE_LINKS)
+    {
+        let name = tree
+            .iter()
+            .find(|(p, _)| ino_of.get(p.as_str()) == Some(&n.ino))
+            .map(|(p, _)| format!("/{p}"))
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{name} has {} names (hard links), and an ext4 file may have at most {MAX_FILE_LINKS}; remove some, or make them symlinks",
+            n.links
+        );
     }
     // The root's lost+found entry must sort with the rest.
     if let Some(kids) = children.get_mut(&ROOT_INO) {

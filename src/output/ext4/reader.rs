@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ext4_view::{Ext4, Ext4Read};
+use ext4_view::{Ext4, Ext4Read, PathBuf as Ext4PathBuf};
 
 use crate::output::disk;
 use crate::tree::mode::FileType;
@@ -34,10 +34,23 @@ fn has_ext4_magic(f: &File, offset: u64) -> bool {
     f.read_exact_at(&mut m, offset + 1024 + 0x38).is_ok() && m == [0x53, 0xEF]
 }
 
+/// An ext4 file system opened for reading, with what bounds a walk of it: a crafted
+/// image (a guest's results disk) can hold directory cycles and sparse or shared extents.
+pub struct Image {
+    /// The file system.
+    pub fs: Ext4,
+    /// Inodes in use, from the superblock: a tree without cycles visits each directory
+    /// once, so more visits than this mean a cycle.
+    used_inodes: u64,
+    /// The image's size: what a walk copies out of it can be no larger, holes aside.
+    bytes: u64,
+}
+
 /// Opens the ext4 file system of an image: a bare file system, or the root partition
 /// (else the first ext4 partition) of a GPT disk.
-pub fn open(image: &Path) -> Result<Ext4> {
+pub fn open(image: &Path) -> Result<Image> {
     let f = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let bytes = f.metadata()?.len();
     let offset = if has_ext4_magic(&f, 0) {
         0
     } else {
@@ -62,15 +75,35 @@ pub fn open(image: &Path) -> Result<Ext4> {
             None => bail!("{} has no root or ext4 partition", image.display()),
         }
     };
-    Ext4::load(Box::new(Window { file: f, offset }))
-        .map_err(|e| anyhow!("reading ext4 in {}: {e}", image.display()))
+    let mut counts = [0u8; 20];
+    f.read_exact_at(&mut counts, offset + 1024)
+        .with_context(|| format!("reading the superblock of {}", image.display()))?;
+    let word = |at: usize| {
+        u64::from(u32::from_le_bytes([
+            counts[at],
+            counts[at + 1],
+            counts[at + 2],
+            counts[at + 3],
+        ]))
+    };
+    // s_inodes_count and s_free_inodes_count.
+    let used_inodes = word(0).saturating_sub(word(16));
+    let fs = Ext4::load(Box::new(Window { file: f, offset }))
+        .map_err(|e| anyhow!("reading ext4 in {}: {e}", image.display()))?;
+    Ok(Image {
+        fs,
+        used_inodes,
+        bytes,
+    })
 }
 
 /// One entry of an ext4 file system, as `list` reports it.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    /// Absolute path.
+    /// Absolute path, for display (bytes that are not UTF-8 replaced).
     pub path: String,
+    /// The path's bytes, as the file system has them.
+    pub raw: Ext4PathBuf,
     /// File type and permission bits.
     pub mode: u32,
     /// Owner uid.
@@ -81,6 +114,16 @@ pub struct Listed {
     pub size: u64,
     /// Symlink target; `None` for other types.
     pub target: Option<String>,
+}
+
+/// What a walk found: the entries it could read, in path order, and one line for each
+/// it could not.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Readable entries.
+    pub entries: Vec<Listed>,
+    /// `path: why` for each entry that could not be read.
+    pub problems: Vec<String>,
 }
 
 fn mode_with_type(md: &ext4_view::Metadata) -> u32 {
@@ -103,73 +146,115 @@ fn mode_with_type(md: &ext4_view::Metadata) -> u32 {
     t.bits() | (md.mode() as u32 & 0o7777)
 }
 
-/// Every entry below `/`, in path order.
-pub fn list(fs: &Ext4) -> Result<Vec<Listed>> {
-    let mut out = Vec::new();
-    let root = fs.metadata("/").map_err(|e| anyhow!("{e}"))?;
-    out.push(Listed {
-        path: "/".into(),
-        mode: mode_with_type(&root),
-        uid: root.uid(),
-        gid: root.gid(),
-        size: 0,
-        target: None,
-    });
-    walk(fs, "/", &mut out)?;
-    Ok(out)
+fn display(p: &Ext4PathBuf) -> String {
+    String::from_utf8_lossy(p.as_ref()).into_owned()
 }
 
-fn walk(fs: &Ext4, dir: &str, out: &mut Vec<Listed>) -> Result<()> {
-    let mut kids = Vec::new();
-    for e in fs
-        .read_dir(dir)
-        .map_err(|e| anyhow!("reading {dir}: {e}"))?
-    {
-        let e = e.map_err(|e| anyhow!("reading {dir}: {e}"))?;
-        let name = e.file_name();
-        let name = name
-            .as_str()
-            .map_err(|_| anyhow!("a name in {dir} is not UTF-8"))?;
-        if name == "." || name == ".." {
-            continue;
-        }
-        kids.push(name.to_string());
-    }
-    kids.sort();
-    for name in kids {
-        let p = if dir == "/" {
-            format!("/{name}")
-        } else {
-            format!("{dir}/{name}")
+/// Every entry from `/`, in path order.
+pub fn list(img: &Image) -> Result<Listing> {
+    walk(img, Ext4PathBuf::new("/"))
+}
+
+/// `top` and everything below it, in path order (depth first, names sorted as bytes),
+/// without recursion: a crafted tree cannot exhaust the stack, and a directory cycle
+/// stops the walk once it has visited more directories than the file system has inodes.
+fn walk(img: &Image, top: Ext4PathBuf) -> Result<Listing> {
+    let fs = &img.fs;
+    let mut out = Listing::default();
+    let mut pending = vec![top];
+    let mut dirs = 0u64;
+    while let Some(p) = pending.pop() {
+        let md = match fs.symlink_metadata(p.as_path()) {
+            Ok(md) => md,
+            Err(e) => {
+                out.problems.push(format!("{}: {e}", display(&p)));
+                continue;
+            }
         };
-        let md = fs
-            .symlink_metadata(p.as_str())
-            .map_err(|e| anyhow!("{p}: {e}"))?;
         let target = if md.is_symlink() {
-            Some(
-                fs.read_link(p.as_str())
-                    .map_err(|e| anyhow!("{p}: {e}"))?
-                    .to_str()
-                    .map_err(|_| anyhow!("{p}: target is not UTF-8"))?
-                    .to_string(),
-            )
+            match fs.read_link(p.as_path()) {
+                Ok(t) => Some(display(&t)),
+                Err(e) => {
+                    out.problems
+                        .push(format!("{}: its target cannot be read: {e}", display(&p)));
+                    continue;
+                }
+            }
         } else {
             None
         };
         let is_dir = md.is_dir();
-        out.push(Listed {
-            path: p.clone(),
+        out.entries.push(Listed {
+            path: display(&p),
+            raw: p.clone(),
             mode: mode_with_type(&md),
             uid: md.uid(),
             gid: md.gid(),
             size: if is_dir { 0 } else { md.len() },
             target,
         });
-        if is_dir {
-            walk(fs, &p, out)?;
+        if !is_dir {
+            continue;
+        }
+        dirs += 1;
+        if dirs > img.used_inodes.max(1) {
+            return Err(Stop(format!(
+                "the directories of this file system form a cycle ({} visits, {} inodes in use); stopping",
+                dirs, img.used_inodes
+            ))
+            .into());
+        }
+        let entries = match fs.read_dir(p.as_path()) {
+            Ok(r) => r,
+            Err(e) => {
+                out.problems.push(format!("{}: {e}", display(&p)));
+                continue;
+            }
+        };
+        let mut kids = Vec::new();
+        for e in entries {
+            match e {
+                Ok(e) => {
+                    let name = e.file_name();
+                    let name: &[u8] = name.as_ref();
+                    if name != b"." && name != b".." {
+                        kids.push(e.path());
+                    }
+                }
+                Err(e) => out.problems.push(format!("{}: {e}", display(&p))),
+            }
+        }
+        // Reversed onto the stack, so the smallest name comes off first.
+        kids.sort_by(|a, b| b.as_ref().cmp(a.as_ref()));
+        pending.extend(kids);
+    }
+    Ok(out)
+}
+
+/// The names in the directory `dir` (without `.` and `..`), sorted, and what could not
+/// be read.
+pub fn list_dir(img: &Image, dir: &[u8]) -> Result<(Vec<Vec<u8>>, Vec<String>)> {
+    let dir = Ext4PathBuf::try_from(dir).map_err(|e| anyhow!("{e}"))?;
+    let mut names = Vec::new();
+    let mut problems = Vec::new();
+    for e in img
+        .fs
+        .read_dir(dir.as_path())
+        .map_err(|e| anyhow!("reading {}: {e}", display(&dir)))?
+    {
+        match e {
+            Ok(e) => {
+                let name = e.file_name();
+                let name: &[u8] = name.as_ref();
+                if name != b"." && name != b".." {
+                    names.push(name.to_vec());
+                }
+            }
+            Err(e) => problems.push(format!("{}: {e}", display(&dir))),
         }
     }
-    Ok(())
+    names.sort();
+    Ok((names, problems))
 }
 
 /// What `extract` copied out.
@@ -181,8 +266,21 @@ pub struct Extracted {
     pub dirs: usize,
     /// Symlinks recreated.
     pub symlinks: usize,
+    /// Bytes of file content written.
+    pub bytes: u64,
     /// Device nodes, FIFOs and sockets, which an unprivileged copy cannot recreate.
     pub skipped: Vec<String>,
+    /// Entries that could not be read or written, each with why; the rest was copied.
+    pub problems: Vec<String>,
+}
+
+/// How much of what an image says about its files the copy keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// An image the user built: as root, owners are restored, and set-id bits kept.
+    Own,
+    /// What a guest wrote: files belong to whoever runs kiln, and lose set-id bits.
+    Guest,
 }
 
 /// Refuses a destination path whose existing components include a symlink: that is how
@@ -218,73 +316,133 @@ fn remove_existing(p: &Path) -> Result<()> {
     Ok(())
 }
 
-fn set_owner(p: &Path, uid: u32, gid: u32) {
+fn set_owner(p: &Path, uid: u32, gid: u32, trust: Trust) {
     // Ownership is restored only when we may (as root); otherwise the copy is the user's.
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if trust == Trust::Own && unsafe { libc::geteuid() } == 0 {
         let _ = std::os::unix::fs::lchown(p, Some(uid), Some(gid));
+    }
+}
+
+/// The permission bits a copy gets.
+fn permissions(mode: u32, trust: Trust) -> std::fs::Permissions {
+    let keep = match trust {
+        Trust::Own => 0o7777,
+        Trust::Guest => 0o1777,
+    };
+    std::fs::Permissions::from_mode(mode & keep)
+}
+
+/// The host path of an image path below `src`, under `name`.
+fn host_rel(name: &Path, src: &Ext4PathBuf, p: &Ext4PathBuf) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let rel = p.as_ref().strip_prefix(src.as_ref()).unwrap_or(p.as_ref());
+    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+    if rel.is_empty() {
+        name.to_path_buf()
+    } else {
+        name.join(std::ffi::OsStr::from_bytes(rel))
     }
 }
 
 /// Copies `src` (a file or directory in the image; a symlink given here is followed
 /// inside the image) into the directory `dest`, keeping its name. Symlinks inside are
-/// recreated as symlinks and never followed; nothing is written outside `dest`.
-pub fn extract(fs: &Ext4, src: &str, dest: &Path) -> Result<Extracted> {
+/// recreated as symlinks and never followed; nothing is written outside `dest`, and no
+/// more file content than the image's own size. An entry that cannot be read or written
+/// is reported in [`Extracted::problems`] and the rest copied.
+pub fn extract(img: &Image, src: &[u8], dest: &Path, trust: Trust) -> Result<Extracted> {
+    use std::os::unix::ffi::OsStrExt;
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     let dest = std::fs::canonicalize(dest)?;
-    let src = if src.starts_with('/') {
-        src.to_string()
+    let src = if src.starts_with(b"/") {
+        Ext4PathBuf::try_from(src)
     } else {
-        format!("/{src}")
+        Ext4PathBuf::try_from([b"/", src].concat())
+    }
+    .map_err(|e| anyhow!("{}: {e}", String::from_utf8_lossy(src)))?;
+    // A guest's symlink is copied as a symlink, even at the top.
+    let md = match trust {
+        Trust::Own => img.fs.metadata(src.as_path()),
+        Trust::Guest => img.fs.symlink_metadata(src.as_path()),
+    }
+    .map_err(|e| anyhow!("{} in the image: {e}", display(&src)))?;
+    let name = match src.as_ref().rsplit(|b| *b == b'/').next() {
+        Some(n) if !n.is_empty() => PathBuf::from(std::ffi::OsStr::from_bytes(n)),
+        _ => PathBuf::from("root"),
     };
-    let md = fs
-        .metadata(src.as_str())
-        .map_err(|e| anyhow!("{src} in the image: {e}"))?;
-    let name = Path::new(&src)
-        .file_name()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("root"));
     let mut report = Extracted::default();
-    if md.is_dir() {
-        let mut all = Vec::new();
-        walk(fs, &src, &mut all)?;
-        let top = check_inside(&dest, &name)?;
-        std::fs::create_dir_all(&top)?;
-        report.dirs += 1;
-        let mut dirs = vec![(top.clone(), mode_with_type(&md), md.uid(), md.gid())];
-        for e in all {
-            let rel_in_src = e
-                .path
-                .strip_prefix(&src)
-                .unwrap_or(&e.path)
-                .trim_start_matches('/');
-            let out = check_inside(&dest, &name.join(rel_in_src))?;
-            copy_one(fs, &e, &out, &mut report)?;
-            if FileType::from_mode(e.mode) == FileType::Dir {
-                dirs.push((out, e.mode, e.uid, e.gid));
-            }
-        }
-        // Directory modes last, so a read-only directory does not stop its own filling.
-        for (p, mode, uid, gid) in dirs.into_iter().rev() {
-            set_owner(&p, uid, gid);
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o7777))?;
-        }
+    let listing = if md.is_dir() {
+        walk(img, src.clone())?
     } else {
-        let e = Listed {
-            path: src.clone(),
-            mode: mode_with_type(&md),
-            uid: md.uid(),
-            gid: md.gid(),
-            size: md.len(),
-            target: None,
-        };
-        let out = check_inside(&dest, &name)?;
-        copy_one(fs, &e, &out, &mut report)?;
+        Listing {
+            entries: vec![Listed {
+                path: display(&src),
+                raw: src.clone(),
+                mode: mode_with_type(&md),
+                uid: md.uid(),
+                gid: md.gid(),
+                size: md.len(),
+                target: if md.is_symlink() {
+                    let t = img.fs.read_link(src.as_path()).map_err(|e| {
+                        anyhow!("{}: its target cannot be read: {e}", display(&src))
+                    })?;
+                    Some(display(&t))
+                } else {
+                    None
+                },
+            }],
+            problems: Vec::new(),
+        }
+    };
+    report.problems = listing.problems;
+    let mut dirs = Vec::new();
+    for e in &listing.entries {
+        let out = check_inside(&dest, &host_rel(&name, &src, &e.raw))?;
+        match copy_one(img, e, &out, trust, &mut report) {
+            Ok(()) => {}
+            Err(err) if err.is::<Stop>() => return Err(err),
+            Err(err) => report.problems.push(format!("{}: {err:#}", e.path)),
+        }
+        if FileType::from_mode(e.mode) == FileType::Dir {
+            dirs.push((out, e.mode, e.uid, e.gid));
+        }
+    }
+    // Directory modes last, so a read-only directory does not stop its own filling.
+    for (p, mode, uid, gid) in dirs.into_iter().rev() {
+        set_owner(&p, uid, gid, trust);
+        let _ = std::fs::set_permissions(&p, permissions(mode, trust));
     }
     Ok(report)
 }
 
-fn copy_one(fs: &Ext4, e: &Listed, out: &Path, report: &mut Extracted) -> Result<()> {
+/// Why a walk or a copy stopped as a whole rather than skipping one entry: a directory
+/// cycle, or files that claim more content than the image holds (holes or shared
+/// blocks).
+#[derive(Debug)]
+pub struct Stop(String);
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Stop {}
+
+fn overflow(bytes: u64) -> anyhow::Error {
+    Stop(format!(
+        "the image's files add up to more than the image's own {bytes} bytes (holes or shared blocks); stopping the copy"
+    ))
+    .into()
+}
+
+fn copy_one(
+    img: &Image,
+    e: &Listed,
+    out: &Path,
+    trust: Trust,
+    report: &mut Extracted,
+) -> Result<()> {
     match FileType::from_mode(e.mode) {
         FileType::Dir => {
             if std::fs::symlink_metadata(out).is_ok_and(|m| !m.is_dir()) {
@@ -299,14 +457,18 @@ fn copy_one(fs: &Ext4, e: &Listed, out: &Path, report: &mut Extracted) -> Result
             let target = e.target.clone().unwrap_or_default();
             std::os::unix::fs::symlink(&target, out)
                 .with_context(|| format!("creating symlink {}", out.display()))?;
-            set_owner(out, e.uid, e.gid);
+            set_owner(out, e.uid, e.gid, trust);
             report.symlinks += 1;
         }
         FileType::Regular => {
+            if report.bytes.saturating_add(e.size) > img.bytes {
+                return Err(overflow(img.bytes));
+            }
             remove_existing(out)?;
-            let mut f = fs
-                .open(e.path.as_str())
-                .map_err(|err| anyhow!("{}: {err}", e.path))?;
+            let mut f = img
+                .fs
+                .open(e.raw.as_path())
+                .map_err(|err| anyhow!("{err}"))?;
             use std::os::unix::fs::OpenOptionsExt;
             let mut o = std::fs::OpenOptions::new()
                 .write(true)
@@ -317,17 +479,19 @@ fn copy_one(fs: &Ext4, e: &Listed, out: &Path, report: &mut Extracted) -> Result
                 .with_context(|| format!("creating {}", out.display()))?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = f
-                    .read_bytes(&mut buf)
-                    .map_err(|err| anyhow!("reading {}: {err}", e.path))?;
+                let n = f.read_bytes(&mut buf).map_err(|err| anyhow!("{err}"))?;
                 if n == 0 {
                     break;
+                }
+                report.bytes += n as u64;
+                if report.bytes > img.bytes {
+                    return Err(overflow(img.bytes));
                 }
                 std::io::Write::write_all(&mut o, &buf[..n])?;
             }
             // chown clears set-id bits, so the owner comes first.
-            set_owner(out, e.uid, e.gid);
-            o.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+            set_owner(out, e.uid, e.gid, trust);
+            o.set_permissions(permissions(e.mode, trust))?;
             report.files += 1;
         }
         _ => report.skipped.push(e.path.clone()),

@@ -131,7 +131,7 @@ impl<'a> CellKernels<'a> {
             opts,
             base,
             cache: Cache::open()?,
-            http: Http::new()?,
+            http: Http::new()?.offline(opts.offline),
             archives: BTreeMap::new(),
             lock,
             changed: false,

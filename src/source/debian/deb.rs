@@ -188,6 +188,8 @@ pub fn unpack(cache: &Cache, deb: &Path, sha256: &str) -> Result<Unpacked> {
     let tmp = tempfile::Builder::new()
         .prefix("unpack-")
         .tempdir_in(cache.tmp_dir())?;
+    // A build killed half way leaves it for the next one to remove.
+    let _held = crate::util::atomic::hold_dir(tmp.path());
     let mut control = None;
     let mut data = None;
     let mut ar =

@@ -72,7 +72,7 @@ pub fn vmlinux(lp: &LoadedProfile, opts: &DebianOptions) -> Result<Option<PathBu
     };
     let d: &Distribution = &d.value;
     let cache = Cache::open()?;
-    let http = Http::new()?;
+    let http = Http::new()?.offline(opts.offline);
     // The lock when it is current, as for the image; else a fresh resolution.
     let lock = super::selection(lp, d, opts, &cache, &http)?;
     if lock.debug_packages.is_empty() {
@@ -139,6 +139,8 @@ fn extract(cache: &Cache, deb: &Path, deb_sha256: &str) -> Result<Option<PathBuf
     let tmp = tempfile::Builder::new()
         .prefix("vmlinux-")
         .tempdir_in(cache.tmp_dir())?;
+    // A build killed half way leaves it for the next one to remove.
+    let _held = crate::util::atomic::hold_dir(tmp.path());
     let mut ar =
         ar::Archive::new(File::open(deb).with_context(|| format!("opening {}", deb.display()))?);
     let mut name = None;

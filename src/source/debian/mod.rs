@@ -62,6 +62,9 @@ pub fn keyring_path(d: &Distribution) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING))
 }
 
+/// The most an `InRelease` may be: Debian's are a few hundred KiB.
+const MAX_INRELEASE: u64 = 16 << 20;
+
 /// The verified Release of a suite and its merged Packages index.
 pub struct Archive {
     /// The suite's Release, its signature and Valid-Until checked.
@@ -93,7 +96,7 @@ fn fetch_index(
     let blob = match cache.verified_blob(&sha)? {
         Some(p) => p,
         None => cache.store(&sha, Some(size), &format!("{path} from {url}"), |f| {
-            http.get_to(&url, f, &|_| {})?;
+            http.get_to(&url, f, size, &|_| {})?;
             Ok(())
         })?,
     };
@@ -119,7 +122,7 @@ pub fn load_archive(
     let base = format!("{mirror}/dists/{}", d.suite);
     let url = format!("{base}/InRelease");
     progress::step(format!("reading the {} index from {mirror}", d.suite));
-    let inrelease = http.get_bytes(&url)?;
+    let inrelease = http.get_bytes(&url, MAX_INRELEASE)?;
     let inrelease = String::from_utf8(inrelease).with_context(|| format!("{url} is not text"))?;
     let now = SystemTime::now();
     let signed = release::verify_inrelease(&inrelease, &keyring, &url, now)?;

@@ -39,7 +39,7 @@ impl PackageSource for Debian<'_> {
             });
         }
         let cache = Cache::open()?;
-        let http = Http::new()?;
+        let http = Http::new()?.offline(self.opts.offline);
         let lock = super::resolve_fresh(self.lp, self.d, self.opts, &cache, &http)?;
         super::lock::write(&path, &lock)?;
         Ok(LockOutcome::Written {
@@ -51,7 +51,7 @@ impl PackageSource for Debian<'_> {
 
     fn fetch(&self) -> Result<Box<dyn FetchedPackages>> {
         let cache = Cache::open()?;
-        let http = Http::new()?;
+        let http = Http::new()?.offline(self.opts.offline);
         let lock = super::selection(self.lp, self.d, self.opts, &cache, &http)?;
         let mirror = super::mirror(self.d, self.opts)?;
         let image = super::fetch_and_unpack(&lock.packages, &mirror, self.opts, &cache, &http)?;

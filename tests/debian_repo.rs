@@ -333,6 +333,34 @@ fn the_lock_pins_the_build_and_locked_detects_drift() {
     assert!(o.status.success());
     assert_eq!(sha256_file(&f.dir.path().join("out/p.cpio.zst")), first);
 
+    // Offline, the lock and the cache are enough; without the cache, what is missing is
+    // named and nothing is fetched.
+    let o = f.build(&p, &["--offline"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sha256_file(&f.dir.path().join("out/p.cpio.zst")), first);
+    std::fs::remove_dir_all(f.dir.path().join("cache")).unwrap();
+    let o = f.build(&p, &["--offline"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--offline") && stderr(&o).contains("hello"),
+        "{}",
+        stderr(&o)
+    );
+    // A pinned package the mirror dropped: what to do next.
+    for e in walkdir::WalkDir::new(f.repo.root.join("pool"))
+        .into_iter()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with("libhello_") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let o = f.build(&p, &["--locked"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("HTTP 404"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kiln lock --update"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("snapshot"), "{}", stderr(&o));
+
     // Changing the package list makes the lock stale.
     let p2 = f.profile(
         &format!("{}/debian", f.server.url()),
@@ -634,4 +662,51 @@ fn an_https_mirror_is_reached_through_connect() {
         "{e}"
     );
     assert!(!f.dir.path().join("out").exists(), "nothing may be written");
+}
+
+#[test]
+fn a_control_tar_bomb_is_refused_in_bounded_memory() {
+    // 80 MiB of zeros in control.tar: a few KiB compressed.
+    let mut pk = packages();
+    pk[0]
+        .control_members
+        .push(("md5sums".into(), vec![0u8; 80 << 20]));
+    let f = fixture_with(&pk, "");
+    let o = f.build(&f.default_profile(), &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("control.tar.xz decompresses to more than 64.0 MiB"),
+        "{e}"
+    );
+    assert!(e.contains("hello"), "{e}");
+}
+
+#[test]
+fn a_cached_package_keeps_its_control_members_as_files() {
+    let sums = b"d41d8cd98f00b204e9800998ecf8427e  usr/bin/hello\n".to_vec();
+    let mut pk = packages();
+    pk[0].control_members.push(("md5sums".into(), sums.clone()));
+    let f = fixture_with(&pk, "");
+    let o = f.build(&f.default_profile(), &[]);
+    assert!(o.status.success());
+    let unpacked = f.dir.path().join("cache/unpacked");
+    let entries: Vec<_> = std::fs::read_dir(&unpacked).unwrap().flatten().collect();
+    assert!(!entries.is_empty());
+    let mut found = false;
+    for e in entries {
+        let index = std::fs::read_to_string(e.path().join("index.json")).unwrap();
+        assert!(
+            !index.contains("\"info\":{"),
+            "no bytes inside the index: {index}"
+        );
+        assert!(e.path().join("info").is_dir());
+        found |= std::fs::read(e.path().join("info/md5sums")).is_ok_and(|b| b == sums);
+    }
+    assert!(found, "hello's md5sums is a file of its own");
+    // A warm build reads them back: the same image.
+    let first = sha256_file(&f.dir.path().join("out/p.cpio.zst"));
+    let o = f.build(&f.default_profile(), &[]);
+    assert!(o.status.success());
+    assert_eq!(sha256_file(&f.dir.path().join("out/p.cpio.zst")), first);
 }

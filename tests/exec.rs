@@ -76,13 +76,7 @@ fn a_command_runs_under_the_generic_kernel_with_the_hosts_userspace() {
 #[test]
 fn an_ordinary_user_runs_as_themselves_and_tmp_is_a_tmpfs() {
     let user = "kilntest";
-    if !Command::new("id").arg(user).status().unwrap().success() {
-        let ok = Command::new("useradd")
-            .args(["-m", user])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "this test needs a user {user}: useradd -m {user}");
-    }
+    ensure_user(user);
     // virtiofsd without root maps one of the user's subordinate ids to its root.
     let has_subids = std::fs::read_to_string("/etc/subuid")
         .is_ok_and(|t| t.lines().any(|l| l.starts_with(&format!("{user}:"))));

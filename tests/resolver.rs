@@ -231,3 +231,67 @@ fn resolution_is_deterministic() {
         assert_eq!(a.why, b.why);
     }
 }
+
+// Shapes a hostile or merely enormous index takes. Resolution looks only at the
+// packages a dependency or a conflict names, so each of these is near-linear.
+
+#[test]
+fn a_depends_chain_of_a_hundred_thousand_packages() {
+    let n = 100_000;
+    let stanzas: Vec<String> = (0..n)
+        .map(|i| {
+            let dep = if i + 1 < n {
+                format!("Depends: p{}\nConflicts: q{i}\n", i + 1)
+            } else {
+                String::new()
+            };
+            stanza(&format!("p{i}"), "1", &dep)
+        })
+        .collect();
+    let idx = index(&stanzas);
+    let r = resolve(&idx, &req(&["p0"]), Base::None, &[]).unwrap();
+    assert_eq!(r.selected.len(), n);
+    assert!(r.conflicts.is_empty());
+    assert_eq!(r.why["p99999"], "p99998 Depends: p99999");
+}
+
+#[test]
+fn a_wide_fan_out_and_deep_alternatives() {
+    let n = 20_000;
+    let mut stanzas = vec![stanza(
+        "root",
+        "1",
+        &format!(
+            "Depends: {}\n",
+            (0..n)
+                .map(|i| format!("leaf{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )];
+    stanzas.extend((0..n).map(|i| {
+        // Every leaf may take any of 50 alternatives, all but the last missing.
+        let alts: Vec<String> = (0..50).map(|a| format!("gone{i}x{a}")).collect();
+        stanza(
+            &format!("leaf{i}"),
+            "1",
+            &format!("Depends: {} | impl\n", alts.join(" | ")),
+        )
+    }));
+    stanzas.push(stanza("impl", "1", "Conflicts: leaf7\n"));
+    let idx = index(&stanzas);
+    let r = resolve(&idx, &req(&["root"]), Base::None, &[]).unwrap();
+    assert_eq!(r.selected.len(), n + 2);
+    assert_eq!(r.conflicts, ["impl 1 amd64 conflicts with leaf7 1 amd64"]);
+}
+
+#[test]
+fn a_dependency_cycle_resolves_once() {
+    let idx = index(&[
+        stanza("a", "1", "Depends: b\n"),
+        stanza("b", "1", "Pre-Depends: c\n"),
+        stanza("c", "1", "Depends: a\n"),
+    ]);
+    let r = resolve(&idx, &req(&["a"]), Base::None, &[]).unwrap();
+    assert_eq!(names(&idx, &r.selected), ["a", "b", "c"]);
+}

@@ -70,6 +70,16 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         units.push("kiln-depmod.service".to_string());
     }
     layers::assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
+    progress::step(format!(
+        "writing {} ({} entries, {})",
+        plan.image.display(),
+        tree.len(),
+        human_bytes(tree.content_bytes())
+    ));
+    let manifest = plan.writer.writer().write(&tree, &plan.image)?;
+    atomic::write(&plan.manifest, manifest.to_json().as_bytes())?;
+    // The kernel and boot initramfs only once the image is in place: a build that fails
+    // while writing the image leaves the previous kernel beside the previous image.
     if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
         write_data(&k.vmlinuz, vmlinuz)?;
         // Beside the kernel, where the preflight looks for a kernel's configuration.
@@ -81,14 +91,6 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     if let (Some(initrd), Some(p), Some(k)) = (&plan.boot_initrd, pkgs, kernel) {
         boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, initrd, &renderer)?;
     }
-    progress::step(format!(
-        "writing {} ({} entries, {})",
-        plan.image.display(),
-        tree.len(),
-        human_bytes(tree.content_bytes())
-    ));
-    let manifest = plan.writer.writer().write(&tree, &plan.image)?;
-    atomic::write(&plan.manifest, manifest.to_json().as_bytes())?;
     let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
     progress::step(format!(
         "built {} ({}, sha256 {}) in {:.1}s",

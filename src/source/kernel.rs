@@ -79,6 +79,18 @@ pub struct LoadableModule {
     pub elf: Arc<[u8]>,
 }
 
+/// The module of `k` (loadable or built in) whose name is nearest to `name`, if one is
+/// near enough to be a likely typo.
+fn nearest_module<'a>(k: &'a KernelFiles, name: &str) -> Option<&'a str> {
+    k.modules
+        .keys()
+        .chain(k.builtin.iter())
+        .map(|m| (strsim::levenshtein(m, name), m.as_str()))
+        .filter(|(d, m)| *d <= 2.max(name.len() / 4) && *d < m.len())
+        .min()
+        .map(|(_, m)| m)
+}
+
 /// The requested modules and their dependencies, dependencies first. Built-in modules
 /// need no loading and are skipped; unknown names are an error naming what exists.
 pub fn closure(k: &KernelFiles, wanted: &[String]) -> Result<Vec<LoadableModule>> {
@@ -98,8 +110,11 @@ pub fn closure(k: &KernelFiles, wanted: &[String]) -> Result<Vec<LoadableModule>
             bail!("module dependency cycle at {name}");
         }
         let Some((path, data)) = k.modules.get(&name) else {
+            let hint = nearest_module(k, &name)
+                .map(|m| format!("; did you mean `{m}`?"))
+                .unwrap_or_default();
             bail!(
-                "kernel {} has no module `{name}` (neither a module file nor built in)",
+                "kernel {} has no module `{name}` (neither a module file nor built in){hint}",
                 k.release
             );
         };
@@ -204,6 +219,31 @@ pub fn has_module(k: &KernelFiles, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_module_suggests_the_nearest() {
+        let module = || ("m.ko".to_string(), crate::tree::Data::bytes(Vec::new()));
+        let k = KernelFiles {
+            release: "6.1.0-k".into(),
+            vmlinuz: crate::tree::Data::bytes(Vec::new()),
+            modules: [
+                ("virtio_blk".to_string(), module()),
+                ("9pnet_virtio".to_string(), module()),
+            ]
+            .into_iter()
+            .collect(),
+            builtin: ["ext4".to_string()].into_iter().collect(),
+            config: None,
+        };
+        let e = closure(&k, &["virtio-blck".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `virtio_blk`?"), "{e}");
+        let e = closure(&k, &["ext3".to_string()]).unwrap_err().to_string();
+        assert!(e.contains("did you mean `ext4`?"), "{e}");
+        let e = closure(&k, &["zram".to_string()]).unwrap_err().to_string();
+        assert!(!e.contains("did you mean"), "nothing near: {e}");
+    }
 
     #[test]
     fn module_names() {

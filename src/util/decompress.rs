@@ -53,9 +53,69 @@ pub fn by_suffix<'a>(name: &str, plain: &str, r: impl Read + 'a) -> Result<Box<d
     codec.reader(r)
 }
 
+/// A reader that fails, rather than ends, once more than `limit` bytes came out of
+/// `inner`: a decompression bomb is refused with a message, not truncated silently.
+pub struct Bounded<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    what: String,
+}
+
+impl<R: Read> Bounded<R> {
+    /// `inner`, allowed `limit` bytes; `what` names it in the error.
+    pub fn new(inner: R, limit: u64, what: impl Into<String>) -> Bounded<R> {
+        Bounded {
+            inner,
+            left: limit,
+            limit,
+            what: what.into(),
+        }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte past the limit tells a stream that ends there from one that goes on.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} decompresses to more than {}; refusing it",
+                    self.what,
+                    crate::util::size::human_bytes(self.limit)
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_refuses_past_its_limit_and_passes_what_fits() {
+        let mut out = Vec::new();
+        Bounded::new(&[7u8; 100][..], 100, "x")
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out.len(), 100);
+        let e = Bounded::new(std::io::repeat(0), 1 << 20, "control.tar of p")
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("control.tar of p decompresses to more than"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn round_trips_each_codec() {

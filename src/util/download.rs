@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, Result};
 
 use crate::util::cache::Cache;
-use crate::util::http::Http;
+use crate::util::http::{Http, Status};
 use crate::util::progress;
 
 /// A file to fetch into the cache, checked against a known hash and size.
@@ -117,9 +117,15 @@ pub fn fetch_all(
                 &d.sha256,
                 Some(d.size),
                 &format!("{} from {}", d.what, d.url),
-                |f| {
-                    http.get_to(&d.url, f, d.size, &|n| pb.inc(n))?;
-                    Ok(())
+                |f| match http.get_to(&d.url, f, d.size, &|n| pb.inc(n)) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.downcast_ref::<Status>().is_some_and(|s| s.code == 404) => {
+                        Err(e.context(format!(
+                            "the mirror no longer has {}: run `kiln lock --update` to take the version it has now, or set `mirror` to a snapshot archive (with `ignore_valid_until = true`) to keep this one",
+                            d.what
+                        )))
+                    }
+                    Err(e) => Err(e),
                 },
             )
         })?;

@@ -138,7 +138,13 @@ impl Http {
                     message: format!("HTTP {}", r.status()),
                     retry: true,
                 },
-                Ok(r) => bail!("GET {url}: HTTP {}", r.status()),
+                Ok(r) => {
+                    return Err(Status {
+                        url: url.to_string(),
+                        code: r.status().as_u16(),
+                    }
+                    .into())
+                }
                 Err(e) => Failure {
                     message: describe(&e, self.idle),
                     retry: true,
@@ -159,6 +165,27 @@ impl Http {
         )
     }
 }
+
+/// A final HTTP error status (a 404): trying again would not help.
+#[derive(Debug)]
+pub struct Status {
+    /// The URL asked for.
+    pub url: String,
+    /// The status code.
+    pub code: u16,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = reqwest::StatusCode::from_u16(self.code)
+            .ok()
+            .and_then(|c| c.canonical_reason())
+            .unwrap_or("");
+        write!(f, "GET {}: HTTP {} {reason}", self.url, self.code)
+    }
+}
+
+impl std::error::Error for Status {}
 
 /// One response being read.
 struct Attempt<'a> {

@@ -229,3 +229,14 @@ pub fn unpacked_kernel(package: &str) -> PathBuf {
     );
     unpacked_vmlinuz(&dir).expect("kernel unpacked")
 }
+
+/// Makes sure the ordinary user `user` exists (the tests that run kiln unprivileged).
+pub fn ensure_user(user: &str) {
+    if !Command::new("id").arg(user).status().unwrap().success() {
+        let ok = Command::new("useradd")
+            .args(["-m", user])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "this test needs a user {user}: useradd -m {user}");
+    }
+}

@@ -39,6 +39,8 @@ pub struct PkgSpec {
     pub depends: String,
     pub extra: String,
     pub files: Vec<FileSpec>,
+    /// More members of control.tar (md5sums, scripts), as name and bytes.
+    pub control_members: Vec<(String, Vec<u8>)>,
 }
 
 pub fn pkg(name: &str, version: &str, depends: &str, files: Vec<FileSpec>) -> PkgSpec {
@@ -48,6 +50,7 @@ pub fn pkg(name: &str, version: &str, depends: &str, files: Vec<FileSpec>) -> Pk
         depends: depends.into(),
         extra: String::new(),
         files,
+        control_members: Vec::new(),
     }
 }
 
@@ -95,6 +98,15 @@ pub fn build_deb(p: &PkgSpec) -> Vec<u8> {
         h.set_mtime(1_600_000_000);
         h.set_cksum();
         b.append(&h, control.as_bytes()).unwrap();
+        for (name, bytes) in &p.control_members {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(format!("./{name}")).unwrap();
+            h.set_mode(0o644);
+            h.set_size(bytes.len() as u64);
+            h.set_mtime(1_600_000_000);
+            h.set_cksum();
+            b.append(&h, &bytes[..]).unwrap();
+        }
     });
     let data_tar = tar_xz(|b| {
         let mut dirs: Vec<String> = Vec::new();

@@ -57,8 +57,13 @@ pub struct Unpacked {
     /// The control file.
     pub control: String,
     /// Other control members dpkg keeps in /var/lib/dpkg/info (md5sums, conffiles,
-    /// maintainer scripts, triggers, shlibs, …), by name.
+    /// maintainer scripts, triggers, shlibs, …), by name. Cached as files of their own
+    /// beside the index (`info/NAME`), not inside it.
+    #[serde(skip)]
     pub info: BTreeMap<String, Vec<u8>>,
+    /// The names of `info`'s members, in the cached index.
+    #[serde(default)]
+    info_names: Vec<String>,
     /// Every member of data.tar, in archive order.
     pub members: Vec<Member>,
     /// Where the decompressed data.tar is in the cache; not stored in the entry's index.json.
@@ -66,7 +71,7 @@ pub struct Unpacked {
     pub data_tar: PathBuf,
 }
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 impl Unpacked {
     /// A field of the control file, by case-insensitive name.
@@ -82,8 +87,28 @@ fn decompressor<'a>(name: &str, r: impl Read + 'a) -> Result<Box<dyn Read + 'a>>
     crate::util::decompress::by_suffix(name, ".tar", r)
 }
 
+/// The most a control.tar may decompress to: its members are the control file, md5sums
+/// and maintainer scripts, a few MiB for the largest packages.
+const MAX_CONTROL: u64 = 64 << 20;
+
+/// What data.tar may decompress to: twice the package's Installed-Size (KiB) plus room
+/// for tar's headers, or a fixed ceiling when the package does not say.
+fn data_limit(control: Option<&str>) -> u64 {
+    let installed_kib = control
+        .and_then(|c| super::control::parse(c).into_iter().next())
+        .and_then(|p| {
+            p.get("Installed-Size")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+    match installed_kib {
+        Some(kib) => kib.saturating_mul(2048).saturating_add(256 << 20),
+        None => 16 << 30,
+    }
+}
+
 fn read_control(name: &str, r: impl Read) -> Result<(String, BTreeMap<String, Vec<u8>>)> {
-    let mut tar = tar::Archive::new(decompressor(name, r)?);
+    let bounded = crate::util::decompress::Bounded::new(decompressor(name, r)?, MAX_CONTROL, name);
+    let mut tar = tar::Archive::new(bounded);
     let mut control = None;
     let mut info = BTreeMap::new();
     for e in tar.entries()? {
@@ -169,14 +194,21 @@ pub fn unpack(cache: &Cache, deb: &Path, sha256: &str) -> Result<Unpacked> {
     let _lock = cache.lock(&format!("unpack-{sha256}"))?;
     if let Ok(text) = std::fs::read(&index_path) {
         if let Ok(mut u) = serde_json::from_slice::<Unpacked>(&text) {
-            let ok = std::fs::metadata(&data_path)
-                .map(|m| m.len() == u.data_size)
-                .unwrap_or(false)
+            let info: Option<BTreeMap<String, Vec<u8>>> = u
+                .info_names
+                .iter()
+                .map(|n| Some((n.clone(), std::fs::read(dir.join("info").join(n)).ok()?)))
+                .collect();
+            let ok = info.is_some()
+                && std::fs::metadata(&data_path)
+                    .map(|m| m.len() == u.data_size)
+                    .unwrap_or(false)
                 && crate::util::cache::sha256_file(&data_path)
                     .map(|(h, _)| h == u.data_sha256)
                     .unwrap_or(false);
             if ok && u.deb_sha256 == sha256 {
                 u.data_tar = data_path;
+                u.info = info.unwrap_or_default();
                 return Ok(u);
             }
             crate::util::progress::warn(format!(
@@ -206,7 +238,15 @@ pub fn unpack(cache: &Cache, deb: &Path, sha256: &str) -> Result<Unpacked> {
         } else if name.starts_with("data.tar") {
             let out_path = tmp.path().join("data.tar");
             let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(&out_path)?);
-            let mut dec = decompressor(&name, &mut entry)?;
+            let limit = data_limit(control.as_ref().map(|(c, _)| c.as_str()));
+            let mut dec = crate::util::decompress::Bounded::new(
+                decompressor(&name, &mut entry)?,
+                limit,
+                format!(
+                    "{name} (Installed-Size allows {})",
+                    crate::util::size::human_bytes(limit)
+                ),
+            );
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
             let mut size = 0u64;
@@ -236,10 +276,23 @@ pub fn unpack(cache: &Cache, deb: &Path, sha256: &str) -> Result<Unpacked> {
         data_sha256,
         data_size,
         control,
+        info_names: info.keys().cloned().collect(),
         info,
         members,
         data_tar: PathBuf::new(),
     };
+    let info_dir = tmp.path().join("info");
+    std::fs::create_dir(&info_dir)?;
+    for (name, bytes) in &u.info {
+        // read_control keeps only plain names; "." and ".." are not files.
+        if name == "." || name == ".." {
+            bail!(
+                "{}: control member {name:?} is not a file name",
+                deb.display()
+            );
+        }
+        std::fs::write(info_dir.join(name), bytes)?;
+    }
     std::fs::write(tmp.path().join("index.json"), serde_json::to_vec(&u)?)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;

@@ -62,6 +62,9 @@ pub fn keyring_path(d: &Distribution) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING))
 }
 
+/// The most a Packages index may decompress to.
+const MAX_PACKAGES: u64 = 1 << 30;
+
 /// The most an `InRelease` may be: Debian's are a few hundred KiB.
 const MAX_INRELEASE: u64 = 16 << 20;
 
@@ -103,8 +106,12 @@ fn fetch_index(
     let f = std::fs::File::open(&blob)?;
     let mut text = String::new();
     use std::io::Read;
-    let mut r =
-        crate::util::decompress::Codec::from_name(&path).reader(std::io::BufReader::new(f))?;
+    // Debian's largest Packages (main, amd64) is under 100 MiB.
+    let mut r = crate::util::decompress::Bounded::new(
+        crate::util::decompress::Codec::from_name(&path).reader(std::io::BufReader::new(f))?,
+        MAX_PACKAGES,
+        path.clone(),
+    );
     r.read_to_string(&mut text)
         .with_context(|| format!("decompressing {path}"))?;
     Ok(text)

@@ -89,6 +89,8 @@ struct State<'a> {
     why: BTreeMap<String, String>,
     parent: HashMap<String, String>,
     exclude: &'a [String],
+    /// Selected packages by the names their Conflicts and Breaks mention.
+    conflicts_on: HashMap<String, Vec<usize>>,
 }
 
 impl State<'_> {
@@ -106,16 +108,34 @@ impl State<'_> {
         hits(pa, b) || hits(pb, a)
     }
 
+    fn is_selected(&self, i: usize) -> bool {
+        self.selected.get(&self.index.get(i).name) == Some(&i)
+    }
+
+    /// Whether `c` conflicts with (or breaks, or is broken by) a selected package. Only
+    /// the packages its own Conflicts and Breaks name, and the selected packages that
+    /// name it or what it provides, are looked at: near-linear over a whole resolution.
     fn conflicts_with_selection(&self, c: usize) -> bool {
-        self.selected
-            .values()
-            .any(|&s| self.conflicts_between(c, s))
+        let p = self.index.get(c);
+        let forward = p
+            .conflicts
+            .iter()
+            .chain(p.breaks.iter())
+            .flat_map(|d| self.index.candidates(d))
+            .any(|s| self.is_selected(s) && self.conflicts_between(c, s));
+        forward
+            || std::iter::once(&p.name)
+                .chain(p.provides.iter().map(|prov| &prov.name))
+                .filter_map(|name| self.conflicts_on.get(name))
+                .flatten()
+                .any(|&s| self.conflicts_between(c, s))
     }
 
     fn satisfied(&self, dep: &Dep) -> bool {
-        self.selected
-            .values()
-            .any(|&s| self.index.satisfies(s, dep))
+        self.index
+            .candidates(dep)
+            .into_iter()
+            .any(|c| self.is_selected(c))
     }
 
     fn chain(&self, mut name: String) -> Vec<String> {
@@ -141,6 +161,11 @@ impl State<'_> {
         }
         self.why.insert(name.clone(), why);
         self.selected.insert(name, i);
+        let index = self.index;
+        let p = index.get(i);
+        for d in p.conflicts.iter().chain(p.breaks.iter()) {
+            self.conflicts_on.entry(d.name.clone()).or_default().push(i);
+        }
     }
 }
 
@@ -158,6 +183,7 @@ pub fn resolve(
         why: BTreeMap::new(),
         parent: HashMap::new(),
         exclude,
+        conflicts_on: HashMap::new(),
     };
     let mut queue: VecDeque<usize> = VecDeque::new();
 
@@ -282,18 +308,28 @@ pub fn resolve(
 
     let mut selected: Vec<usize> = st.selected.values().copied().collect();
     selected.sort_by(|&a, &b| index.get(a).name.cmp(&index.get(b).name));
-    let mut conflicts = Vec::new();
-    for (x, &a) in selected.iter().enumerate() {
-        for &b in &selected[x + 1..] {
-            if st.conflicts_between(a, b) {
-                conflicts.push(format!(
-                    "{} conflicts with {}",
-                    index.get(a).id(),
-                    index.get(b).id()
-                ));
+    // Each pair once, in name order: only the packages a selected package's Conflicts
+    // and Breaks name can be its other half.
+    let mut pairs = std::collections::BTreeSet::new();
+    for &a in &selected {
+        let p = index.get(a);
+        for d in p.conflicts.iter().chain(p.breaks.iter()) {
+            for b in index.candidates(d) {
+                if st.is_selected(b) && st.conflicts_between(a, b) {
+                    let (x, y) = (index.get(a), index.get(b));
+                    pairs.insert(if x.name < y.name { (a, b) } else { (b, a) });
+                }
             }
         }
     }
+    let mut pairs: Vec<(usize, usize)> = pairs.into_iter().collect();
+    pairs.sort_by(|&(a1, b1), &(a2, b2)| {
+        (&index.get(a1).name, &index.get(b1).name).cmp(&(&index.get(a2).name, &index.get(b2).name))
+    });
+    let conflicts = pairs
+        .into_iter()
+        .map(|(a, b)| format!("{} conflicts with {}", index.get(a).id(), index.get(b).id()))
+        .collect();
     Ok(Resolution {
         selected,
         why: st.why,

@@ -4,13 +4,14 @@ with this tree's kiln and, if given, an older one side by side.
 
     benches/hostile.py [--before /path/to/old/kiln] [--cap 60]
 
-A case that has not finished after --cap seconds is killed and reported as such. The
+A case that has not finished after --cap seconds is killed and reported as such; each
+runs with its address space capped at 8 GiB. The
 cases build their own input: a mirror on 127.0.0.1 that never answers, one whose
 InRelease never ends, an include chain of 10 000 profiles, a template naming an
 undefined variable, 70 000 hard links on one file, and results disks made with mke2fs
 and debugfs holding a directory cycle, a 1 TiB sparse file and a 4095-byte symlink.
 """
-import argparse, os, socket, subprocess, sys, tempfile, threading, time
+import argparse, os, resource, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILN = os.path.join(ROOT, "target/release/kiln")
@@ -50,14 +51,18 @@ def measure(cmd, cap, env=None):
     """(exit status or 'killed', wall seconds, peak RSS in MB) of cmd under GNU time."""
     out = tempfile.NamedTemporaryFile(delete=False)
     start = time.perf_counter()
+    # Address space capped at 8 GiB, so a case that reads without bound fails rather
+    # than takes the host's memory.
+    cap_as = lambda: resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
     p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out.name] + cmd,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                         preexec_fn=cap_as, start_new_session=True)
     try:
         _, err = p.communicate(timeout=cap)
         status = p.returncode
     except subprocess.TimeoutExpired:
-        p.kill()
-        subprocess.run(["pkill", "-9", "-f", cmd[0]], stderr=subprocess.DEVNULL)
+        # The whole session: GNU time and the kiln under it.
+        os.killpg(p.pid, 9)
         p.communicate()
         status = "killed"
     wall = time.perf_counter() - start
@@ -123,17 +128,17 @@ def cases(work):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", help="an older kiln binary to compare with")
-    ap.add_argument("--cap", type=float, default=150)
+    ap.add_argument("--cap", type=float, default=120)
     a = ap.parse_args()
     kilns = [("after", KILN)] + ([("before", a.before)] if a.before else [])
     with tempfile.TemporaryDirectory(prefix="kiln-hostile-") as work:
         rows = list(cases(work))
-        print(f"{'case':55}" + "".join(f"{n:>28}" for n, _ in kilns))
+        print(f"{'case':55}" + "".join(f"{n:>32}" for n, _ in kilns))
         for name, args, env in rows:
             line = f"{name:55}"
             for _, binary in kilns:
                 st, wall, rss = measure([binary] + args, a.cap, env)
-                line += f"{f'exit {st}, {wall:6.1f} s, {rss:6.0f} MB':>28}"
+                line += f"{f'exit {st}, {wall:6.1f} s, {rss:6.0f} MB':>32}"
                 # What one binary left must not help or hinder the next.
                 subprocess.run(["rm", "-rf", os.path.join(work, "out"), os.path.join(work, "cache"),
                                 os.path.join(work, "x1"), os.path.join(work, "x2")])

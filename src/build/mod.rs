@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::output::manifest::Manifest;
+use crate::output::staging::Staging;
 use crate::plan::{BuildOptions, KernelPlan, Plan};
 use crate::profile::{Format, LoadedProfile};
 use crate::source::{self, FetchedPackages};
@@ -76,21 +77,30 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         tree.len(),
         human_bytes(tree.content_bytes())
     ));
-    let manifest = plan.writer.writer().write(&tree, &plan.image)?;
-    atomic::write(&plan.manifest, manifest.to_json().as_bytes())?;
-    // The kernel and boot initramfs only once the image is in place: a build that fails
-    // while writing the image leaves the previous kernel beside the previous image.
+    // Everything is written aside and committed as one set: a build that fails or is
+    // killed leaves the previous image, manifest, kernel and boot initramfs together.
+    let mut staging = Staging::new(&plan.out_dir, &plan.name)?;
+    let manifest = plan
+        .writer
+        .writer()
+        .write(&tree, &staging.path(&plan.image)?)?;
+    atomic::write(
+        &staging.path(&plan.manifest)?,
+        manifest.to_json().as_bytes(),
+    )?;
     if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
-        write_data(&k.vmlinuz, vmlinuz)?;
+        write_data(&k.vmlinuz, &staging.path(vmlinuz)?)?;
         // Beside the kernel, where the preflight looks for a kernel's configuration.
         if let Some(config) = &k.config {
-            write_data(config, &vmlinuz.with_extension("config"))?;
+            write_data(config, &staging.path(&vmlinuz.with_extension("config"))?)?;
         }
         progress::step(format!("kernel {} → {}", k.release, vmlinuz.display()));
     }
     if let (Some(initrd), Some(p), Some(k)) = (&plan.boot_initrd, pkgs, kernel) {
-        boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, initrd, &renderer)?;
+        let staged = staging.path(initrd)?;
+        boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, &staged, &renderer)?;
     }
+    staging.commit()?;
     let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
     progress::step(format!(
         "built {} ({}, sha256 {}) in {:.1}s",

@@ -81,6 +81,8 @@ fn plan_or_build(lp: &LoadedProfile, a: &ProfileArgs, no_build: bool) -> Result<
         return Ok(crate::build::build(lp, &a.build)?.plan);
     }
     let plan = Plan::new(lp, &a.build)?;
+    // A build killed while committing its outputs is finished before they are read.
+    crate::output::staging::recover(&plan.out_dir, &plan.name)?;
     if !plan.image.exists() {
         anyhow::bail!(
             "{} does not exist; run `kiln build {}` first",

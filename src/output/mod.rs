@@ -9,6 +9,7 @@ pub mod manifest;
 /// The writer options, as values (they live in `util` so the profile can name them).
 pub use crate::util::options;
 pub mod qcow2;
+pub mod staging;
 pub mod tar;
 
 use std::io::{self, Write};

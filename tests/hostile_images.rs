@@ -197,3 +197,73 @@ fn more_hard_links_than_ext4_allows_are_refused_not_written_corrupt() {
     assert!(e.contains("at most 65000"), "{e}");
     assert!(!out.join("links.raw").exists());
 }
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn overlay_xattrs_reach_a_disk_and_an_initramfs_says_it_drops_them() {
+    let d = tempfile::tempdir().unwrap();
+    let overlay = d.path().join("overlay");
+    std::fs::create_dir_all(overlay.join("usr/bin")).unwrap();
+    let ping = overlay.join("usr/bin/ping");
+    std::fs::write(&ping, "#!/bin/sh\n").unwrap();
+    set_xattr(&ping, "user.kiln", b"hello");
+    // cap_net_raw+ep, as setcap writes it (VFS_CAP_REVISION_2).
+    let cap: [u8; 20] = [
+        0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    if unsafe { libc::geteuid() } == 0 {
+        set_xattr(&ping, "security.capability", &cap);
+    }
+    let body = format!("[[overlay]]\nsource = \"{}\"\n", overlay.display());
+    let disk = write(
+        d.path(),
+        "xa.toml",
+        &format!("version = 1\n[output]\nformat = \"disk\"\n{body}"),
+    );
+    let out = d.path().join("out");
+    let o = run(kiln().arg("build").arg(&disk).arg("-o").arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let raw = out.join("xa.raw");
+    // The root partition starts at 1 MiB; debugfs reads it through its offset.
+    let o = Command::new("debugfs")
+        .args(["-R", "ea_list /usr/bin/ping"])
+        .arg(format!("{}?offset=1048576", raw.display()))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listed.contains("user.kiln") && listed.contains("hello"),
+        "{listed}"
+    );
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(listed.contains("security.capability"), "{listed}");
+    }
+    let initramfs = busybox_profile(d.path(), "xi", &body);
+    let o = run(kiln().arg("build").arg(&initramfs).arg("-o").arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot hold extended attributes"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("/usr/bin/ping (") && stderr(&o).contains("user.kiln)"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -69,6 +69,28 @@ pub fn threads(n: u32) -> u32 {
 /// Writes `tree` as a cpio archive at `dest` and returns its manifest.
 pub fn write(tree: &Tree, dest: &Path, opts: &CpioOptions) -> Result<Manifest> {
     tree.check_links()?;
+    // newc has no place for extended attributes, and the kernel's unpacker none either.
+    let with_xattrs: Vec<String> = tree
+        .iter()
+        .filter(|(_, e)| !e.meta.xattrs.is_empty())
+        .map(|(p, e)| {
+            let names: Vec<&str> = e.meta.xattrs.keys().map(String::as_str).collect();
+            format!("/{p} ({})", names.join(", "))
+        })
+        .collect();
+    if !with_xattrs.is_empty() {
+        crate::util::progress::warn(format!(
+            "an initramfs (newc cpio) cannot hold extended attributes; dropped on {} entries: {}{}",
+            with_xattrs.len(),
+            with_xattrs
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if with_xattrs.len() > 5 { ", …" } else { "" }
+        ));
+    }
     let mut out = AtomicFile::create(dest)?;
     let file = out.file().try_clone()?;
     let hashed = HashWriter::new(BufWriter::with_capacity(1 << 20, file));

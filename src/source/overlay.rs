@@ -40,6 +40,14 @@ pub fn add_overlay(
         if keep_owner {
             meta = meta.owner(md.uid(), md.gid());
         }
+        // As mke2fs -d and tar --xattrs do: user.*, security.* (file capabilities),
+        // trusted.* when readable, and POSIX ACLs.
+        meta.xattrs = host_xattrs(item.path()).with_context(|| {
+            format!(
+                "reading the extended attributes of {}",
+                item.path().display()
+            )
+        })?;
         let ft = md.file_type();
         let kind = if ft.is_dir() {
             Kind::Dir
@@ -86,4 +94,60 @@ pub fn add_overlay(
         count += 1;
     }
     Ok(count)
+}
+
+/// The extended attributes of `p` itself (not a symlink's target), by name. A file
+/// system without xattr support has none.
+fn host_xattrs(p: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = std::collections::BTreeMap::new();
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+    let unsupported = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOTSUP);
+    // SAFETY: a null buffer of size 0 asks for the size of the name list.
+    let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if size < 0 {
+        let e = std::io::Error::last_os_error();
+        return if unsupported(&e) {
+            Ok(out)
+        } else {
+            Err(e.into())
+        };
+    }
+    let mut names = vec![0u8; size as usize];
+    // SAFETY: `names` has room for `size` bytes.
+    let got = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if got < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    names.truncate(got as usize);
+    // The host's SELinux label says where the file was, not what it is; copying it
+    // would make images differ between hosts.
+    for name in names
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty() && *n != b"security.selinux")
+    {
+        let cname = std::ffi::CString::new(name)?;
+        // SAFETY: as above, for the value's size.
+        let len = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            // trusted.* is readable by root only: what the reader cannot see, it cannot copy.
+            continue;
+        }
+        let mut value = vec![0u8; len as usize];
+        // SAFETY: `value` has room for `len` bytes.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if n < 0 {
+            continue;
+        }
+        value.truncate(n as usize);
+        out.insert(String::from_utf8_lossy(name).into_owned(), value);
+    }
+    Ok(out)
 }

@@ -710,3 +710,91 @@ fn a_cached_package_keeps_its_control_members_as_files() {
     assert!(o.status.success());
     assert_eq!(sha256_file(&f.dir.path().join("out/p.cpio.zst")), first);
 }
+
+/// `kiln build` of the fixture's profile under GNU time: the output, the wall time and
+/// the peak RSS in KiB.
+fn measured_build(
+    f: &Fixture,
+    env: &[(&str, &str)],
+) -> (std::process::Output, std::time::Duration, u64) {
+    let rss = f.dir.path().join("rss");
+    let c = f.kiln();
+    let program = c.get_program().to_owned();
+    let mut timed = std::process::Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(program)
+        .args(["build"])
+        .arg(f.default_profile())
+        .arg("-o")
+        .arg(f.dir.path().join("out"));
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    for (k, v) in env {
+        timed.env(k, v);
+    }
+    let start = std::time::Instant::now();
+    let o = run(&mut timed);
+    let took = start.elapsed();
+    let kib = std::fs::read_to_string(&rss)
+        .unwrap()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap();
+    (o, took, kib)
+}
+
+#[test]
+fn a_mirror_that_never_answers_is_given_up_on_in_bounded_time() {
+    let f = fixture("");
+    f.server.misbehave("/InRelease", Hostile::Silent);
+    let (o, took, _) = measured_build(&f, &[("KILN_HTTP_TIMEOUT", "1")]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("InRelease") && e.contains("timed out"), "{e}");
+    // Three attempts of a second each, and the backoff between them.
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let asked = f
+        .server
+        .request_lines()
+        .iter()
+        .filter(|l| l.contains("/InRelease"))
+        .count();
+    assert_eq!(asked, 3);
+}
+
+#[test]
+fn endless_bodies_stop_at_their_bound_in_bounded_memory() {
+    // An InRelease that never ends: cut at 16 MiB.
+    let f = fixture("");
+    f.server.misbehave("/InRelease", Hostile::Endless);
+    let (o, _, kib) = measured_build(&f, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("at most 16777216 are expected"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(kib < 256 << 10, "peak RSS {kib} KiB");
+    // A .deb that never ends: cut at the index's Size, and nothing left in the cache.
+    let f = fixture("");
+    f.server.misbehave("_amd64.deb", Hostile::Endless);
+    let (o, _, kib) = measured_build(&f, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("are expected; refusing it"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(kib < 256 << 10, "peak RSS {kib} KiB");
+    let tmp = f.dir.path().join("cache/tmp");
+    assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0);
+}

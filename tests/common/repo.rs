@@ -319,6 +319,17 @@ impl Repo {
 pub struct Server {
     pub port: u16,
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Requests whose path ends with the first string get the second's hostile answer.
+    pub hostile: Arc<Mutex<Vec<(String, Hostile)>>>,
+}
+
+/// How a hostile mirror answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Hostile {
+    /// Accepts the request and never answers.
+    Silent,
+    /// Answers 200 and sends bytes until the client goes away.
+    Endless,
 }
 
 impl Server {
@@ -326,17 +337,29 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let hostile = Arc::new(Mutex::new(Vec::new()));
         let reqs = requests.clone();
+        let bad = hostile.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
                 let reqs = reqs.clone();
+                let bad = bad.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &root, strip_prefix, &reqs);
+                    let _ = serve(stream, &root, strip_prefix, &reqs, &bad);
                 });
             }
         });
-        Server { port, requests }
+        Server {
+            port,
+            requests,
+            hostile,
+        }
+    }
+
+    /// From now on, answers requests for paths ending in `suffix` as `how` says.
+    pub fn misbehave(&self, suffix: &str, how: Hostile) {
+        self.hostile.lock().unwrap().push((suffix.to_string(), how));
     }
 
     pub fn url(&self) -> String {
@@ -353,6 +376,7 @@ fn serve(
     root: &Path,
     strip_prefix: &str,
     reqs: &Mutex<Vec<String>>,
+    hostile: &Mutex<Vec<(String, Hostile)>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut w = stream;
@@ -381,6 +405,26 @@ fn serve(
             None => target,
         };
         let path = path.strip_prefix(strip_prefix).unwrap_or(path);
+        let how = hostile
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(suffix, _)| path.ends_with(suffix.as_str()))
+            .map(|(_, how)| *how);
+        match how {
+            Some(Hostile::Silent) => {
+                std::thread::sleep(std::time::Duration::from_secs(600));
+                return Ok(());
+            }
+            Some(Hostile::Endless) => {
+                write!(w, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+                let chunk = vec![0u8; 1 << 16];
+                loop {
+                    w.write_all(&chunk)?;
+                }
+            }
+            None => {}
+        }
         let file = root.join(path.trim_start_matches('/'));
         match std::fs::File::open(&file).and_then(|mut f| {
             let mut b = Vec::new();

@@ -419,7 +419,7 @@ fn a_chain_of_ten_thousand_includes_stops_at_the_depth_limit() {
 #[test]
 fn partitions_may_not_share_a_label_or_take_roots() {
     let d = tempfile::tempdir().unwrap();
-    let part = |label: &str| format!("[[output.partition]]\nlabel = \"{label}\"\nsize = \"8M\"\n");
+    let part = |label: &str| format!("[[output.partition]]\nlabel = \"{label}\"\nsize = \"16M\"\n");
     let head = "version = 1\n[output]\nformat = \"disk\"\n";
     write(
         d.path(),
@@ -453,4 +453,37 @@ fn an_undefined_template_variable_is_a_located_profile_error() {
     assert!(e.contains("tpl.toml:"), "{e}");
     assert!(e.contains("nobody"), "{e}");
     assert!(e.contains("[variables]"), "{e}");
+}
+
+#[test]
+fn a_file_system_too_small_is_a_located_error_at_load_time() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "part.toml",
+        "version = 1\n[output]\nformat = \"disk\"\n[[output.partition]]\nlabel = \"data\"\nsize = \"100K\"\n",
+    );
+    let e = load_err(d.path(), "part.toml");
+    assert!(e.contains("part.toml:4"), "{e}");
+    assert!(
+        e.contains("at least 16 MiB") && e.contains("100.0 KiB"),
+        "{e}"
+    );
+    // A blank partition may be small.
+    write(
+        d.path(),
+        "blank.toml",
+        "version = 1\n[output]\nformat = \"disk\"\n[[output.partition]]\nlabel = \"data\"\nsize = \"100K\"\nfilesystem = \"none\"\n",
+    );
+    assert!(kiln::profile::load(&d.path().join("blank.toml")).is_ok());
+    write(
+        d.path(),
+        "results.toml",
+        "version = 1\n[test]\ncommand = \"true\"\nresults = \"/r\"\nresults_size = \"1M\"\n",
+    );
+    let e = load_err(d.path(), "results.toml");
+    assert!(
+        e.contains("results_size") && e.contains("at least 16 MiB"),
+        "{e}"
+    );
 }

@@ -295,3 +295,13 @@ fn a_dependency_cycle_resolves_once() {
     let r = resolve(&idx, &req(&["a"]), Base::None, &[]).unwrap();
     assert_eq!(names(&idx, &r.selected), ["a", "b", "c"]);
 }
+
+#[test]
+fn an_unreadable_size_is_a_parse_error_naming_the_package() {
+    let text = stanza("p", "1", "").replace("Size: 1", "Size: twelve");
+    let e = match Index::parse(&text, "amd64") {
+        Err(e) => e,
+        Ok(_) => panic!("an index with Size: twelve was accepted"),
+    };
+    assert!(e.contains("package p 1: Size `twelve`"), "{e}");
+}

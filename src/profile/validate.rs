@@ -172,6 +172,9 @@ fn top_level(p: &Profile) -> Result<(), ProfileError> {
     Ok(())
 }
 
+/// The smallest ext4 file system kiln writes (4096 blocks of 4 KiB).
+const MIN_EXT4: u64 = 16 << 20;
+
 /// `[output]` and its partitions.
 fn output(p: &Profile) -> Result<(), ProfileError> {
     if let Some(level) = &p.output.compression_level {
@@ -192,6 +195,14 @@ fn output(p: &Profile) -> Result<(), ProfileError> {
         }
         // Labels name partitions to tests and derive their PARTUUIDs: two alike would
         // make `root=PARTUUID=` and the tests' device names ambiguous.
+        if part.filesystem.unwrap_or_default() == crate::util::options::PartitionFs::Ext4
+            && part.size.0 < MIN_EXT4
+        {
+            return Err(part.error(format!(
+                "an ext4 partition needs at least 16 MiB; `size` is {} (or set filesystem = \"none\")",
+                crate::util::size::human_bytes(part.size.0)
+            )));
+        }
         if part.label == "root" {
             return Err(part.error(
                 "the label \"root\" is the root partition's, which kiln makes itself; choose another",
@@ -322,6 +333,17 @@ fn tests(p: &Profile) -> Result<(), ProfileError> {
                 return Err(t.field_error(
                     "tap",
                     format!("`{tap}` must be a path inside the results directory"),
+                ));
+            }
+        }
+        if let Some(size) = &t.results_size {
+            if size.0 < MIN_EXT4 {
+                return Err(t.field_error(
+                    "results_size",
+                    format!(
+                        "the results disk is ext4, which needs at least 16 MiB; `results_size` is {}",
+                        crate::util::size::human_bytes(size.0)
+                    ),
                 ));
             }
         }

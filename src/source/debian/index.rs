@@ -32,7 +32,7 @@ pub struct Pkg {
     pub breaks: Vec<Dep>,
     /// Filename: the .deb's path relative to the mirror's root.
     pub filename: String,
-    /// Size: the .deb's length in bytes (0 if unreadable).
+    /// Size: the .deb's length in bytes.
     pub size: u64,
     /// The .deb's sha256, as the signed index gives it (lowercased).
     pub sha256: String,
@@ -96,6 +96,14 @@ impl Index {
                 }
                 return;
             };
+            let Ok(size) = size.trim().parse::<u64>() else {
+                if err.is_none() {
+                    err = Some(format!(
+                        "package {name} {version}: Size `{size}` in the index is not a number of bytes"
+                    ));
+                }
+                return;
+            };
             pkgs.push(Pkg {
                 name: name.to_string(),
                 version: version.to_string(),
@@ -109,7 +117,7 @@ impl Index {
                 conflicts: get("Conflicts").map(deps::parse_flat).unwrap_or_default(),
                 breaks: get("Breaks").map(deps::parse_flat).unwrap_or_default(),
                 filename: filename.to_string(),
-                size: size.parse().unwrap_or(0),
+                size,
                 sha256: sha256.to_ascii_lowercase(),
             });
         });

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use super::test::{run_cells, selected_tests, CellReports};
 use super::{load, plan_or_build, ExitStatus, Printer, ProfileArgs};
 use crate::plan::{BuildOptions, HostRun, KernelRef, RunOverrides};
-use crate::run::report::TextReporter;
+use crate::run::report::{CommandReporter, TextReporter};
 use crate::run::{self, matrix, Cancel, Mode, RunOptions};
 use crate::source::PackageOptions;
 use crate::util::shell::shell_quote;
@@ -273,8 +273,12 @@ fn run_targets(
         },
         ..base
     };
-    let mut reporter = TextReporter::new(printer, true);
-    let report = run::run(&plan, &opts, cancel, &mut reporter)?;
+    let report = if interactive {
+        run::run(&plan, &opts, cancel, &mut TextReporter::new(printer, true))?
+    } else {
+        // The command's output alone on stdout, as vng and vmtest give it.
+        run::run(&plan, &opts, cancel, &mut CommandReporter::new(printer))?
+    };
     Ok(ExitStatus::from_code(report.outcome.exit_code()))
 }
 

@@ -281,3 +281,140 @@ pub fn summary(out: &dyn Fn(String), cells: &[Cell], reports: &[anyhow::Result<R
         .count();
     out(format!("kiln: {passed} of {} cells passed", cells.len()));
 }
+
+/// Where the console of a command run (`kiln exec`) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Boot,
+    Command,
+    Shutdown,
+}
+
+/// `kiln exec`'s reporter for one command: on stdout, the command's output and nothing
+/// else, as if it had run here (boot messages, kiln's banners and the power-off are left
+/// to the run's console.log; the serial line's carriage returns are dropped). Progress and
+/// the outcome go to stderr; a non-zero exit status is the process's own.
+pub struct CommandReporter<'a> {
+    inner: TextReporter<'a>,
+    phase: Phase,
+    line: Vec<u8>,
+}
+
+/// The guest's banners around a test (run-test.sh).
+const STARTS: &[u8] = b"kiln: running test ";
+const ENDS: &[u8] = b"kiln: test exited with status ";
+
+impl<'a> CommandReporter<'a> {
+    /// A reporter writing through `printer`.
+    pub fn new(printer: &'a Printer) -> Self {
+        CommandReporter {
+            inner: TextReporter::new(printer, true),
+            phase: Phase::Boot,
+            line: Vec::new(),
+        }
+    }
+
+    /// Takes console bytes; returns what of them goes to stdout.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            let mut line = std::mem::take(&mut self.line);
+            while line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            match self.phase {
+                Phase::Boot if line.starts_with(STARTS) => self.phase = Phase::Command,
+                Phase::Command if line.starts_with(ENDS) => self.phase = Phase::Shutdown,
+                Phase::Command => {
+                    out.extend_from_slice(&line);
+                    out.push(b'\n');
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// What is left of an unfinished last line of the command's, when the run ends.
+    fn rest(&mut self) -> Vec<u8> {
+        let mut rest = std::mem::take(&mut self.line);
+        if self.phase != Phase::Command {
+            return Vec::new();
+        }
+        while rest.last() == Some(&b'\r') {
+            rest.pop();
+        }
+        rest
+    }
+}
+
+impl Sink for CommandReporter<'_> {
+    fn event(&mut self, e: Event<'_>) {
+        match e {
+            Event::Console(bytes) => {
+                let out = self.feed(bytes);
+                if !out.is_empty() {
+                    self.inner.printer.out_raw(&out);
+                }
+            }
+            Event::Finished(r) => {
+                let rest = self.rest();
+                if !rest.is_empty() {
+                    self.inner.printer.out_raw(&rest);
+                }
+                let p = self.inner.printer;
+                match &r.outcome {
+                    Outcome::Passed | Outcome::Failed(_) => {
+                        p.step(format!("{} in {:.1}s", r.outcome, r.elapsed.as_secs_f64()))
+                    }
+                    // kiln's or the kernel's trouble, not the command's: say what and show
+                    // the console's end.
+                    _ => {
+                        p.err(format!("kiln: {}", r.outcome));
+                        p.err(format!(
+                            "kiln: last lines of the serial console ({}):",
+                            r.files.console.display()
+                        ));
+                        for l in super::console::last_lines(&r.files.console, TAIL_LINES) {
+                            p.err(format!("  | {l}"));
+                        }
+                    }
+                }
+            }
+            other => self.inner.event(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_commands_lines_reach_stdout() {
+        // The phases, fed in awkward pieces: banners and boot lines are dropped, CRs too.
+        let printer = Printer::new(true);
+        let mut r = CommandReporter::new(&printer);
+        let mut out = Vec::new();
+        for piece in [
+            &b"[    0.1] boot\r\nkiln: running te"[..],
+            b"st exec\r\n[    1.0] a kernel line while it runs\r\nout 1\r\nout",
+            b" 2\r\nkiln: test exited with status 0\r\n[    4.2] reboot: Power down\r\n",
+        ] {
+            out.extend(r.feed(piece));
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[    1.0] a kernel line while it runs\nout 1\nout 2\n"
+        );
+        assert!(r.rest().is_empty());
+        // A last line without a newline still arrives.
+        let mut r = CommandReporter::new(&printer);
+        assert_eq!(r.feed(b"kiln: running test exec\r\nno newline"), b"");
+        assert_eq!(r.rest(), b"no newline");
+    }
+}

@@ -159,21 +159,13 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                     ..Default::default()
                 },
             };
-            let config = config.or_else(|| {
-                e.kernels
-                    .is_empty()
-                    .then(|| std::path::PathBuf::from("vmtest.toml"))
-            });
-            match config {
-                Some(c) => commands::exec_config(
-                    &c,
-                    filter.as_deref(),
-                    &e,
-                    &cancel_on_interrupt(),
-                    printer,
-                ),
-                None => commands::exec(&e, &cancel_on_interrupt(), printer),
-            }
+            commands::exec_or_targets(
+                &e,
+                config,
+                filter.as_deref(),
+                &cancel_on_interrupt(),
+                printer,
+            )
         }
         Cmd::Ls { image } => commands::ls(&image, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),

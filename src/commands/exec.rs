@@ -76,6 +76,22 @@ struct Target {
 }
 
 /// Runs the command under each kernel; the exit status of one run is the command's.
+/// `kiln exec` as typed: with `--kernel`, the command under each kernel; else the targets
+/// of vmtest's configuration (`config`, by default ./vmtest.toml), filtered.
+pub fn exec_or_targets(
+    e: &ExecArgs,
+    config: Option<PathBuf>,
+    filter: Option<&str>,
+    cancel: &Cancel,
+    printer: &Printer,
+) -> Result<ExitStatus> {
+    let config = config.or_else(|| e.kernels.is_empty().then(|| PathBuf::from("vmtest.toml")));
+    match config {
+        Some(c) => exec_config(&c, filter, e, cancel, printer),
+        None => exec(e, cancel, printer),
+    }
+}
+
 /// With no command, a shell on the console under the one kernel.
 pub fn exec(e: &ExecArgs, cancel: &Cancel, printer: &Printer) -> Result<ExitStatus> {
     if e.kernels.is_empty() {

@@ -15,7 +15,7 @@ mod vm_access;
 
 pub use boot::{boot, BootArgs};
 pub use build::build;
-pub use exec::{exec, exec_config, ExecArgs};
+pub use exec::{exec, exec_config, exec_or_targets, ExecArgs};
 pub use extract::extract;
 pub use lock::lock;
 pub use ls::ls;

@@ -11,7 +11,6 @@ use crate::output::disk::{self, DiskOptions, PartitionSpec};
 use crate::output::options::{Compression, DEFAULT_FREE_SPACE};
 use crate::output::tar::TarWriter;
 use crate::output::ImageWriter;
-use crate::profile::forward::Forward;
 use crate::profile::schema::ShareKind;
 pub use crate::profile::Accel;
 use crate::profile::{Format, LoadedProfile, Splats};

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::profile::forward::Forward;
+pub use crate::profile::forward::{Forward, Proto};
 pub use crate::profile::Accel;
 pub use crate::profile::KernelEntry;
 use crate::profile::NetworkMode;

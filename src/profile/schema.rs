@@ -1,4 +1,8 @@
 //! Profile format v1: the typed shape of a merged profile. Every table rejects unknown keys.
+//!
+//! Over 500 lines because each key's doc comment is its documentation (and will be the
+//! JSON Schema's descriptions); the tables are split out when a section grows its own
+//! logic, as `[test]` (tests.rs) and `[[forward]]` (forward.rs) already are.
 
 use std::collections::BTreeMap;
 

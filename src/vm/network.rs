@@ -12,7 +12,8 @@ pub const DEFAULT_MODEL: &str = "virtio-net-pci";
 /// The guest port sshd listens on.
 pub const SSH_PORT: u16 = 22;
 
-use crate::profile::forward::{Forward, Proto};
+// The run configuration's forwards, as the plan hands them on.
+use crate::plan::{Forward, Proto};
 
 /// A forward with its host port fixed for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

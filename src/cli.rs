@@ -306,6 +306,12 @@ pub struct BuildArgs {
     /// missing from the cache. Implies --locked.
     #[arg(long)]
     offline: bool,
+    /// Build even when the outputs are up to date. Without it, a build whose inputs
+    /// (profile, lock or resolved packages, host files, kernel, SOURCE_DATE_EPOCH, kiln
+    /// itself) did not change and whose outputs are intact prints `up to date` and does
+    /// nothing else.
+    #[arg(long)]
+    rebuild: bool,
 }
 
 /// Which running VM: a profile's (the newest, or the one with --pid).
@@ -480,6 +486,7 @@ impl BuildArgs {
                     offline: self.offline,
                 },
                 epoch,
+                rebuild: self.rebuild,
             },
         })
     }

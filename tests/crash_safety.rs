@@ -41,7 +41,8 @@ fn leftovers(out: &Path) -> Vec<String> {
     std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        // The build record says what the outputs were built from; it is not a leftover.
+        .filter(|n| n.starts_with('.') && !n.ends_with(".kiln-build"))
         .collect()
 }
 

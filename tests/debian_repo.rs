@@ -94,6 +94,13 @@ impl Fixture {
     fn kiln(&self) -> std::process::Command {
         let mut c = kiln();
         c.env("KILN_CACHE_DIR", self.dir.path().join("cache"));
+        // Home and temporary directory inside the fixture, so that `untouched` sees any
+        // write kiln makes outside its output and cache.
+        for (var, sub) in [("HOME", "home"), ("TMPDIR", "tmp")] {
+            let d = self.dir.path().join(sub);
+            std::fs::create_dir_all(&d).unwrap();
+            c.env(var, d);
+        }
         for v in [
             "http_proxy",
             "HTTP_PROXY",
@@ -117,6 +124,20 @@ impl Fixture {
             .arg("-o")
             .arg(self.dir.path().join("out"))
             .args(extra))
+    }
+
+    /// Runs `f` and asserts that it wrote nothing outside the output and the cache.
+    fn untouched<T>(&self, f: impl FnOnce() -> T) -> T {
+        // The fixture's own profile is written before the snapshot.
+        let _ = self.default_profile();
+        let before = files_outside(self.dir.path(), &["out", "cache"]);
+        let t = f();
+        assert_eq!(
+            files_outside(self.dir.path(), &["out", "cache"]),
+            before,
+            "kiln wrote outside its output and cache"
+        );
+        t
     }
 
     fn manifest(&self) -> serde_json::Value {
@@ -672,7 +693,7 @@ fn a_control_tar_bomb_is_refused_in_bounded_memory() {
         .control_members
         .push(("md5sums".into(), vec![0u8; 80 << 20]));
     let f = fixture_with(&pk, "");
-    let o = f.build(&f.default_profile(), &[]);
+    let (o, took, kib) = measured_build(&f, &[]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
@@ -680,6 +701,8 @@ fn a_control_tar_bomb_is_refused_in_bounded_memory() {
         "{e}"
     );
     assert!(e.contains("hello"), "{e}");
+    assert!(kib < 256 << 10, "peak RSS {kib} KiB");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
 }
 
 #[test]
@@ -717,7 +740,9 @@ fn measured_build(
     f: &Fixture,
     env: &[(&str, &str)],
 ) -> (std::process::Output, std::time::Duration, u64) {
-    let rss = f.dir.path().join("rss");
+    let scratch = tempfile::tempdir().unwrap();
+    let rss = scratch.path().join("rss");
+    let profile = f.default_profile();
     let c = f.kiln();
     let program = c.get_program().to_owned();
     let mut timed = std::process::Command::new("/usr/bin/time");
@@ -728,7 +753,7 @@ fn measured_build(
         .arg(&rss)
         .arg(program)
         .args(["build"])
-        .arg(f.default_profile())
+        .arg(profile)
         .arg("-o")
         .arg(f.dir.path().join("out"));
     for (k, v) in c.get_envs() {
@@ -741,7 +766,7 @@ fn measured_build(
         timed.env(k, v);
     }
     let start = std::time::Instant::now();
-    let o = run(&mut timed);
+    let o = f.untouched(|| run(&mut timed));
     let took = start.elapsed();
     let kib = std::fs::read_to_string(&rss)
         .unwrap()

@@ -103,12 +103,14 @@ fn a_directory_cycle_stops_the_walk_in_bounded_time() {
         &tree,
         &["link /sub /sub/again", "link /sub /sub/more"],
     );
+    let before = files_outside(d.path(), &["out"]);
     let start = Instant::now();
     let e = kiln::run::results::collect(&img, &d.path().join("out")).unwrap_err();
     assert!(format!("{e:#}").contains("cycle"), "{e:#}");
     let o = run(kiln().arg("ls").arg(&img));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cycle"), "{}", stderr(&o));
+    assert_eq!(files_outside(d.path(), &["out"]), before);
     assert!(
         start.elapsed() < Duration::from_secs(20),
         "{:?}",
@@ -124,6 +126,7 @@ fn a_sparse_file_larger_than_the_disk_is_not_copied_out_whole() {
     f.set_len(1 << 40).unwrap();
     drop(f);
     let img = image(d.path(), "sparse.img", &tree, &[]);
+    let before = files_outside(d.path(), &["out"]);
     let start = Instant::now();
     let dest = d.path().join("out");
     let e = kiln::run::results::collect(&img, &dest).unwrap_err();
@@ -143,6 +146,7 @@ fn a_sparse_file_larger_than_the_disk_is_not_copied_out_whole() {
         .map(|m| m.blocks() * 512)
         .sum();
     assert!(written <= 16 << 20, "{written} bytes written");
+    assert_eq!(files_outside(d.path(), &["out"]), before);
 }
 
 #[test]

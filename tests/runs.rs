@@ -102,20 +102,23 @@ fn two_runs_of_one_profile_at_once_both_pass_with_their_own_results() {
     assert!(run(kiln().arg("build").arg(&p).arg("-o").arg(&out))
         .status
         .success());
-    let spawn = || {
+    // One with --no-build, one that finds the image up to date and reuses it.
+    let spawn = |extra: &[&str]| {
         kiln()
             .arg("test")
             .arg(&p)
             .arg("-o")
             .arg(&out)
-            .arg("--no-build")
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let (a, b) = (spawn(), spawn());
+    let (a, b) = (spawn(&["--no-build"]), spawn(&[]));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let e = String::from_utf8_lossy(&b.stderr);
+    assert!(e.contains("pair.cpio.zst is up to date"), "{e}");
     for o in [&a, &b] {
         let s = String::from_utf8_lossy(&o.stdout);
         assert_eq!(

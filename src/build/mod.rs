@@ -9,6 +9,7 @@ pub mod boot_initrd;
 pub mod kernels;
 pub mod layers;
 pub mod modules;
+pub mod uptodate;
 
 use std::path::Path;
 use std::time::Instant;
@@ -25,21 +26,39 @@ use crate::tree::{Data, Tree};
 use crate::util::atomic::{self, AtomicFile};
 use crate::util::progress;
 use crate::util::size::human_bytes;
+use uptodate::Key;
 
 /// What a build produced.
 pub struct Built {
     /// The plan it followed.
     pub plan: Plan,
-    /// The manifest it wrote.
-    pub manifest: Manifest,
+    /// The manifest it wrote; None when the outputs were up to date.
+    pub manifest: Option<Manifest>,
 }
 
-/// Builds the image `lp` describes.
+/// Builds the image `lp` describes, unless the outputs are up to date with everything
+/// they are made of (and `opts.rebuild` is not set).
 pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     let start = Instant::now();
     let plan = Plan::new(lp, opts)?;
+    let source = source::for_profile(lp, &opts.packages)?;
+    let selection = source.as_ref().map(|s| s.selection()).transpose()?;
+    let key = Key::new(lp, opts, &plan, selection.as_deref());
+    // A build killed while committing is finished first, so that its outputs are judged.
+    crate::output::staging::recover(&plan.out_dir, &plan.name)?;
+    if !opts.rebuild && key.up_to_date(&plan) {
+        progress::step(format!(
+            "{} is up to date ({:.0} ms; --rebuild builds it anyway)",
+            plan.image.display(),
+            start.elapsed().as_secs_f64() * 1000.0
+        ));
+        return Ok(Built {
+            plan,
+            manifest: None,
+        });
+    }
     let renderer = Renderer::new();
-    let pkgs = match source::for_profile(lp, &opts.packages)? {
+    let pkgs = match &source {
         Some(s) => Some(s.fetch()?),
         None => None,
     };
@@ -80,6 +99,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     // Everything is written aside and committed as one set: a build that fails or is
     // killed leaves the previous image, manifest, kernel and boot initramfs together.
     let mut staging = Staging::new(&plan.out_dir, &plan.name)?;
+    Key::forget(&plan)?;
     let manifest = plan
         .writer
         .writer()
@@ -100,7 +120,8 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         let staged = staging.path(initrd)?;
         boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, &staged, &renderer)?;
     }
-    staging.commit()?;
+    let outputs = staging.commit()?;
+    key.record(&plan, &tree, &outputs)?;
     let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
     progress::step(format!(
         "built {} ({}, sha256 {}) in {:.1}s",
@@ -113,7 +134,10 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
             .unwrap_or("not computed"),
         start.elapsed().as_secs_f64()
     ));
-    Ok(Built { plan, manifest })
+    Ok(Built {
+        plan,
+        manifest: Some(manifest),
+    })
 }
 
 /// Copies a tree data source to a file, atomically.

@@ -69,8 +69,8 @@ impl Staging {
         Ok(self.dir.join(file))
     }
 
-    /// Puts every staged output in place, as one commit.
-    pub fn commit(self) -> Result<()> {
+    /// Puts every staged output in place, as one commit; returns their paths.
+    pub fn commit(self) -> Result<Vec<PathBuf>> {
         let dir_name = self
             .dir
             .file_name()
@@ -95,7 +95,8 @@ impl Staging {
             text.push('\n');
         }
         atomic::write(&record(&self.out_dir, &self.name), text.as_bytes())?;
-        roll_forward(&self.out_dir, &self.name)
+        roll_forward(&self.out_dir, &self.name)?;
+        Ok(files.iter().map(|f| self.out_dir.join(f)).collect())
     }
 }
 

@@ -38,6 +38,8 @@ pub struct BuildOptions {
     /// `SOURCE_DATE_EPOCH` from the environment, which wins over the profile's. The
     /// caller reads the environment; the library never does.
     pub epoch: Option<i64>,
+    /// Build even when the outputs are up to date (`--rebuild`).
+    pub rebuild: bool,
 }
 
 /// Where a run's kernel comes from.

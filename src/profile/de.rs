@@ -64,6 +64,12 @@ pub const LOCATED: &str = "$kiln::Located";
 
 thread_local! {
     static LAST_LOC: RefCell<Option<(Loc, String)>> = const { RefCell::new(None) };
+    static HOST_PATHS: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Every host path a deserialization resolved since the last call: what a build may read.
+pub fn take_host_paths() -> Vec<PathBuf> {
+    HOST_PATHS.with(|p| std::mem::take(&mut *p.borrow_mut()))
 }
 
 /// Location and key path of the value a `Located` wrapper is about to deserialize.
@@ -140,6 +146,7 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
                     } else {
                         self.node.loc.dir().join(p)
                     };
+                    HOST_PATHS.with(|h| h.borrow_mut().push(p.clone()));
                     visitor.visit_string(p.to_string_lossy().into_owned())
                 }
                 other => Err(de::Error::custom(format!(

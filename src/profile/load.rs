@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::de::from_node;
+use super::de::{from_node, take_host_paths};
 use super::diag::{Loc, ProfileError, SourceFile};
 use super::node::{Node, Value};
 use super::schema::Profile;
@@ -28,6 +28,9 @@ pub struct LoadedProfile {
     pub path: PathBuf,
     /// Every file that contributed, top-level first.
     pub files: Vec<PathBuf>,
+    /// Every host path the profile names (overlays, sources, keyrings, kernels...),
+    /// resolved against the file that names it: the host inputs of its build.
+    pub host_paths: Vec<PathBuf>,
 }
 
 /// Loads the profile at `path` with its includes, then deserializes and validates it.
@@ -49,7 +52,9 @@ pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
                 "add `version = {FORMAT_VERSION}` at the top of the profile"
             )));
     }
+    take_host_paths();
     let profile: Profile = from_node(&node)?;
+    let mut host_paths = take_host_paths();
     let name = match &profile.name {
         Some(n) => n.clone(),
         None => path
@@ -63,11 +68,16 @@ pub fn load(path: &Path) -> Result<LoadedProfile, ProfileError> {
         let top = files.remove(i);
         files.insert(0, top);
     }
+    // The profiles themselves are read already; what they say is in `profile`.
+    host_paths.retain(|p| !files.contains(&canonical(p)));
+    host_paths.sort();
+    host_paths.dedup();
     Ok(LoadedProfile {
         profile,
         name,
         path: path.to_path_buf(),
         files,
+        host_paths,
     })
 }
 

@@ -44,7 +44,7 @@ impl Deref for RelPath {
 
 /// A value together with the place in a profile where it was written, so checks made
 /// later (a missing file, a bad combination) can still point at the right line.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Located<T> {
     /// The value itself.
     pub value: T,
@@ -71,6 +71,14 @@ impl<T> Located<T> {
             e = e.at(loc);
         }
         e
+    }
+}
+
+/// The value alone: the debug form of a profile is what it means, so a build's key
+/// does not change when a comment moves a line.
+impl<T: fmt::Debug> fmt::Debug for Located<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value.fmt(f)
     }
 }
 

@@ -61,6 +61,11 @@ pub trait PackageSource {
     /// and writes the profile's lock.
     fn lock(&self, update: bool) -> Result<LockOutcome>;
 
+    /// A digest of the packages a build would install (from the lock, or resolved),
+    /// so that a build can tell it is up to date without fetching them; `fetch` then
+    /// uses the same selection.
+    fn selection(&self) -> Result<String>;
+
     /// Resolves (or reads the lock), downloads into the cache and unpacks, once; the
     /// methods below work on what this fetched.
     fn fetch(&self) -> Result<Box<dyn FetchedPackages>>;

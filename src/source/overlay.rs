@@ -98,7 +98,7 @@ pub fn add_overlay(
 
 /// The extended attributes of `p` itself (not a symlink's target), by name. A file
 /// system without xattr support has none.
-fn host_xattrs(p: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+pub fn host_xattrs(p: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
     use std::os::unix::ffi::OsStrExt;
     let mut out = std::collections::BTreeMap::new();
     let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;

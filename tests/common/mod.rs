@@ -240,3 +240,26 @@ pub fn ensure_user(user: &str) {
         assert!(ok, "this test needs a user {user}: useradd -m {user}");
     }
 }
+
+/// Every file and directory under `root` except the top-level entries named in `skip`,
+/// with its size and modification time: compared before and after a run, it shows
+/// whether kiln wrote anywhere it should not.
+pub fn files_outside(root: &Path, skip: &[&str]) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut all = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if d == root && e.file_name().to_str().is_some_and(|n| skip.contains(&n)) {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            all.push((p.clone(), m.len(), m.modified().unwrap()));
+            if m.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    all.sort();
+    all
+}

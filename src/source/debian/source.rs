@@ -1,9 +1,11 @@
 //! Debian behind the [`PackageSource`] seam: the lock, the packages of the image, the
 //! kernel's, and busybox for the initramfs that boots a disk.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use sha2::Digest;
 
 use super::deb::Unpacked;
 use super::lock::{LockFile, LockedPackage};
@@ -20,12 +22,27 @@ pub struct Debian<'a> {
     lp: &'a LoadedProfile,
     d: &'a Distribution,
     opts: &'a PackageOptions,
+    /// The lock or a fresh resolution, made once per build.
+    chosen: OnceCell<LockFile>,
 }
 
 impl<'a> Debian<'a> {
     /// The Debian source of `lp`, whose `[distribution]` is `d`.
     pub fn new(lp: &'a LoadedProfile, d: &'a Distribution, opts: &'a PackageOptions) -> Self {
-        Debian { lp, d, opts }
+        Debian {
+            lp,
+            d,
+            opts,
+            chosen: OnceCell::new(),
+        }
+    }
+
+    fn chosen(&self, cache: &Cache, http: &Http) -> Result<&LockFile> {
+        if let Some(l) = self.chosen.get() {
+            return Ok(l);
+        }
+        let l = super::selection(self.lp, self.d, self.opts, cache, http)?;
+        Ok(self.chosen.get_or_init(|| l))
     }
 }
 
@@ -49,10 +66,27 @@ impl PackageSource for Debian<'_> {
         })
     }
 
+    fn selection(&self) -> Result<String> {
+        let cache = Cache::open()?;
+        let http = Http::new()?.offline(self.opts.offline);
+        let l = self.chosen(&cache, &http)?;
+        let what = format!(
+            "{:?}",
+            (
+                &l.architecture,
+                &l.suite,
+                &l.release_date,
+                &l.packages,
+                &l.kernel_packages
+            )
+        );
+        Ok(hex::encode(sha2::Sha256::digest(what.as_bytes())))
+    }
+
     fn fetch(&self) -> Result<Box<dyn FetchedPackages>> {
         let cache = Cache::open()?;
         let http = Http::new()?.offline(self.opts.offline);
-        let lock = super::selection(self.lp, self.d, self.opts, &cache, &http)?;
+        let lock = self.chosen(&cache, &http)?.clone();
         let mirror = super::mirror(self.d, self.opts)?;
         let image = super::fetch_and_unpack(&lock.packages, &mirror, self.opts, &cache, &http)?;
         let boot_unpacked =

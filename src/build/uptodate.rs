@@ -1,0 +1,316 @@
+//! Whether a build's outputs are up to date, so that a build whose inputs did not change
+//! costs nothing.
+//!
+//! A build's key is a digest of everything that decides its outputs' bytes and is known
+//! before building: kiln itself (version and executable), the merged profile (its
+//! meaning, not its comments; `[qemu]`, `[matrix]` and `description` only shape runs),
+//! the command line's kernel and mirror, `SOURCE_DATE_EPOCH` and the packages selected
+//! (the lock, or a fresh resolution). The host files the build read are stamped one by
+//! one: size, modification and change times and inode as a fast path, confirmed by a
+//! digest of the content, mode, owner and extended attributes when the stamp differs.
+//! The outputs are stamped the same way, without a digest: any write to them changes
+//! their change time, which nobody can set back.
+//!
+//! The record (`OUT/.NAME.kiln-build`) is removed before new outputs are committed and
+//! written after, so it always describes the outputs beside it. A build killed in
+//! between leaves none, and the next build runs in full.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::plan::{BuildOptions, Plan};
+use crate::profile::{LoadedProfile, Profile};
+use crate::source::overlay::host_xattrs;
+use crate::tree::{Data, Kind, Tree};
+use crate::util::atomic;
+
+/// What the record says; a record of another format is a rebuild.
+const FORMAT: u32 = 1;
+
+/// The key of one build and the host paths it names.
+pub struct Key {
+    digest: String,
+    /// Host files and directories the profile or the command line names.
+    named: Vec<PathBuf>,
+    /// Directories whose whole contents become image files: overlays.
+    walked: Vec<PathBuf>,
+}
+
+/// One file's identity at a moment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Stamp {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    /// Content, mode, owner and xattrs (host inputs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    format: u32,
+    key: String,
+    hosts: Vec<Stamp>,
+    outputs: Vec<Stamp>,
+}
+
+fn record_path(plan: &Plan) -> PathBuf {
+    plan.out_dir.join(format!(".{}.kiln-build", plan.name))
+}
+
+/// What of a profile decides its image's bytes. Destructured field by field, so that a
+/// new profile key cannot be forgotten here.
+fn image_meaning(p: &Profile) -> String {
+    let Profile {
+        version,
+        include,
+        name,
+        description: _,
+        source_date_epoch,
+        variables,
+        output,
+        distribution,
+        kernel,
+        overlay,
+        file,
+        directory,
+        symlink,
+        hardlink,
+        device,
+        binary,
+        remove,
+        system,
+        test,
+        qemu: _,
+        matrix: _,
+        network,
+        host,
+    } = p;
+    format!(
+        "{:?}",
+        (
+            (version, include, name, source_date_epoch, variables, output),
+            (distribution, kernel, overlay, file, directory, symlink),
+            (hardlink, device, binary, remove, system, test),
+            (network, host),
+        )
+    )
+}
+
+/// kiln's own identity: its version, and its executable's size and time, so that a
+/// rebuilt kiln (whose writers may have changed) rebuilds images.
+fn kiln_identity() -> String {
+    let exe = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| format!("{} {}.{}", m.len(), m.mtime(), m.mtime_nsec()))
+        .unwrap_or_default();
+    format!("{} {exe}", env!("CARGO_PKG_VERSION"))
+}
+
+impl Key {
+    /// The key of building `lp` with `opts` by `plan`, whose packages are `selection`
+    /// (a digest from the package source; None without packages).
+    pub fn new(
+        lp: &LoadedProfile,
+        opts: &BuildOptions,
+        plan: &Plan,
+        selection: Option<&str>,
+    ) -> Key {
+        let mut h = Sha256::new();
+        let mut put = |label: &str, value: &str| {
+            h.update(label.as_bytes());
+            h.update((value.len() as u64).to_le_bytes());
+            h.update(value.as_bytes());
+        };
+        put("format", &FORMAT.to_string());
+        put("kiln", &kiln_identity());
+        put("profile", &image_meaning(&lp.profile));
+        put("name", &lp.name);
+        put("out", &plan.out_dir.to_string_lossy());
+        put(
+            "options",
+            &format!(
+                "{:?}",
+                (
+                    &opts.kernel,
+                    &opts.kernel_tree,
+                    &opts.packages.mirror,
+                    opts.packages.ignore_valid_until
+                )
+            ),
+        );
+        put("epoch", &plan.epoch.to_string());
+        put("packages", selection.unwrap_or("none"));
+        let mut named = lp.host_paths.clone();
+        named.extend(opts.kernel.iter().chain(&opts.kernel_tree).cloned());
+        let walked = lp
+            .profile
+            .overlay
+            .iter()
+            .map(|o| o.source.0.clone())
+            .collect();
+        Key {
+            digest: hex::encode(h.finalize()),
+            named,
+            walked,
+        }
+    }
+
+    /// Whether the outputs of `plan` are those a build with this key made, and nothing
+    /// they were made from changed since.
+    pub fn up_to_date(&self, plan: &Plan) -> bool {
+        let Some(r) = std::fs::read(record_path(plan))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+        else {
+            return false;
+        };
+        r.format == FORMAT
+            && r.key == self.digest
+            && !r.outputs.is_empty()
+            && r.outputs
+                .iter()
+                .all(|o| stamp(&o.path).ok().as_ref() == Some(o))
+            && r.hosts.iter().all(unchanged)
+    }
+
+    /// Forgets the record of `plan`'s outputs, before they are replaced.
+    pub fn forget(plan: &Plan) -> Result<()> {
+        match std::fs::remove_file(record_path(plan)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", record_path(plan).display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that `outputs` were built with this key from `tree` (whose host files
+    /// the build read).
+    pub fn record(&self, plan: &Plan, tree: &Tree, outputs: &[PathBuf]) -> Result<()> {
+        let mut paths: Vec<PathBuf> = self.named.clone();
+        for dir in &self.walked {
+            for e in walkdir::WalkDir::new(dir).follow_links(false) {
+                let e = e.with_context(|| format!("reading overlay {}", dir.display()))?;
+                paths.push(e.into_path());
+            }
+        }
+        paths.extend(tree.iter().filter_map(|(_, e)| match &e.kind {
+            Kind::File(Data::Host { path, .. }) => Some(path.clone()),
+            _ => None,
+        }));
+        paths.sort();
+        paths.dedup();
+        let mut hosts = Vec::with_capacity(paths.len());
+        for p in paths {
+            // A path the profile names but the build did not need (a keyring of an
+            // offline build) may be missing: its appearing is a change too.
+            let mut s = stamp(&p).unwrap_or_else(|_| missing(&p));
+            s.digest = Some(host_digest(&p).unwrap_or_default());
+            hosts.push(s);
+        }
+        let outputs = outputs
+            .iter()
+            .map(|o| stamp(o))
+            .collect::<Result<Vec<_>>>()?;
+        let r = Record {
+            format: FORMAT,
+            key: self.digest.clone(),
+            hosts,
+            outputs,
+        };
+        let json = serde_json::to_vec(&r).context("encoding the build record")?;
+        atomic::write(&record_path(plan), &json)
+    }
+}
+
+fn missing(p: &Path) -> Stamp {
+    Stamp {
+        path: p.to_path_buf(),
+        size: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        ino: 0,
+        digest: None,
+    }
+}
+
+fn stamp(p: &Path) -> Result<Stamp> {
+    let m = std::fs::symlink_metadata(p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(Stamp {
+        path: p.to_path_buf(),
+        size: m.len(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        ino: m.ino(),
+        digest: None,
+    })
+}
+
+/// Whether a host input is as recorded: the same stamp, or the same digest.
+fn unchanged(recorded: &Stamp) -> bool {
+    let now = stamp(&recorded.path).unwrap_or_else(|_| missing(&recorded.path));
+    let same_stamp = Stamp {
+        digest: recorded.digest.clone(),
+        ..now
+    } == *recorded;
+    same_stamp
+        || host_digest(&recorded.path).unwrap_or_default()
+            == recorded.digest.clone().unwrap_or_default()
+}
+
+/// What of a host path can reach an image: its kind, mode, owner and extended
+/// attributes, and its content (a file), target (a symlink) or names (a directory).
+/// Empty for a path that does not exist.
+fn host_digest(p: &Path) -> Result<String> {
+    let m = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    let mut h = Sha256::new();
+    h.update(format!("{} {} {}\n", m.mode(), m.uid(), m.gid()));
+    for (name, value) in host_xattrs(p).unwrap_or_default() {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(&value);
+    }
+    let ft = m.file_type();
+    if ft.is_file() {
+        use std::io::Read;
+        let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", p.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    } else if ft.is_symlink() {
+        use std::os::unix::ffi::OsStrExt;
+        h.update(std::fs::read_link(p)?.as_os_str().as_bytes());
+    } else if ft.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            use std::os::unix::ffi::OsStrExt;
+            h.update(n.as_bytes());
+            h.update([0]);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}

@@ -1,0 +1,283 @@
+//! No-op builds: a build whose inputs did not change and whose outputs are intact does
+//! nothing; every kind of input change, and a damaged or missing output, rebuilds; and
+//! nothing else does. (`kiln test` reusing a built image is in runs.rs.)
+
+mod common;
+#[path = "common/repo.rs"]
+mod repo;
+
+use common::*;
+use repo::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Case {
+    dir: tempfile::TempDir,
+    profile: PathBuf,
+}
+
+const BASE: &str = r##"version = 1
+description = "one"
+include = ["base.toml"]
+[[overlay]]
+source = "overlay"
+destination = "/srv"
+[[file]]
+path = "/etc/motd"
+source = "motd.txt"
+[[binary]]
+source = "HOST_TOOL"
+path = "/bin/tool"
+[[file]]
+path = "/init"
+content = "#!/bin/tool sh\n"
+mode = "0755"
+[qemu]
+memory = "256M"
+"##;
+
+impl Case {
+    fn new() -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(
+            d,
+            "base.toml",
+            "version = 1\n[[file]]\npath = \"/base\"\ncontent = \"1\"\n",
+        );
+        write(d, "overlay/a.txt", "a\n");
+        write(d, "overlay/sub/b.txt", "b\n");
+        write(d, "motd.txt", "hello\n");
+        // A static host executable of the test's own: [[binary]] reads it from here.
+        std::fs::copy("/bin/busybox", d.join("host-tool")).unwrap();
+        let tool = d.join("host-tool").display().to_string();
+        let profile = write(d, "p.toml", &BASE.replace("HOST_TOOL", &tool));
+        Case { dir, profile }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn build_with(&self, cmd: &mut Command) -> String {
+        let o = run(cmd
+            .arg("build")
+            .arg(&self.profile)
+            .arg("-o")
+            .arg(self.path("out")));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    }
+
+    /// Builds; true when it rebuilt, false when it found the outputs up to date.
+    fn rebuilt_with(&self, cmd: &mut Command) -> bool {
+        let e = self.build_with(cmd);
+        let up = e.contains("is up to date");
+        assert_eq!(up, !e.contains("writing "), "{e}");
+        !up
+    }
+
+    fn rebuilt(&self) -> bool {
+        self.rebuilt_with(kiln().env_remove("SOURCE_DATE_EPOCH"))
+    }
+
+    fn image(&self) -> Vec<u8> {
+        std::fs::read(self.path("out/p.cpio.zst")).unwrap()
+    }
+}
+
+/// Rewrites a file with the same bytes: a new modification time, the same content.
+fn touch(p: &Path) {
+    let bytes = std::fs::read(p).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(p, bytes).unwrap();
+}
+
+fn edit(p: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(p).unwrap();
+    assert!(text.contains(from), "{from} not in {}", p.display());
+    std::fs::write(p, text.replacen(from, to, 1)).unwrap();
+}
+
+/// An input change: what it is, and how to make it.
+type Change<'a> = (&'a str, Box<dyn Fn() + 'a>);
+
+#[test]
+fn every_input_change_rebuilds_and_nothing_else_does() {
+    let c = Case::new();
+    assert!(c.rebuilt(), "the first build");
+    assert!(!c.rebuilt(), "nothing changed");
+    let first = c.image();
+
+    // Not inputs of the image's bytes: a comment, the description, [qemu], a file
+    // rewritten with the same content, an overlay file touched.
+    edit(&c.profile, "version = 1\n", "version = 1\n# a comment\n");
+    edit(&c.profile, "\"one\"", "\"two\"");
+    edit(&c.profile, "256M", "512M");
+    touch(&c.path("motd.txt"));
+    touch(&c.path("overlay/sub/b.txt"));
+    touch(&c.path("host-tool"));
+    assert!(!c.rebuilt(), "only what does not reach the image changed");
+    assert_eq!(c.image(), first);
+
+    // Each input of the image's bytes, one at a time.
+    let changes: Vec<Change> = vec![
+        (
+            "a profile key",
+            Box::new(|| edit(&c.profile, "/etc/motd", "/etc/motd2")),
+        ),
+        (
+            "an included profile",
+            Box::new(|| edit(&c.path("base.toml"), "\"1\"", "\"2\"")),
+        ),
+        (
+            "an overlay file's content",
+            Box::new(|| std::fs::write(c.path("overlay/sub/b.txt"), "B\n").unwrap()),
+        ),
+        (
+            "a new overlay file",
+            Box::new(|| std::fs::write(c.path("overlay/sub/c.txt"), "c\n").unwrap()),
+        ),
+        (
+            "an overlay file's mode",
+            Box::new(|| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(
+                    c.path("overlay/a.txt"),
+                    std::fs::Permissions::from_mode(0o600),
+                )
+                .unwrap()
+            }),
+        ),
+        (
+            "a removed overlay file",
+            Box::new(|| std::fs::remove_file(c.path("overlay/sub/c.txt")).unwrap()),
+        ),
+        (
+            "a source file",
+            Box::new(|| std::fs::write(c.path("motd.txt"), "changed\n").unwrap()),
+        ),
+        (
+            "a host binary",
+            Box::new(|| {
+                let mut b = std::fs::read(c.path("host-tool")).unwrap();
+                b.extend_from_slice(b"trailing bytes");
+                std::fs::write(c.path("host-tool"), b).unwrap()
+            }),
+        ),
+    ];
+    for (what, change) in &changes {
+        change();
+        assert!(c.rebuilt(), "{what} changed: a rebuild");
+        assert!(!c.rebuilt(), "{what}: the next build is a no-op");
+    }
+    assert_ne!(c.image(), first);
+
+    // The environment's SOURCE_DATE_EPOCH.
+    assert!(c.rebuilt_with(kiln().env("SOURCE_DATE_EPOCH", "1700000000")));
+    assert!(!c.rebuilt_with(kiln().env("SOURCE_DATE_EPOCH", "1700000000")));
+    assert!(c.rebuilt(), "back to the profile's epoch");
+
+    // Another kiln: the same version, another executable.
+    let other = c.path("kiln-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &other).unwrap();
+    let copy = || {
+        let mut k = Command::new(&other);
+        k.env_remove("SOURCE_DATE_EPOCH");
+        k
+    };
+    assert!(c.rebuilt_with(&mut copy()));
+    assert!(!c.rebuilt_with(&mut copy()));
+
+    // --rebuild forces one.
+    let o = run(kiln()
+        .arg("build")
+        .arg(&c.profile)
+        .arg("-o")
+        .arg(c.path("out"))
+        .arg("--rebuild")
+        .env_remove("SOURCE_DATE_EPOCH"));
+    assert!(stderr(&o).contains("writing "), "{}", stderr(&o));
+}
+
+#[test]
+fn a_damaged_or_missing_output_is_rebuilt() {
+    let c = Case::new();
+    assert!(c.rebuilt());
+    let good = c.image();
+    // One byte of the image changed in place, keeping its size.
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    std::fs::write(c.path("out/p.cpio.zst"), &bad).unwrap();
+    assert!(c.rebuilt(), "a damaged image");
+    assert_eq!(c.image(), good);
+    std::fs::remove_file(c.path("out/p.manifest.json")).unwrap();
+    assert!(c.rebuilt(), "a missing manifest");
+    assert!(c.path("out/p.manifest.json").exists());
+    std::fs::remove_file(c.path("out/.p.kiln-build")).unwrap();
+    assert!(c.rebuilt(), "a missing record");
+    assert!(!c.rebuilt());
+}
+
+#[test]
+fn a_changed_lock_rebuilds_and_a_no_op_fetches_no_package() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = Repo::create(
+        d.path(),
+        "kilntest",
+        &[pkg(
+            "hello",
+            "1.0",
+            "",
+            vec![file("/usr/bin/hello", "#!/bin/sh\necho hello\n", 0o755)],
+        )],
+        "",
+    );
+    let server = Server::start(d.path().join("repo"), "");
+    let p = write(
+        d.path(),
+        "p.toml",
+        &format!(
+            "version = 1\n[distribution]\nsuite = \"kilntest\"\nmirror = \"{}/debian\"\nkeyring = \"{}\"\npackages = [\"hello\"]\n[[file]]\npath = \"/init\"\ncontent = \"#!/bin/sh\\n\"\nmode = \"0755\"\n",
+            server.url(),
+            repo.keyring.display()
+        ),
+    );
+    let kiln_here = || {
+        let mut c = kiln();
+        c.env("KILN_CACHE_DIR", d.path().join("cache"));
+        c
+    };
+    let build = |extra: &[&str]| {
+        let o = run(kiln_here()
+            .arg("build")
+            .arg(&p)
+            .arg("-o")
+            .arg(d.path().join("out"))
+            .args(extra));
+        assert!(o.status.success(), "{}", stderr(&o));
+        !stderr(&o).contains("is up to date")
+    };
+    assert!(run(kiln_here().arg("lock").arg(&p)).status.success());
+    assert!(build(&["--locked"]));
+    assert!(!build(&["--locked"]), "a locked no-op build");
+    // The lock says something else about the packages.
+    edit(
+        &d.path().join("p.lock"),
+        "release_date = \"",
+        "release_date = \"x",
+    );
+    assert!(build(&["--locked"]), "the lock changed");
+    assert!(!build(&["--locked"]));
+    // A package source that answers differently: the selection is part of the key.
+    std::fs::remove_file(d.path().join("p.lock")).unwrap();
+    assert!(build(&[]), "resolved afresh");
+    assert!(!build(&[]), "resolved to the same packages");
+    // The mirror's requests on a no-op build: only the signed index.
+    let before = server.request_lines().len();
+    assert!(!build(&[]));
+    let asked: Vec<_> = server.request_lines()[before..].to_vec();
+    assert!(asked.iter().all(|l| !l.contains(".deb")), "{asked:?}");
+}

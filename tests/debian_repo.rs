@@ -116,6 +116,8 @@ impl Fixture {
         c
     }
 
+    /// A full build, never a no-op: these tests are about the package pipeline
+    /// (incremental.rs is about skipping it).
     fn build(&self, profile: &Path, extra: &[&str]) -> std::process::Output {
         run(self
             .kiln()
@@ -123,6 +125,7 @@ impl Fixture {
             .arg(profile)
             .arg("-o")
             .arg(self.dir.path().join("out"))
+            .arg("--rebuild")
             .args(extra))
     }
 

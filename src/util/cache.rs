@@ -77,6 +77,11 @@ impl Cache {
         Ok(Cache { root })
     }
 
+    /// The cache's root directory, for stores of their own (parsed indexes).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where the blob with this sha256 lives, present or not: `blobs/<first two digits>/<sha256>`.
     pub fn blob_path(&self, sha256: &str) -> PathBuf {
         self.root.join("blobs").join(&sha256[..2]).join(sha256)

@@ -8,6 +8,7 @@ pub mod debug;
 pub mod deps;
 pub mod dpkg;
 pub mod index;
+pub mod index_cache;
 pub mod install;
 pub mod kernel;
 pub mod lock;
@@ -83,6 +84,7 @@ fn fetch_index(
     rel: &release::Release,
     path_xz: &str,
     what: &str,
+    arch: &str,
 ) -> Result<String> {
     // Prefer .xz; fall back to .gz or uncompressed, whichever the Release lists.
     let stem = path_xz.trim_end_matches(".xz");
@@ -96,25 +98,23 @@ fn fetch_index(
     } else {
         format!("{base}/{path}")
     };
-    let blob = match cache.verified_blob(&sha)? {
-        Some(p) => p,
-        None => cache.store(&sha, Some(size), &format!("{path} from {url}"), |f| {
-            http.get_to(&url, f, size, &|_| {})?;
-            Ok(())
-        })?,
-    };
-    let f = std::fs::File::open(&blob)?;
-    let mut text = String::new();
-    use std::io::Read;
-    // Debian's largest Packages (main, amd64) is under 100 MiB.
-    let mut r = crate::util::decompress::Bounded::new(
-        crate::util::decompress::Codec::from_name(&path).reader(std::io::BufReader::new(f))?,
-        MAX_PACKAGES,
-        path.clone(),
-    );
-    r.read_to_string(&mut text)
-        .with_context(|| format!("decompressing {path}"))?;
-    Ok(text)
+    index_cache::packages_text(cache, &sha, arch, || {
+        let blob = match cache.verified_blob(&sha)? {
+            Some(p) => p,
+            None => cache.store(&sha, Some(size), &format!("{path} from {url}"), |f| {
+                http.get_to(&url, f, size, &|_| {})?;
+                Ok(())
+            })?,
+        };
+        let f = std::fs::File::open(&blob)?;
+        // Debian's largest Packages (main, amd64) is under 100 MiB.
+        Ok(Box::new(crate::util::decompress::Bounded::new(
+            crate::util::decompress::Codec::from_name(&path).reader(std::io::BufReader::new(f))?,
+            MAX_PACKAGES,
+            path.clone(),
+        )))
+    })
+    .with_context(|| format!("reading {path}"))
 }
 
 /// Fetches and verifies InRelease, then the Packages indexes it vouches for.
@@ -152,7 +152,7 @@ pub fn load_archive(
     let mut pkgs = Vec::new();
     for comp in lock::components(d) {
         let path = format!("{comp}/binary-{arch}/Packages.xz");
-        let text = fetch_index(cache, http, &base, &rel, &path, &url)?;
+        let text = fetch_index(cache, http, &base, &rel, &path, &url, &arch)?;
         let idx = Index::parse(&text, &arch).map_err(|e| anyhow::anyhow!("{base}/{path}: {e}"))?;
         pkgs.extend(idx.pkgs);
     }

@@ -41,13 +41,7 @@ pub struct Pkg {
 impl Pkg {
     /// Priority as a sort key: required 0, important 1, standard 2, optional 3, anything else 4.
     pub fn priority_rank(&self) -> u8 {
-        match self.priority.as_str() {
-            "required" => 0,
-            "important" => 1,
-            "standard" => 2,
-            "optional" => 3,
-            _ => 4,
-        }
+        priority_rank(&self.priority)
     }
 
     /// "name version arch", for messages.
@@ -56,28 +50,76 @@ impl Pkg {
     }
 }
 
+/// What the resolver needs of every package before it looks closer: enough to find,
+/// order and filter candidates. The rest of a package is parsed on first use.
+#[derive(Debug)]
+struct Light {
+    /// The package's paragraph in the index text.
+    range: std::ops::Range<usize>,
+    name: String,
+    version: String,
+    provides: Vec<Dep>,
+    essential: bool,
+    priority: String,
+}
+
 /// Packages from one or more Packages files, looked up by name and by provided name.
+///
+/// A suite has some 60 000 packages and a build looks at a few thousand: the index keeps
+/// the text and parses a package's dependency fields only when it is first asked for
+/// ([`Index::get`]), which keeps an unlocked build's time and memory small.
 #[derive(Debug, Default)]
 pub struct Index {
-    /// Every package, in the order given; the other methods name packages by position here.
-    pub pkgs: Vec<Pkg>,
+    text: String,
+    light: Vec<Light>,
+    full: Vec<std::sync::OnceLock<Box<Pkg>>>,
     by_name: HashMap<String, Vec<usize>>,
     /// Virtual name → (providing package, provided version if versioned).
     providers: HashMap<String, Vec<(usize, Option<String>)>>,
 }
 
+fn field<'a>(fields: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+}
+
+/// The whole package from its paragraph's fields; None when it lacks a required field
+/// (which [`Index::parse`] reports).
+fn pkg_from(fields: &[(&str, &str)]) -> Option<Pkg> {
+    let get = |name: &str| field(fields, name);
+    Some(Pkg {
+        name: get("Package")?.to_string(),
+        version: get("Version")?.to_string(),
+        arch: get("Architecture")?.to_string(),
+        multi_arch: get("Multi-Arch").unwrap_or("no").to_string(),
+        essential: get("Essential") == Some("yes"),
+        priority: get("Priority").unwrap_or("optional").to_string(),
+        depends: get("Depends").map(deps::parse).unwrap_or_default(),
+        pre_depends: get("Pre-Depends").map(deps::parse).unwrap_or_default(),
+        provides: get("Provides").map(deps::parse_flat).unwrap_or_default(),
+        conflicts: get("Conflicts").map(deps::parse_flat).unwrap_or_default(),
+        breaks: get("Breaks").map(deps::parse_flat).unwrap_or_default(),
+        filename: get("Filename")?.to_string(),
+        size: get("Size")?.trim().parse().ok()?,
+        sha256: get("SHA256")?.to_ascii_lowercase(),
+    })
+}
+
 impl Index {
     /// Parses a Packages file, keeping packages for `arch` and `all`.
     pub fn parse(text: &str, arch: &str) -> Result<Index, String> {
-        let mut pkgs = Vec::new();
+        Index::parse_owned(text.to_string(), arch)
+    }
+
+    /// [`Index::parse`] of text the index keeps.
+    pub fn parse_owned(text: String, arch: &str) -> Result<Index, String> {
+        let mut light = Vec::new();
         let mut err = None;
-        for_each_paragraph(text, |fields, _raw| {
-            let get = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| *v)
-            };
+        let base = text.as_ptr() as usize;
+        for_each_paragraph(&text, |fields, raw| {
+            let get = |name: &str| field(fields, name);
             let (Some(name), Some(version), Some(a)) =
                 (get("Package"), get("Version"), get("Architecture"))
             else {
@@ -86,8 +128,7 @@ impl Index {
             if a != arch && a != "all" {
                 return;
             }
-            let (Some(filename), Some(size), Some(sha256)) =
-                (get("Filename"), get("Size"), get("SHA256"))
+            let (Some(_), Some(size), Some(_)) = (get("Filename"), get("Size"), get("SHA256"))
             else {
                 if err.is_none() {
                     err = Some(format!(
@@ -96,42 +137,30 @@ impl Index {
                 }
                 return;
             };
-            let Ok(size) = size.trim().parse::<u64>() else {
+            if size.trim().parse::<u64>().is_err() {
                 if err.is_none() {
                     err = Some(format!(
                         "package {name} {version}: Size `{size}` in the index is not a number of bytes"
                     ));
                 }
                 return;
-            };
-            pkgs.push(Pkg {
+            }
+            let start = raw.as_ptr() as usize - base;
+            light.push(Light {
+                range: start..start + raw.len(),
                 name: name.to_string(),
                 version: version.to_string(),
-                arch: a.to_string(),
-                multi_arch: get("Multi-Arch").unwrap_or("no").to_string(),
+                provides: get("Provides").map(deps::parse_flat).unwrap_or_default(),
                 essential: get("Essential") == Some("yes"),
                 priority: get("Priority").unwrap_or("optional").to_string(),
-                depends: get("Depends").map(deps::parse).unwrap_or_default(),
-                pre_depends: get("Pre-Depends").map(deps::parse).unwrap_or_default(),
-                provides: get("Provides").map(deps::parse_flat).unwrap_or_default(),
-                conflicts: get("Conflicts").map(deps::parse_flat).unwrap_or_default(),
-                breaks: get("Breaks").map(deps::parse_flat).unwrap_or_default(),
-                filename: filename.to_string(),
-                size,
-                sha256: sha256.to_ascii_lowercase(),
             });
         });
         if let Some(e) = err {
             return Err(e);
         }
-        Ok(Index::from_pkgs(pkgs))
-    }
-
-    /// Indexes `pkgs` by name (newest version first) and by the names they provide.
-    pub fn from_pkgs(pkgs: Vec<Pkg>) -> Index {
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
         let mut providers: HashMap<String, Vec<(usize, Option<String>)>> = HashMap::new();
-        for (i, p) in pkgs.iter().enumerate() {
+        for (i, p) in light.iter().enumerate() {
             by_name.entry(p.name.clone()).or_default().push(i);
             for prov in &p.provides {
                 let v = prov.constraint.as_ref().map(|(_, v)| v.clone());
@@ -140,13 +169,16 @@ impl Index {
         }
         // Highest version first, so the first match is the newest.
         for ids in by_name.values_mut() {
-            ids.sort_by(|a, b| super::version::compare(&pkgs[*b].version, &pkgs[*a].version));
+            ids.sort_by(|a, b| super::version::compare(&light[*b].version, &light[*a].version));
         }
-        Index {
-            pkgs,
+        let full = light.iter().map(|_| std::sync::OnceLock::new()).collect();
+        Ok(Index {
+            text,
+            light,
+            full,
             by_name,
             providers,
-        }
+        })
     }
 
     /// Positions of the packages called `name`, newest version first.
@@ -162,24 +194,53 @@ impl Index {
             .unwrap_or(&[])
     }
 
-    /// The package at position `i`; panics if there is none.
+    /// The package at position `i`, parsed on first use; panics if there is none.
     pub fn get(&self, i: usize) -> &Pkg {
-        &self.pkgs[i]
+        self.full[i].get_or_init(|| {
+            let l = &self.light[i];
+            let mut p = None;
+            for_each_paragraph(&self.text[l.range.clone()], |fields, _| {
+                p = pkg_from(fields);
+            });
+            // `parse` checked every field this needs.
+            Box::new(p.unwrap_or_else(|| Pkg {
+                name: l.name.clone(),
+                version: l.version.clone(),
+                arch: String::new(),
+                multi_arch: "no".to_string(),
+                essential: l.essential,
+                priority: l.priority.clone(),
+                depends: Vec::new(),
+                pre_depends: Vec::new(),
+                provides: l.provides.clone(),
+                conflicts: Vec::new(),
+                breaks: Vec::new(),
+                filename: String::new(),
+                size: 0,
+                sha256: String::new(),
+            }))
+        })
+    }
+
+    /// Name, Essential and Priority of package `i`, without parsing the rest.
+    pub fn summary(&self, i: usize) -> (&str, bool, &str) {
+        let l = &self.light[i];
+        (&l.name, l.essential, &l.priority)
     }
 
     /// Number of packages.
     pub fn len(&self) -> usize {
-        self.pkgs.len()
+        self.light.len()
     }
 
     /// Whether there are no packages.
     pub fn is_empty(&self) -> bool {
-        self.pkgs.is_empty()
+        self.light.is_empty()
     }
 
     /// Whether package `i` satisfies `dep`, by name or through Provides.
     pub fn satisfies(&self, i: usize, dep: &Dep) -> bool {
-        let p = &self.pkgs[i];
+        let p = &self.light[i];
         if p.name == dep.name {
             return match &dep.constraint {
                 None => true,
@@ -212,14 +273,25 @@ impl Index {
             .map(|(i, _)| *i)
             .filter(|&i| self.satisfies(i, dep) && !out.contains(&i))
             .collect();
+        let rank = |i: usize| priority_rank(&self.light[i].priority);
         provs.sort_by(|&a, &b| {
-            let (pa, pb) = (&self.pkgs[a], &self.pkgs[b]);
-            pa.priority_rank()
-                .cmp(&pb.priority_rank())
-                .then_with(|| pa.name.cmp(&pb.name))
+            rank(a)
+                .cmp(&rank(b))
+                .then_with(|| self.light[a].name.cmp(&self.light[b].name))
         });
         provs.dedup();
         out.extend(provs);
         out
+    }
+}
+
+/// Priority as a sort key: required 0, important 1, standard 2, optional 3, anything else 4.
+fn priority_rank(priority: &str) -> u8 {
+    match priority {
+        "required" => 0,
+        "important" => 1,
+        "standard" => 2,
+        "optional" => 3,
+        _ => 4,
     }
 }

@@ -149,16 +149,32 @@ pub fn load_archive(
         opts.ignore_valid_until || d.ignore_valid_until.unwrap_or(false),
     )?;
     let arch = lock::architecture(d);
-    let mut pkgs = Vec::new();
-    for comp in lock::components(d) {
+    // The components' indexes, one after another, as one index; each is checked on its
+    // own so that an error names it.
+    let components = lock::components(d);
+    let mut text = String::new();
+    let mut index = None;
+    for comp in &components {
         let path = format!("{comp}/binary-{arch}/Packages.xz");
-        let text = fetch_index(cache, http, &base, &rel, &path, &url, &arch)?;
-        let idx = Index::parse(&text, &arch).map_err(|e| anyhow::anyhow!("{base}/{path}: {e}"))?;
-        pkgs.extend(idx.pkgs);
+        let part = fetch_index(cache, http, &base, &rel, &path, &url, &arch)?;
+        let parsed = |t: String| {
+            Index::parse_owned(t, &arch).map_err(|e| anyhow::anyhow!("{base}/{path}: {e}"))
+        };
+        if components.len() == 1 {
+            index = Some(parsed(part)?);
+        } else {
+            parsed(part.clone())?;
+            text.push_str(&part);
+            text.push_str("\n\n");
+        }
     }
+    let index = match index {
+        Some(i) => i,
+        None => Index::parse_owned(text, &arch).map_err(|e| anyhow::anyhow!("{base}: {e}"))?,
+    };
     Ok(Archive {
         release: rel,
-        index: Index::from_pkgs(pkgs),
+        index,
     })
 }
 

@@ -62,21 +62,17 @@ pub fn parse_request(s: &str) -> Dep {
 
 /// Names in a base set, sorted.
 pub fn base_set(index: &Index, base: Base) -> Vec<String> {
-    let mut names: Vec<String> = index
-        .pkgs
-        .iter()
-        .filter(|p| match base {
+    let mut names: Vec<String> = (0..index.len())
+        .map(|i| index.summary(i))
+        .filter(|&(name, essential, priority)| match base {
             Base::None => false,
-            Base::Essential => p.essential,
-            Base::Minbase => p.essential || p.priority == "required" || p.name == "apt",
+            Base::Essential => essential,
+            Base::Minbase => essential || priority == "required" || name == "apt",
             Base::Important => {
-                p.essential
-                    || p.priority == "required"
-                    || p.priority == "important"
-                    || p.name == "apt"
+                essential || priority == "required" || priority == "important" || name == "apt"
             }
         })
-        .map(|p| p.name.clone())
+        .map(|(name, _, _)| name.to_string())
         .collect();
     names.sort();
     names.dedup();

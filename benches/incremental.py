@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Builds that should cost nothing, or little: this kiln, and an older one side by side.
+
+    benches/incremental.py [--before OLD_KILN] [--runs 10]
+
+1. A no-op `kiln build` of each shipped profile (median of --runs), unlocked and locked
+   (`kiln lock` first, then `--locked`). An older kiln without no-op builds builds in
+   full each time: that is its column.
+2. The disk profile with one overlay file changed between builds (median of 3).
+3. An unlocked build of profiles/debian-minimal-disk.toml with a warm cache, in full
+   (`--rebuild`): wall time and peak RSS.
+
+Everything runs on a copy of profiles/ in a temporary directory (locks are written
+beside the profiles), with the user's package cache (warm after the first build).
+"""
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILN = os.path.join(ROOT, "target/release/kiln")
+
+
+def measured(cmd, env=None):
+    """(ok, wall seconds, peak RSS in MB, last line of stderr) of one command."""
+    with tempfile.NamedTemporaryFile() as t:
+        start = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", t.name] + cmd, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - start
+        try:
+            rss = int(open(t.name).read().strip().splitlines()[-1]) / 1024
+        except (ValueError, IndexError):
+            rss = float("nan")
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    return p.returncode == 0, wall, rss, (lines[-1] if lines else "")
+
+
+def median_builds(kiln, profile, out, runs, extra=(), between=None):
+    """Median wall time of `runs` builds after a first one; or the error."""
+    ok, _, _, last = measured([kiln, "build", profile, "-o", out, *extra])
+    if not ok:
+        return f"fails: {last[:60]}"
+    times = []
+    for i in range(runs):
+        if between:
+            between(i)
+        ok, wall, _, last = measured([kiln, "build", profile, "-o", out, *extra])
+        if not ok:
+            return f"fails: {last[:60]}"
+        times.append(wall)
+    return f"{statistics.median(times) * 1000:8.0f} ms"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", help="an older kiln binary to compare with")
+    ap.add_argument("--runs", type=int, default=10)
+    a = ap.parse_args()
+    kilns = [("this kiln", KILN)] + ([("before", a.before)] if a.before else [])
+    with tempfile.TemporaryDirectory(prefix="kiln-incremental-") as work:
+        profiles = os.path.join(work, "profiles")
+        shutil.copytree(os.path.join(ROOT, "profiles"), profiles)
+        names = sorted(f[:-5] for f in os.listdir(profiles) if f.endswith(".toml"))
+        print(f"1. no-op build, median of {a.runs}")
+        print(f"{'profile':28}{'':10}" + "".join(f"{n:>22}" for n, _ in kilns))
+        for name in names:
+            p = os.path.join(profiles, f"{name}.toml")
+            for mode in ("unlocked", "locked"):
+                extra = ()
+                if mode == "locked":
+                    if subprocess.run([KILN, "lock", p], capture_output=True).returncode != 0:
+                        continue
+                    extra = ("--locked",)
+                line = f"{name:28}{mode:10}"
+                for label, k in kilns:
+                    out = os.path.join(work, "out-" + label.replace(" ", "-"))
+                    line += f"{median_builds(k, p, out, a.runs, extra):>22}"
+                print(line, flush=True)
+
+        print("\n2. the disk profile with one overlay file changed between builds, median of 3")
+        disk = os.path.join(work, "overlaid.toml")
+        layer = os.path.join(work, "layer")
+        os.makedirs(os.path.join(layer, "etc"))
+        with open(disk, "w") as f:
+            f.write('version = 1\ninclude = ["profiles/debian-minimal-disk.toml"]\n'
+                    '[[overlay]]\nsource = "layer"\n')
+
+        def change(i):
+            with open(os.path.join(layer, "etc/changed"), "w") as f:
+                f.write(f"change {i}\n")
+        change(-1)
+        line = f"{'overlaid debian-minimal-disk':38}"
+        for label, k in kilns:
+            out = os.path.join(work, "out-overlay-" + label.replace(" ", "-"))
+            line += f"{median_builds(k, disk, out, 3, between=change):>22}"
+        print(line, flush=True)
+
+        print("\n3. unlocked build of debian-minimal-disk with a warm cache, in full")
+        p = os.path.join(profiles, "debian-minimal-disk.toml")
+        lock = os.path.join(profiles, "debian-minimal-disk.lock")
+        if os.path.exists(lock):
+            os.unlink(lock)
+        line = f"{'debian-minimal-disk':38}"
+        for label, k in kilns:
+            out = os.path.join(work, "out-full-" + label.replace(" ", "-"))
+            # The old kiln has no --rebuild, and always builds in full.
+            extra = ["--rebuild"] if label == "this kiln" else []
+            measured([k, "build", p, "-o", out, *extra])
+            ok, wall, rss, last = measured([k, "build", p, "-o", out, *extra])
+            line += f"{(f'{wall:.2f} s, {rss:.0f} MB' if ok else 'fails: ' + last[:40]):>22}"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

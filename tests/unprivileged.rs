@@ -187,3 +187,59 @@ command = "true"
     let v = Command::new("sgdisk").arg("-v").arg(&raw).output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
 }
+
+/// The shipped disk profile, built as root with umask 022 and as an ordinary user with
+/// umask 077, each in its own directory with its own cache: the same bytes, and the
+/// manifest's image sha256 is the file's.
+#[test]
+fn the_shipped_disk_profile_is_the_same_bytes_for_any_user_umask_and_directory() {
+    ensure_user(USER);
+    let d = tempfile::tempdir().unwrap();
+    assert!(Command::new("chmod")
+        .arg("755")
+        .arg(d.path())
+        .status()
+        .unwrap()
+        .success());
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let mut images = Vec::new();
+    for (who, umask) in [("root", "022"), (USER, "077")] {
+        let work = d.path().join(format!("{who}-checkout"));
+        let copied = Command::new("cp")
+            .arg("-r")
+            .arg(&shipped)
+            .arg(&work)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let script = format!(
+            "umask {umask}; export HOME={w} KILN_CACHE_DIR={w}/cache PATH=/usr/sbin:/usr/bin:/sbin:/bin; cd {w} && {kiln} build debian-minimal-disk.toml -o out",
+            w = work.display(),
+        );
+        let o = if who == "root" {
+            run(Command::new("sh")
+                .args(["-c", &script])
+                .env_remove("SOURCE_DATE_EPOCH"))
+        } else {
+            assert!(Command::new("chown")
+                .arg("-R")
+                .arg(USER)
+                .arg(&work)
+                .status()
+                .unwrap()
+                .success());
+            run(&mut confined(&script))
+        };
+        assert_eq!(o.status.code(), Some(0), "{who}: {}", stderr(&o));
+        let raw = work.join("out/debian-minimal-disk.raw");
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(work.join("out/debian-minimal-disk.manifest.json")).unwrap(),
+        )
+        .unwrap();
+        let sum = sha256_file(&raw);
+        assert_eq!(manifest["image_sha256"], sum.as_str(), "{who}");
+        images.push(sum);
+    }
+    assert_eq!(images[0], images[1]);
+}

@@ -228,6 +228,8 @@ impl ImageWriter for DiskOptions {
         let mut out = AtomicFile::create(dest)?;
         let report = write(tree, out.file(), &self.name, &root, &self.partitions)
             .with_context(|| format!("writing {}", dest.display()))?;
+        let image_sha256 = sparse_sha256(out.file(), report.bytes)
+            .with_context(|| format!("hashing {}", dest.display()))?;
         out.commit()?;
         progress::step(format!(
             "root file system: {} ({} used, {} inodes); PARTUUID {}",
@@ -243,10 +245,42 @@ impl ImageWriter for DiskOptions {
         Ok(Manifest {
             image: super::file_name(dest),
             format: "disk".into(),
-            image_sha256: None,
+            image_sha256: Some(image_sha256),
             entries: report.root.manifest,
         })
     }
+}
+
+/// The sha256 of the first `len` bytes of `file`, as `sha256sum` gives it, with its
+/// holes hashed as the zeros they read as, without reading them: a disk is mostly holes.
+fn sparse_sha256(file: &File, len: u64) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; CHUNK];
+    let mut h = Sha256::new();
+    let mut at = 0u64;
+    let zero_run = |h: &mut Sha256, mut n: u64| {
+        while n > 0 {
+            let k = n.min(CHUNK as u64) as usize;
+            h.update(&zeros[..k]);
+            n -= k as u64;
+        }
+    };
+    for (start, n) in crate::tree::data::host_data_ranges(file, len)? {
+        zero_run(&mut h, start - at);
+        let mut done = 0u64;
+        while done < n {
+            let k = (n - done).min(CHUNK as u64) as usize;
+            file.read_exact_at(&mut buf[..k], start + done)?;
+            h.update(&buf[..k]);
+            done += k as u64;
+        }
+        at = start + n;
+    }
+    zero_run(&mut h, len - at);
+    Ok(hex::encode(h.finalize()))
 }
 
 fn write_gpt(file: &File, disk_guid: Uuid, parts: &[PartitionInfo]) -> Result<()> {

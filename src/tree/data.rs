@@ -116,7 +116,9 @@ impl Data {
 /// more than reading them, and all-zero blocks are found by content anyway.
 const SMALL: u64 = 256 * 1024;
 
-fn host_data_ranges(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+/// The data ranges of the first `len` bytes of an open file (SEEK_DATA/SEEK_HOLE); the
+/// rest reads as zeros.
+pub fn host_data_ranges(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
     use std::os::fd::AsRawFd;
     let fd = f.as_raw_fd();
     let mut ranges = Vec::new();

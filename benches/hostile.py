@@ -288,7 +288,9 @@ def main():
                 line += f"{f'exit {st}, {wall:6.1f} s, {rss:6.0f} MB':>32}"
                 # What one binary left must not help or hinder the next.
                 subprocess.run(["rm", "-rf", os.path.join(work, "out"), os.path.join(work, "cache"),
-                                os.path.join(work, "x1"), os.path.join(work, "x2")])
+                                os.path.join(work, "x1"), os.path.join(work, "x2")]
+                               + [os.path.join(work, f) for f in os.listdir(work)
+                                  if f.endswith(".lock")])
             print(line, flush=True)
 
 

@@ -2,7 +2,11 @@
 //! sign themselves: every tampering is refused with its own message, proxies are
 //! honoured, the lock pins the build, two builds can share the cache at once, indexes are
 //! found in every form a Release may list, a corrupt cache heals itself, and files two
-//! packages ship go where `Replaces` says.
+//! packages ship go where `Replaces` says. As a hostile mirror: silent and endless
+//! bodies, a control-tar bomb, members that climb out, hard links out of the image,
+//! writes through a directory link, a .deb that is not an ar archive and a Release for
+//! another suite are each refused (or contained) with their error, in bounded time and
+//! memory, and nothing outside the output and the cache is written.
 
 mod common;
 #[path = "common/repo.rs"]
@@ -68,6 +72,9 @@ fn fixture_with(pkgs: &[PkgSpec], release_extra: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let repo = Repo::create(dir.path(), "kilntest", pkgs, release_extra);
     let server = Server::start(dir.path().join("repo"), "");
+    for sub in ["home", "tmp"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
     Fixture { dir, repo, server }
 }
 
@@ -94,13 +101,10 @@ impl Fixture {
     fn kiln(&self) -> std::process::Command {
         let mut c = kiln();
         c.env("KILN_CACHE_DIR", self.dir.path().join("cache"));
-        // Home and temporary directory inside the fixture, so that `untouched` sees any
-        // write kiln makes outside its output and cache.
-        for (var, sub) in [("HOME", "home"), ("TMPDIR", "tmp")] {
-            let d = self.dir.path().join(sub);
-            std::fs::create_dir_all(&d).unwrap();
-            c.env(var, d);
-        }
+        // Home and temporary directory inside the fixture (made with it), so that
+        // `untouched` sees any write kiln makes outside its output and cache.
+        c.env("HOME", self.dir.path().join("home"));
+        c.env("TMPDIR", self.dir.path().join("tmp"));
         for v in [
             "http_proxy",
             "HTTP_PROXY",
@@ -131,8 +135,6 @@ impl Fixture {
 
     /// Runs `f` and asserts that it wrote nothing outside the output and the cache.
     fn untouched<T>(&self, f: impl FnOnce() -> T) -> T {
-        // The fixture's own profile is written before the snapshot.
-        let _ = self.default_profile();
         let before = files_outside(self.dir.path(), &["out", "cache"]);
         let t = f();
         assert_eq!(
@@ -825,4 +827,127 @@ fn endless_bodies_stop_at_their_bound_in_bounded_memory() {
     assert!(kib < 256 << 10, "peak RSS {kib} KiB");
     let tmp = f.dir.path().join("cache/tmp");
     assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+/// A package whose data.tar holds `files`, beside the fixture's own packages.
+fn with_hostile(files: Vec<FileSpec>) -> Fixture {
+    let mut pk = packages();
+    pk[0].files.extend(files);
+    fixture_with(&pk, "")
+}
+
+fn link(path: &str, target: &str) -> FileSpec {
+    FileSpec {
+        link: Some(target.into()),
+        ..file(path, "", 0o777)
+    }
+}
+
+#[test]
+fn hostile_archive_members_are_refused_or_contained_in_bounded_time_and_memory() {
+    let refused = |f: &Fixture, says: &[&str]| {
+        let (o, took, kib) = measured_build(f, &[]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "accepted: {e}");
+        assert!(says.iter().any(|s| e.contains(s)), "{e}");
+        assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+        assert!(kib < 256 << 10, "peak RSS {kib} KiB");
+        assert!(!f.dir.path().join("out/p.cpio.zst").exists());
+    };
+    // A member that climbs out of the root.
+    refused(
+        &with_hostile(vec![file("/../../escaped", "x", 0o644)]),
+        &["`./../../escaped` contains `..`; image paths may not climb"],
+    );
+    // A hard link to a file outside the image.
+    refused(
+        &with_hostile(vec![link(
+            "/usr/bin/passwd-copy",
+            "hard:../../../etc/passwd",
+        )]),
+        &["`../../../etc/passwd` contains `..`; image paths may not climb"],
+    );
+    // A symlink to /etc, then a file written "through" it: it lands in the image's /etc
+    // (dpkg follows a package's directory links the same way), never the host's.
+    let f = with_hostile(vec![
+        link("/usr/lib/through", "/etc"),
+        file("/usr/lib/through/owned", "x", 0o644),
+    ]);
+    let (o, _, _) = measured_build(&f, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    {
+        let m = f.manifest();
+        let through = entry(&m, "/usr/lib/through");
+        assert_eq!(through["type"], "symlink", "{through}");
+        let paths: Vec<&str> = m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["path"].as_str())
+            .filter(|p| p.contains("owned"))
+            .collect();
+        // As dpkg does: through the image's own link, to the image's /etc.
+        assert_eq!(paths, ["/etc/owned", "/usr/share/hello/owned-by-1000"]);
+        assert!(std::fs::metadata("/etc/owned").is_err());
+    }
+}
+
+#[test]
+fn a_deb_that_is_not_an_ar_archive_and_a_release_for_another_suite_are_refused() {
+    let f = fixture("");
+    // The .deb replaced by other bytes of the same length and hash listed: only the
+    // reader can tell (the index is re-signed for the new bytes).
+    let deb = f.repo.root.join("pool/main/hello/hello_2.10-3_amd64.deb");
+    let junk = vec![b'x'; 4096];
+    std::fs::write(&deb, &junk).unwrap();
+    let index = std::fs::read_to_string(f.repo.dists().join("main/binary-amd64/Packages"))
+        .unwrap_or_else(|_| {
+            let xz = std::fs::read(f.repo.dists().join("main/binary-amd64/Packages.xz")).unwrap();
+            let mut text = String::new();
+            use std::io::Read;
+            liblzma::read::XzDecoder::new(&xz[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        });
+    let mut fixed = String::new();
+    let mut in_hello = false;
+    for line in index.lines() {
+        if let Some(name) = line.strip_prefix("Package: ") {
+            in_hello = name == "hello";
+        }
+        let line = match (in_hello, line.split_once(": ")) {
+            (true, Some(("Size", _))) => format!("Size: {}", junk.len()),
+            (true, Some(("SHA256", _))) => format!("SHA256: {}", sha256(&junk)),
+            _ => line.to_string(),
+        };
+        fixed.push_str(&line);
+        fixed.push('\n');
+    }
+    f.repo
+        .publish_indexes(fixed.as_bytes(), "", &["Packages.xz"], false);
+    let (o, took, _) = measured_build(&f, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("as an ar archive"), "{}", stderr(&o));
+    assert!(took < std::time::Duration::from_secs(30));
+    // A Release signed for another suite, served as this one's.
+    let f = fixture("");
+    let inrelease = f.repo.dists().join("InRelease");
+    let text = std::fs::read_to_string(&inrelease).unwrap();
+    assert!(text.contains("Suite: kilntest"));
+    let other = tempfile::tempdir().unwrap();
+    let r = Repo::create(other.path(), "othersuite", &packages(), "");
+    std::fs::copy(r.dists().join("InRelease"), &inrelease).unwrap();
+    let p = f.profile(
+        &format!("{}/debian", f.server.url()),
+        &r.keyring,
+        "\"hello\"",
+    );
+    let o = f.untouched(|| f.build(&p, &[]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the signed Release is for othersuite"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -18,7 +18,7 @@ pub struct FileSpec {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
-    /// Symlink target instead of content.
+    /// Symlink target instead of content; `hard:TARGET` for a hard link.
     pub link: Option<String>,
 }
 
@@ -115,7 +115,8 @@ pub fn build_deb(p: &PkgSpec) -> Vec<u8> {
             parts.pop();
             for i in 1..=parts.len() {
                 let d = format!("./{}/", parts[..i].join("/"));
-                if !dirs.contains(&d) {
+                // A hostile name's `..` has no directory of its own.
+                if !dirs.contains(&d) && !d.contains("..") {
                     dirs.push(d);
                 }
             }
@@ -126,12 +127,29 @@ pub fn build_deb(p: &PkgSpec) -> Vec<u8> {
         }
         for f in &p.files {
             let mut h = tar::Header::new_gnu();
-            h.set_path(format!(".{}", f.path)).unwrap();
+            let name = format!(".{}", f.path);
+            if h.set_path(&name).is_err() {
+                // A name tar refuses to write (`..`): the bytes as a hostile archive has them.
+                let raw = &mut h.as_old_mut().name;
+                raw[..name.len()].copy_from_slice(name.as_bytes());
+            }
             h.set_mode(f.mode);
             h.set_uid(f.uid);
             h.set_gid(f.gid);
             h.set_mtime(1_600_000_000);
             match &f.link {
+                // "hard:TARGET": a hard link, its target as written.
+                Some(t) if t.starts_with("hard:") => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    let target = &t["hard:".len()..];
+                    if h.set_link_name(target).is_err() {
+                        let raw = &mut h.as_old_mut().linkname;
+                        raw[..target.len()].copy_from_slice(target.as_bytes());
+                    }
+                    h.set_size(0);
+                    h.set_cksum();
+                    b.append(&h, &[][..]).unwrap();
+                }
                 Some(t) => {
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_link_name(t).unwrap();

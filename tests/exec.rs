@@ -98,22 +98,10 @@ fn an_ordinary_user_runs_as_themselves_and_tmp_is_a_tmpfs() {
             "this test needs subordinate ids for {user} (usermod --add-subuids)"
         );
     }
-    let d = tempfile::tempdir().unwrap();
+    let d = tempdir_for_others();
     let dir = d.path().join("work");
     std::fs::create_dir(&dir).unwrap();
-    assert!(Command::new("chown")
-        .args([user])
-        .arg(&dir)
-        .status()
-        .unwrap()
-        .success());
-    // The tempdir's own permissions keep others out.
-    assert!(Command::new("chmod")
-        .arg("755")
-        .arg(d.path())
-        .status()
-        .unwrap()
-        .success());
+    give_to(user, &dir);
     let script = format!(
         "cd {} && {} -q exec --kernel {GENERIC} -- sh -c 'id -u; id -g; echo mine > f; t=$(mktemp); seq 1 300000 | sort -r > \"$t\" && sort -n \"$t\" | tail -1; mount | grep \" /tmp \"'",
         dir.display(),

@@ -113,13 +113,7 @@ fn the_filter_denies_what_it_should() {
 #[test]
 fn a_disk_builds_and_boots_with_no_privilege_at_all() {
     ensure_user(USER);
-    let d = tempfile::tempdir().unwrap();
-    assert!(Command::new("chmod")
-        .arg("755")
-        .arg(d.path())
-        .status()
-        .unwrap()
-        .success());
+    let d = tempdir_for_others();
     let work = d.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let p = write(
@@ -158,13 +152,7 @@ timeout = "300s"
 command = "true"
 "##,
     );
-    assert!(Command::new("chown")
-        .arg("-R")
-        .arg(USER)
-        .arg(&work)
-        .status()
-        .unwrap()
-        .success());
+    give_to(USER, &work);
     let kiln = env!("CARGO_BIN_EXE_kiln");
     // The user's own cache: nothing of root's is borrowed.
     let cache = work.join("cache");
@@ -194,13 +182,7 @@ command = "true"
 #[test]
 fn the_shipped_disk_profile_is_the_same_bytes_for_any_user_umask_and_directory() {
     ensure_user(USER);
-    let d = tempfile::tempdir().unwrap();
-    assert!(Command::new("chmod")
-        .arg("755")
-        .arg(d.path())
-        .status()
-        .unwrap()
-        .success());
+    let d = tempdir_for_others();
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
     let kiln = env!("CARGO_BIN_EXE_kiln");
     let mut images = Vec::new();
@@ -222,13 +204,7 @@ fn the_shipped_disk_profile_is_the_same_bytes_for_any_user_umask_and_directory()
                 .args(["-c", &script])
                 .env_remove("SOURCE_DATE_EPOCH"))
         } else {
-            assert!(Command::new("chown")
-                .arg("-R")
-                .arg(USER)
-                .arg(&work)
-                .status()
-                .unwrap()
-                .success());
+            give_to(USER, &work);
             run(&mut confined(&script))
         };
         assert_eq!(o.status.code(), Some(0), "{who}: {}", stderr(&o));

@@ -263,3 +263,24 @@ pub fn files_outside(root: &Path, skip: &[&str]) -> Vec<(PathBuf, u64, std::time
     all.sort();
     all
 }
+
+/// A temporary directory other users may enter (a tempdir's own mode keeps them out),
+/// for tests that run kiln as another user.
+pub fn tempdir_for_others() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Gives `path` and everything below it to `user`.
+pub fn give_to(user: &str, path: &Path) {
+    let ok = Command::new("chown")
+        .arg("-R")
+        .arg(user)
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chown -R {user} {}", path.display());
+}

@@ -60,7 +60,8 @@ struct Light {
     version: String,
     provides: Vec<Dep>,
     essential: bool,
-    priority: String,
+    /// [`priority_rank`] of its Priority.
+    priority: u8,
 }
 
 /// Packages from one or more Packages files, looked up by name and by provided name.
@@ -115,7 +116,10 @@ impl Index {
 
     /// [`Index::parse`] of text the index keeps.
     pub fn parse_owned(text: String, arch: &str) -> Result<Index, String> {
-        let mut light = Vec::new();
+        // Sized once: an index has tens of thousands of packages, and a doubling vector
+        // would hold twice that for a moment.
+        let paragraphs = text.matches("\nPackage:").count() + 1;
+        let mut light = Vec::with_capacity(paragraphs);
         let mut err = None;
         let base = text.as_ptr() as usize;
         for_each_paragraph(&text, |fields, raw| {
@@ -152,13 +156,14 @@ impl Index {
                 version: version.to_string(),
                 provides: get("Provides").map(deps::parse_flat).unwrap_or_default(),
                 essential: get("Essential") == Some("yes"),
-                priority: get("Priority").unwrap_or("optional").to_string(),
+                priority: priority_rank(get("Priority").unwrap_or("optional")),
             });
         });
         if let Some(e) = err {
             return Err(e);
         }
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        light.shrink_to_fit();
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(light.len());
         let mut providers: HashMap<String, Vec<(usize, Option<String>)>> = HashMap::new();
         for (i, p) in light.iter().enumerate() {
             by_name.entry(p.name.clone()).or_default().push(i);
@@ -209,7 +214,7 @@ impl Index {
                 arch: String::new(),
                 multi_arch: "no".to_string(),
                 essential: l.essential,
-                priority: l.priority.clone(),
+                priority: String::new(),
                 depends: Vec::new(),
                 pre_depends: Vec::new(),
                 provides: l.provides.clone(),
@@ -222,10 +227,11 @@ impl Index {
         })
     }
 
-    /// Name, Essential and Priority of package `i`, without parsing the rest.
-    pub fn summary(&self, i: usize) -> (&str, bool, &str) {
+    /// Name, Essential and the rank of its Priority ([`Pkg::priority_rank`]) of package
+    /// `i`, without parsing the rest.
+    pub fn summary(&self, i: usize) -> (&str, bool, u8) {
         let l = &self.light[i];
-        (&l.name, l.essential, &l.priority)
+        (&l.name, l.essential, l.priority)
     }
 
     /// Number of packages.
@@ -273,7 +279,7 @@ impl Index {
             .map(|(i, _)| *i)
             .filter(|&i| self.satisfies(i, dep) && !out.contains(&i))
             .collect();
-        let rank = |i: usize| priority_rank(&self.light[i].priority);
+        let rank = |i: usize| self.light[i].priority;
         provs.sort_by(|&a, &b| {
             rank(a)
                 .cmp(&rank(b))

@@ -17,7 +17,7 @@ use crate::util::atomic;
 use crate::util::cache::Cache;
 
 /// Bumped when the kept fields change.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The fields `Index::parse` reads; everything else (descriptions, maintainers, tags...)
 /// is most of an index and is dropped.
@@ -55,10 +55,7 @@ pub fn packages_text(
 ) -> Result<String> {
     let path = entry(cache, sha256, arch);
     if let Ok(bytes) = std::fs::read(&path) {
-        match zstd::stream::decode_all(&bytes[..])
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-        {
+        match decode(&bytes) {
             Some(text) => return Ok(text),
             None => crate::util::progress::warn(format!(
                 "{} is damaged; reading the index again",
@@ -72,9 +69,21 @@ pub fn packages_text(
     }
     let mut enc = zstd::stream::Encoder::new(Vec::new(), 3)?;
     enc.include_checksum(true)?;
+    // The size in the frame lets the reader allocate the text once, exactly.
+    enc.set_pledged_src_size(Some(text.len() as u64))?;
     enc.write_all(text.as_bytes())?;
     atomic::write(&path, &enc.finish()?)?;
     Ok(text)
+}
+
+/// The text of a stored entry; None when it is damaged.
+fn decode(bytes: &[u8]) -> Option<String> {
+    let size = zstd::zstd_safe::get_frame_content_size(bytes).ok()??;
+    let mut out = Vec::with_capacity(usize::try_from(size).ok()?);
+    let mut d = zstd::stream::read::Decoder::new(bytes).ok()?;
+    d.read_to_end(&mut out).ok()?;
+    (out.len() as u64 == size).then_some(())?;
+    String::from_utf8(out).ok()
 }
 
 /// The paragraphs of `arch` and `all`, with only the kept fields, streamed: the whole

@@ -67,10 +67,9 @@ pub fn base_set(index: &Index, base: Base) -> Vec<String> {
         .filter(|&(name, essential, priority)| match base {
             Base::None => false,
             Base::Essential => essential,
-            Base::Minbase => essential || priority == "required" || name == "apt",
-            Base::Important => {
-                essential || priority == "required" || priority == "important" || name == "apt"
-            }
+            // Ranks: required 0, important 1.
+            Base::Minbase => essential || priority == 0 || name == "apt",
+            Base::Important => essential || priority <= 1 || name == "apt",
         })
         .map(|(name, _, _)| name.to_string())
         .collect();

@@ -281,3 +281,41 @@ fn a_changed_lock_rebuilds_and_a_no_op_fetches_no_package() {
     let asked: Vec<_> = server.request_lines()[before..].to_vec();
     assert!(asked.iter().all(|l| !l.contains(".deb")), "{asked:?}");
 }
+
+#[test]
+fn a_bare_binary_name_that_path_resolves_elsewhere_rebuilds() {
+    let d = tempfile::tempdir().unwrap();
+    for (dir, extra) in [("a", &b""[..]), ("b", &b"other bytes"[..])] {
+        let mut bytes = std::fs::read("/bin/busybox").unwrap();
+        bytes.extend_from_slice(extra);
+        let p = d.path().join(dir).join("kiln-test-tool");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let p = write(
+        d.path(),
+        "p.toml",
+        "version = 1\n[[binary]]\nsource = \"kiln-test-tool\"\npath = \"/bin/sh\"\n[[file]]\npath = \"/init\"\ncontent = \"#!/bin/sh\\n\"\nmode = \"0755\"\n",
+    );
+    let build = |dir: &str| {
+        let path = format!(
+            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            d.path().join(dir).display()
+        );
+        let o = run(kiln()
+            .env("PATH", path)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .arg("build")
+            .arg(&p)
+            .arg("-o")
+            .arg(d.path().join("out")));
+        assert!(o.status.success(), "{}", stderr(&o));
+        !stderr(&o).contains("is up to date")
+    };
+    assert!(build("a"));
+    assert!(!build("a"));
+    assert!(build("b"), "$PATH names another executable");
+    assert!(!build("b"));
+}

@@ -104,6 +104,43 @@ fn image_meaning(p: &Profile) -> String {
     )
 }
 
+/// Which host files the `[[binary]]` executables (and a `[host]` image's busybox) are,
+/// with the libraries they load: a bare name follows $PATH, and a library follows the
+/// host's library directories, so the same profile can name other files tomorrow. The
+/// files' contents are stamped like every host input.
+fn host_executables(lp: &LoadedProfile) -> String {
+    use crate::source::elf;
+    let mut named: Vec<(String, Option<PathBuf>)> = lp
+        .profile
+        .binary
+        .iter()
+        .map(|b| {
+            let host = if b.source.contains('/') {
+                match &b.loc {
+                    Some(loc) if !b.source.starts_with('/') => Some(loc.dir().join(&b.source)),
+                    _ => Some(PathBuf::from(&b.source)),
+                }
+            } else {
+                elf::which(&b.source)
+            };
+            (b.source.clone(), host)
+        })
+        .collect();
+    if lp.profile.host.is_some() {
+        named.push(("busybox".to_string(), elf::which("busybox")));
+    }
+    let resolved: Vec<_> = named
+        .into_iter()
+        .map(|(name, host)| {
+            let closure = host
+                .as_deref()
+                .map(|h| elf::closure(h).map_err(|e| e.to_string()));
+            (name, host, closure)
+        })
+        .collect();
+    format!("{resolved:?}")
+}
+
 /// kiln's own identity: its version, and its executable's size and time, so that a
 /// rebuilt kiln (whose writers may have changed) rebuilds images.
 fn kiln_identity() -> String {
@@ -147,6 +184,7 @@ impl Key {
             ),
         );
         put("epoch", &plan.epoch.to_string());
+        put("host executables", &host_executables(lp));
         put("packages", selection.unwrap_or("none"));
         let mut named = lp.host_paths.clone();
         named.extend(opts.kernel.iter().chain(&opts.kernel_tree).cloned());

@@ -50,6 +50,14 @@ def median_builds(kiln, profile, out, runs, extra=(), between=None):
     return f"{statistics.median(times) * 1000:8.0f} ms"
 
 
+def row(title, kilns, work, kind, cell):
+    """One line: `title`, then cell(kiln, its output directory) for each kiln."""
+    line = title
+    for label, k in kilns:
+        line += f"{cell(k, os.path.join(work, f'out-{kind}-' + label.replace(' ', '-'))):>22}"
+    print(line, flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", help="an older kiln binary to compare with")
@@ -70,11 +78,8 @@ def main():
                     if subprocess.run([KILN, "lock", p], capture_output=True).returncode != 0:
                         continue
                     extra = ("--locked",)
-                line = f"{name:28}{mode:10}"
-                for label, k in kilns:
-                    out = os.path.join(work, "out-" + label.replace(" ", "-"))
-                    line += f"{median_builds(k, p, out, a.runs, extra):>22}"
-                print(line, flush=True)
+                row(f"{name:28}{mode:10}", kilns, work, "noop",
+                    lambda k, out: median_builds(k, p, out, a.runs, extra))
 
         print("\n2. the disk profile with one overlay file changed between builds, median of 3")
         disk = os.path.join(work, "overlaid.toml")
@@ -88,26 +93,21 @@ def main():
             with open(os.path.join(layer, "etc/changed"), "w") as f:
                 f.write(f"change {i}\n")
         change(-1)
-        line = f"{'overlaid debian-minimal-disk':38}"
-        for label, k in kilns:
-            out = os.path.join(work, "out-overlay-" + label.replace(" ", "-"))
-            line += f"{median_builds(k, disk, out, 3, between=change):>22}"
-        print(line, flush=True)
+        row(f"{'overlaid debian-minimal-disk':38}", kilns, work, "overlay",
+            lambda k, out: median_builds(k, disk, out, 3, between=change))
 
         print("\n3. unlocked build of debian-minimal-disk with a warm cache, in full")
         p = os.path.join(profiles, "debian-minimal-disk.toml")
         lock = os.path.join(profiles, "debian-minimal-disk.lock")
         if os.path.exists(lock):
             os.unlink(lock)
-        line = f"{'debian-minimal-disk':38}"
-        for label, k in kilns:
-            out = os.path.join(work, "out-full-" + label.replace(" ", "-"))
+        def full(k, out):
             # The old kiln has no --rebuild, and always builds in full.
-            extra = ["--rebuild"] if label == "this kiln" else []
+            extra = ["--rebuild"] if k == KILN else []
             measured([k, "build", p, "-o", out, *extra])
             ok, wall, rss, last = measured([k, "build", p, "-o", out, *extra])
-            line += f"{(f'{wall:.2f} s, {rss:.0f} MB' if ok else 'fails: ' + last[:40]):>22}"
-        print(line, flush=True)
+            return f"{wall:.2f} s, {rss:.0f} MB" if ok else "fails: " + last[:40]
+        row(f"{'debian-minimal-disk':38}", kilns, work, "full", full)
 
 
 if __name__ == "__main__":

@@ -322,18 +322,9 @@ fn host_digest(p: &Path) -> Result<String> {
     }
     let ft = m.file_type();
     if ft.is_file() {
-        use std::io::Read;
         let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", p.display()))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
+        crate::util::cache::sha256_update(&mut h, &mut f)
+            .with_context(|| format!("reading {}", p.display()))?;
     } else if ft.is_symlink() {
         use std::os::unix::ffi::OsStrExt;
         h.update(std::fs::read_link(p)?.as_os_str().as_bytes());

@@ -43,17 +43,22 @@ pub struct Lock {
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
+    let n_total = sha256_update(&mut h, &mut f)?;
+    Ok((hex::encode(h.finalize()), n_total))
+}
+
+/// Feeds everything `r` reads into `h`; returns the number of bytes.
+pub fn sha256_update(h: &mut Sha256, r: &mut impl Read) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut n_total = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(n_total);
         }
         h.update(&buf[..n]);
         n_total += n as u64;
     }
-    Ok((hex::encode(h.finalize()), n_total))
 }
 
 fn valid_hash(sha256: &str) -> bool {

@@ -1,6 +1,7 @@
 //! No-op builds: a build whose inputs did not change and whose outputs are intact does
 //! nothing; every kind of input change, and a damaged or missing output, rebuilds; and
-//! nothing else does. (`kiln test` reusing a built image is in runs.rs.)
+//! nothing else does. (`kiln test` reusing a built image is in runs.rs.) And holes cost
+//! nothing: a sparse host file costs what its data costs, in the build and in the check.
 
 mod common;
 #[path = "common/repo.rs"]
@@ -318,4 +319,108 @@ fn a_bare_binary_name_that_path_resolves_elsewhere_rebuilds() {
     assert!(!build("a"));
     assert!(build("b"), "$PATH names another executable");
     assert!(!build("b"));
+}
+
+/// Runs kiln under `timeout`: hashing a 2 TiB file's holes would take a quarter of an
+/// hour, so a build that reads them fails here instead of stalling the suite.
+fn bounded(secs: u32, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let kiln = kiln();
+    let o = run(Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(kiln.get_program())
+        .args(args));
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    o
+}
+
+#[test]
+fn sparse_files_cost_what_their_data_costs() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ov = d.join("ov");
+    std::fs::create_dir(&ov).unwrap();
+    let sparse = |name: &str, len: u64, bytes: &[(u64, u8)]| {
+        let f = std::fs::File::create(ov.join(name)).unwrap();
+        f.set_len(len).unwrap();
+        for &(at, b) in bytes {
+            f.write_all_at(&[b], at).unwrap();
+        }
+    };
+    // One byte in the middle of 2 TiB.
+    sparse("huge", 2 << 40, &[(1 << 40, b'x')]);
+    // 80 MiB with three bytes, once with holes and once with every zero written.
+    let three = [(5, 1), (40 << 20, 2), ((80 << 20) - 1, 3)];
+    sparse("holes", 80 << 20, &three);
+    let mut dense = vec![0u8; 80 << 20];
+    for &(at, b) in &three {
+        dense[at as usize] = b;
+    }
+    std::fs::write(ov.join("dense"), &dense).unwrap();
+    // Under 64 MiB of zeros: the plain sha256, holes and all.
+    sparse("small", 10 << 20, &[(3, b'y')]);
+    let profile = write(
+        d,
+        "p.toml",
+        "version = 1\n[output]\nformat = \"disk\"\nroot_size = \"256M\"\n\
+         [[overlay]]\nsource = \"ov\"\ndestination = \"/srv\"\n",
+    );
+    let out = d.join("out");
+    let build = [profile.as_os_str(), "-o".as_ref(), out.as_os_str()];
+    let o = bounded(120, &[&["build".as_ref()][..], &build].concat());
+    assert!(!stderr(&o).contains("up to date"), "{}", stderr(&o));
+
+    let img = out.join("p.raw");
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset=1048576", img.display()))
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("p.manifest.json")).unwrap()).unwrap();
+    let entry = |name: &str| {
+        manifest["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == format!("/srv/{name}"))
+            .unwrap()
+            .clone()
+    };
+    // The README's script gives the same digest, from the host file.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sparse-sha256");
+    let by_script = |name: &str| {
+        let o = run(Command::new(&script).arg(ov.join(name)));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).split_whitespace().next().unwrap().to_string()
+    };
+    for name in ["huge", "holes", "dense"] {
+        let e = entry(name);
+        assert!(e.get("sha256").is_none(), "{e}");
+        assert_eq!(e["sparse_sha256"], by_script(name).as_str(), "{name}");
+    }
+    assert_eq!(entry("huge")["size"], 2u64 << 40);
+    // The digest is of the content, not of how the host stored it.
+    assert_eq!(
+        entry("holes")["sparse_sha256"],
+        entry("dense")["sparse_sha256"]
+    );
+    let small = entry("small");
+    assert!(small.get("sparse_sha256").is_none(), "{small}");
+    assert_eq!(small["sha256"], sha256_file(&ov.join("small")).as_str());
+
+    // A touched sparse file is confirmed unchanged by its data, not its holes.
+    std::fs::File::options()
+        .write(true)
+        .open(ov.join("huge"))
+        .unwrap()
+        .write_all_at(b"x", 1 << 40)
+        .unwrap();
+    let o = bounded(120, &[&["build".as_ref()][..], &build].concat());
+    assert!(stderr(&o).contains("is up to date"), "{}", stderr(&o));
 }

@@ -303,6 +303,25 @@ fn unchanged(recorded: &Stamp) -> bool {
             == recorded.digest.clone().unwrap_or_default()
 }
 
+/// Feeds a file's data ranges, with where they are, into `h`: the holes of a sparse file
+/// are not read.
+fn hash_data(h: &mut Sha256, f: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, n) in crate::tree::data::host_data_ranges(f, len)? {
+        h.update(start.to_le_bytes());
+        h.update(n.to_le_bytes());
+        let mut at = start;
+        while at < start + n {
+            let k = (start + n - at).min(buf.len() as u64) as usize;
+            f.read_exact_at(&mut buf[..k], at)?;
+            h.update(&buf[..k]);
+            at += k as u64;
+        }
+    }
+    Ok(())
+}
+
 /// What of a host path can reach an image: its kind, mode, owner and extended
 /// attributes, and its content (a file), target (a symlink) or names (a directory).
 /// Empty for a path that does not exist.
@@ -322,9 +341,8 @@ fn host_digest(p: &Path) -> Result<String> {
     }
     let ft = m.file_type();
     if ft.is_file() {
-        let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-        crate::util::cache::sha256_update(&mut h, &mut f)
-            .with_context(|| format!("reading {}", p.display()))?;
+        let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+        hash_data(&mut h, &f, m.len()).with_context(|| format!("reading {}", p.display()))?;
     } else if ft.is_symlink() {
         use std::os::unix::ffi::OsStrExt;
         h.update(std::fs::read_link(p)?.as_os_str().as_bytes());

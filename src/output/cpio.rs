@@ -12,6 +12,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::output::file_digest::FileDigest;
+
 use super::manifest::{Manifest, ManifestEntry};
 pub use super::options::Compression;
 use super::HashWriter;
@@ -241,7 +243,7 @@ fn write_entries<W: Write>(
             Kind::File(_) | Kind::HardLink(_) => hashes.get(data_path).cloned(),
             _ => None,
         };
-        let m = ManifestEntry::in_tree(tree, path, e, sha);
+        let m = ManifestEntry::in_tree(tree, path, e, sha.map(FileDigest::Sha256));
         manifest.push(m);
     }
     Ok(manifest)

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::output::file_digest::FileDigest;
 use crate::tree::{Entry, Kind, Tree};
 
 /// One path in an image.
@@ -25,6 +26,11 @@ pub struct ManifestEntry {
     /// sha256 of the contents, hex, for regular files and hard links.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// In a disk image, instead of `sha256`, for a file with more than 64 MiB in all-zero
+    /// blocks: a digest of its non-zero blocks and where they are (see
+    /// [`crate::output::file_digest`]), so that holes are never read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_sha256: Option<String>,
     /// Symlink target, or the path a hard link shares its inode with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -52,8 +58,13 @@ pub struct Manifest {
 }
 
 impl ManifestEntry {
-    /// `sha256` is the content hash for regular files (and the file a hard link names).
-    pub fn from_entry(path: &str, e: &Entry, sha256: Option<String>) -> ManifestEntry {
+    /// `digest` is the content's for regular files (and the file a hard link names).
+    pub fn from_entry(path: &str, e: &Entry, digest: Option<FileDigest>) -> ManifestEntry {
+        let (sha256, sparse_sha256) = match digest {
+            Some(FileDigest::Sha256(h)) => (Some(h), None),
+            Some(FileDigest::Sparse(h)) => (None, Some(h)),
+            None => (None, None),
+        };
         let mut m = ManifestEntry {
             path: format!("/{path}"),
             kind: e.kind.name().to_string(),
@@ -62,6 +73,7 @@ impl ManifestEntry {
             gid: e.meta.gid,
             size: None,
             sha256,
+            sparse_sha256,
             target: None,
             major: None,
             minor: None,
@@ -82,8 +94,13 @@ impl ManifestEntry {
 
 impl ManifestEntry {
     /// The entry for `path` in `tree`; a hard link reports the size of the file it names.
-    pub fn in_tree(tree: &Tree, path: &str, e: &Entry, sha256: Option<String>) -> ManifestEntry {
-        let mut m = ManifestEntry::from_entry(path, e, sha256);
+    pub fn in_tree(
+        tree: &Tree,
+        path: &str,
+        e: &Entry,
+        digest: Option<FileDigest>,
+    ) -> ManifestEntry {
+        let mut m = ManifestEntry::from_entry(path, e, digest);
         if let Kind::HardLink(t) = &e.kind {
             if let Some(Kind::File(d)) = tree.get(t).map(|x| &x.kind) {
                 m.size = Some(d.len());

@@ -8,6 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::output::file_digest::FileDigest;
+
 use super::manifest::{Manifest, ManifestEntry};
 use super::HashWriter;
 use crate::tree::{Kind, Tree};
@@ -113,7 +115,7 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
                 continue;
             }
         }
-        let m = ManifestEntry::in_tree(tree, path, e, sha);
+        let m = ManifestEntry::in_tree(tree, path, e, sha.map(FileDigest::Sha256));
         manifest.push(m);
     }
     let hashed = b.into_inner()?;

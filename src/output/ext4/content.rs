@@ -1,8 +1,8 @@
 //! File contents: streamed from their sources (or read ahead whole by worker threads
 //! for small files), hashed for the manifest, written with all-zero blocks left as holes.
 
+use crate::output::file_digest::{is_zero, FileDigest, FileHasher};
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::inode::EXTENTS_FL;
 use super::io::{Io, Written};
@@ -66,21 +66,12 @@ impl Pending {
     }
 }
 
-/// Whether a block is all zeros, sixteen bytes at a time.
-fn is_zero(block: &[u8]) -> bool {
-    let mut chunks = block.chunks_exact(16);
-    chunks
-        .by_ref()
-        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
-        && chunks.remainder().iter().all(|&b| b == 0)
-}
-
 /// Files at most this large are read whole, ahead of time, by worker threads.
 pub(super) const PREFETCH_MAX: u64 = 1 << 20;
 
 pub(super) struct Prefetched {
     pub(super) bytes: Vec<u8>,
-    pub(super) sha256: String,
+    pub(super) digest: FileDigest,
 }
 
 pub(super) fn prefetch(d: &Data) -> Result<Prefetched> {
@@ -90,8 +81,8 @@ pub(super) fn prefetch(d: &Data) -> Result<Prefetched> {
     let mut bytes = vec![0u8; d.len() as usize];
     r.read_exact_at(&mut bytes, 0)
         .with_context(|| format!("reading {}", d.describe()))?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    Ok(Prefetched { bytes, sha256 })
+    let digest = FileDigest::of_bytes(&bytes);
+    Ok(Prefetched { bytes, digest })
 }
 
 /// Writes a file held in memory; all-zero blocks stay holes. Runs of data blocks go
@@ -138,7 +129,6 @@ pub(super) fn write_bytes(
 /// Buffers reused from file to file.
 pub(super) struct Buffers {
     read: Vec<u8>,
-    zeros: Vec<u8>,
     pending: Vec<u8>,
 }
 
@@ -146,20 +136,19 @@ impl Buffers {
     pub(super) fn new() -> Buffers {
         Buffers {
             read: vec![0u8; CHUNK],
-            zeros: vec![0u8; CHUNK],
             pending: Vec::with_capacity(CHUNK + BLOCK as usize),
         }
     }
 }
 
-/// Streams a file's bytes into the file system; all-zero blocks become holes. Returns
-/// the inode's block map and the content's sha256.
+/// Streams a file's bytes into the file system; all-zero blocks become holes, and holes
+/// in the source are never read. Returns the inode's block map and the content's digest.
 pub(super) fn write_file(
     io: &mut Io,
     d: &Data,
     seed: u32,
     bufs: &mut Buffers,
-) -> Result<(Written, String)> {
+) -> Result<(Written, FileDigest)> {
     let size = d.len();
     let reader = d
         .open()
@@ -170,16 +159,10 @@ pub(super) fn write_file(
             .with_context(|| format!("reading {}", d.describe()))?,
         size,
     );
-    let mut hasher = Sha256::new();
-    let zeros = &bufs.zeros;
-    let hash_zeros = |hasher: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let k = n.min(CHUNK as u64) as usize;
-            hasher.update(&zeros[..k]);
-            n -= k as u64;
-        }
-    };
+    let reread = |buf: &mut [u8], at: u64| reader.read_exact_at(buf, at);
+    let mut hasher = FileHasher::new(size, &ranges);
     let buf = &mut bufs.read;
+    let mut zero = Vec::with_capacity(CHUNK / BLOCK as usize);
     let mut runs = Vec::new();
     bufs.pending.clear();
     let mut pending = Pending {
@@ -187,9 +170,10 @@ pub(super) fn write_file(
         logical: 0,
         written: 0,
     };
+    let reading = || format!("reading {}", d.describe());
     let mut pos = 0u64;
-    for (a, b) in ranges {
-        hash_zeros(&mut hasher, a - pos);
+    for (a, b) in ranges.iter().copied() {
+        hasher.hole(a - pos, &reread).with_context(reading)?;
         let mut at = a;
         while at < b {
             let span = (b - at).min(CHUNK as u64) as usize;
@@ -198,21 +182,26 @@ pub(super) fn write_file(
             chunk[real..].fill(0);
             reader
                 .read_exact_at(&mut chunk[..real], at)
-                .with_context(|| format!("reading {}", d.describe()))?;
-            hasher.update(&chunk[..real]);
+                .with_context(reading)?;
+            zero.clear();
             for (k, block) in chunk.chunks(BLOCK as usize).enumerate() {
-                if !is_zero(block) {
+                let z = is_zero(block);
+                zero.push(z);
+                if !z {
                     pending.push(io, &mut runs, at / BLOCK + k as u64, block)?;
                 } else {
                     pending.flush(io, &mut runs)?;
                 }
             }
+            hasher
+                .data(&chunk[..real], &zero, &reread)
+                .with_context(reading)?;
             at += span as u64;
         }
         pos = b.min(size);
     }
     pending.flush(io, &mut runs)?;
-    hash_zeros(&mut hasher, size - pos);
+    hasher.hole(size - pos, &reread).with_context(reading)?;
     bufs.pending = std::mem::take(&mut pending.data);
     let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
     Ok((
@@ -221,6 +210,6 @@ pub(super) fn write_file(
             blocks: pending.written + tree_blocks,
             flags: EXTENTS_FL,
         },
-        hex::encode(hasher.finalize()),
+        hasher.finish(),
     ))
 }

@@ -21,6 +21,7 @@ use super::layout::{Allocator, Geometry};
 use super::meta;
 use super::prepare::{DirBlocks, Node, What};
 use super::{journal, xattr, BLOCK, INODE_SIZE, JOURNAL_INO};
+use crate::output::file_digest::FileDigest;
 use crate::output::manifest::ManifestEntry;
 use crate::output::options::FreeSpace;
 use crate::tree::{Data, Entry, Kind, Tree};
@@ -213,8 +214,8 @@ impl Prepared<'_> {
         io: &mut Io,
         table: &mut InodeTable,
         used_dirs: &mut [u32],
-    ) -> Result<HashMap<u32, String>> {
-        let mut hashes: HashMap<u32, String> = HashMap::new();
+    ) -> Result<HashMap<u32, FileDigest>> {
+        let mut hashes: HashMap<u32, FileDigest> = HashMap::new();
         let mut bufs = Buffers::new();
         let pb = crate::util::progress::bytes(self.tree.content_bytes(), "writing ext4");
         let small: Vec<&Data> = self
@@ -303,7 +304,7 @@ impl Prepared<'_> {
         io: &mut Io,
         bufs: &mut Buffers,
         prefetched: Option<Prefetched>,
-    ) -> Result<Option<(InodeSpec, Option<String>)>> {
+    ) -> Result<Option<(InodeSpec, Option<FileDigest>)>> {
         let time = self.opts.time;
         let mut sha_out = None;
         let seed = inode_seed(self.fs_seed, n.ino, 0);
@@ -348,7 +349,7 @@ impl Prepared<'_> {
                     unreachable!("a file node holds a file")
                 };
                 let (w, sha) = match prefetched {
-                    Some(p) => (write_bytes(io, &p.bytes, seed, bufs)?, p.sha256),
+                    Some(p) => (write_bytes(io, &p.bytes, seed, bufs)?, p.digest),
                     None => write_file(io, d, seed, bufs)?,
                 };
                 spec.i_block = w.i_block;
@@ -407,7 +408,7 @@ impl Prepared<'_> {
     }
 
     /// The manifest: every path of the tree, with the sha256 of what its inode holds.
-    fn manifest(&self, hashes: &HashMap<u32, String>) -> Vec<ManifestEntry> {
+    fn manifest(&self, hashes: &HashMap<u32, FileDigest>) -> Vec<ManifestEntry> {
         self.tree
             .iter()
             .map(|(p, e)| {

@@ -1,0 +1,230 @@
+//! A regular file's digest in a disk image's manifest.
+//!
+//! Most files get their plain sha256. A file with more than [`PLAIN_LIMIT`] bytes in
+//! all-zero blocks gets a `sparse_sha256` instead: a disk image keeps those blocks as
+//! holes and never reads them, and hashing them as zeros would make a 2 TiB file with one
+//! byte in it cost a quarter of an hour. Which digest a file gets, and its value, depend
+//! only on the file's bytes, not on how sparse the host's copy was, so the same tree
+//! gives the same manifest on any file system.
+//!
+//! `sparse_sha256` is the sha256 of: the tag `kiln-sparse-sha256-v1\n`; then, for each
+//! 4096-byte block counted from the start of the file that holds a non-zero byte, the
+//! block's index as 8 bytes little-endian followed by the block's bytes (the last block
+//! only as far as the file goes); then the file's size as 8 bytes little-endian.
+//! `tools/sparse-sha256` computes it for a file, skipping holes with `SEEK_DATA`.
+
+use std::io;
+
+use sha2::{Digest, Sha256};
+
+/// The block size the sparse digest counts in (the ext4 block size kiln writes).
+pub const BLOCK: u64 = 4096;
+
+/// A file with more bytes than this in all-zero blocks gets the sparse digest. At most
+/// this many zeros are hashed for any one file.
+pub const PLAIN_LIMIT: u64 = 64 << 20;
+
+const TAG: &[u8] = b"kiln-sparse-sha256-v1\n";
+
+/// A file's digest as it appears in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileDigest {
+    /// The sha256 of the whole content, hex: what `sha256sum` prints.
+    Sha256(String),
+    /// The sparse digest described in this module, hex.
+    Sparse(String),
+}
+
+impl FileDigest {
+    /// The plain sha256 of bytes held in memory.
+    pub fn of_bytes(b: &[u8]) -> FileDigest {
+        FileDigest::Sha256(hex::encode(Sha256::digest(b)))
+    }
+}
+
+/// Reads bytes of the file being hashed again, at an offset.
+pub type ReadAt<'a> = &'a dyn Fn(&mut [u8], u64) -> io::Result<()>;
+
+/// Hashes a file fed front to back in block-aligned pieces: data as read, holes as
+/// lengths. Starts with the plain sha256 and switches to the sparse digest, reading the
+/// data ranges before that point again, once the zeros pass [`PLAIN_LIMIT`].
+pub struct FileHasher {
+    size: u64,
+    pos: u64,
+    zeros: u64,
+    /// The file's data ranges, block-aligned and in order: everything else is a hole.
+    ranges: Vec<(u64, u64)>,
+    plain: Option<Sha256>,
+    sparse: Option<Sha256>,
+}
+
+impl FileHasher {
+    /// A hasher for a file of `size` bytes whose data lies in `ranges`.
+    pub fn new(size: u64, ranges: &[(u64, u64)]) -> FileHasher {
+        FileHasher {
+            size,
+            pos: 0,
+            zeros: 0,
+            ranges: ranges.to_vec(),
+            plain: Some(Sha256::new()),
+            sparse: None,
+        }
+    }
+
+    /// `n` bytes that read as zeros (a hole), from the current, block-aligned position.
+    pub fn hole(&mut self, n: u64, src: ReadAt) -> io::Result<()> {
+        let n = n.min(self.size - self.pos);
+        self.zeros += n;
+        if self.plain.is_some() && self.zeros > PLAIN_LIMIT {
+            self.switch(src)?;
+        }
+        if let Some(h) = &mut self.plain {
+            let zeros = [0u8; 1 << 16];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(zeros.len() as u64) as usize;
+                h.update(&zeros[..k]);
+                left -= k as u64;
+            }
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    /// File bytes from the current, block-aligned position; `zero[k]` says whether its
+    /// `k`-th block is all zeros (the writer has looked already).
+    pub fn data(&mut self, bytes: &[u8], zero: &[bool], src: ReadAt) -> io::Result<()> {
+        let bs = BLOCK as usize;
+        for (k, block) in bytes.chunks(bs).enumerate() {
+            if zero.get(k).copied().unwrap_or_else(|| is_zero(block)) {
+                self.zeros += block.len() as u64;
+            }
+        }
+        if self.plain.is_some() && self.zeros > PLAIN_LIMIT {
+            self.switch(src)?;
+        }
+        match (&mut self.plain, &mut self.sparse) {
+            (Some(h), _) => h.update(bytes),
+            (None, Some(h)) => {
+                for (k, block) in bytes.chunks(bs).enumerate() {
+                    if !zero.get(k).copied().unwrap_or_else(|| is_zero(block)) {
+                        h.update((self.pos / BLOCK + k as u64).to_le_bytes());
+                        h.update(block);
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> FileDigest {
+        match (self.plain, self.sparse) {
+            (Some(h), _) => FileDigest::Sha256(hex::encode(h.finalize())),
+            (None, Some(mut h)) => {
+                h.update(self.size.to_le_bytes());
+                FileDigest::Sparse(hex::encode(h.finalize()))
+            }
+            (None, None) => FileDigest::Sha256(String::new()),
+        }
+    }
+
+    /// Drops the plain hash and hashes the non-zero blocks before the current position.
+    fn switch(&mut self, src: ReadAt) -> io::Result<()> {
+        self.plain = None;
+        let mut h = Sha256::new();
+        h.update(TAG);
+        let mut buf = vec![0u8; 1 << 20];
+        for &(a, b) in &self.ranges {
+            let end = b.min(self.pos).min(self.size);
+            let mut at = a;
+            while at < end {
+                let n = (end - at).min(buf.len() as u64) as usize;
+                src(&mut buf[..n], at)?;
+                for (k, block) in buf[..n].chunks(BLOCK as usize).enumerate() {
+                    if !is_zero(block) {
+                        h.update((at / BLOCK + k as u64).to_le_bytes());
+                        h.update(block);
+                    }
+                }
+                at += n as u64;
+            }
+        }
+        self.sparse = Some(h);
+        Ok(())
+    }
+}
+
+/// Whether a block is all zeros, sixteen bytes at a time.
+pub fn is_zero(block: &[u8]) -> bool {
+    let mut chunks = block.chunks_exact(16);
+    chunks
+        .by_ref()
+        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
+        && chunks.remainder().iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest of `content` fed as the writer feeds it: data in `ranges`, the rest holes.
+    fn fed(content: &[u8], ranges: &[(u64, u64)], piece: usize) -> FileDigest {
+        let read = |buf: &mut [u8], at: u64| {
+            buf.copy_from_slice(&content[at as usize..at as usize + buf.len()]);
+            Ok(())
+        };
+        let mut h = FileHasher::new(content.len() as u64, ranges);
+        let mut pos = 0u64;
+        for &(a, b) in ranges {
+            h.hole(a - pos, &read).unwrap();
+            let b = b.min(content.len() as u64);
+            for c in content[a as usize..b as usize].chunks(piece) {
+                h.data(c, &[], &read).unwrap();
+            }
+            pos = b;
+        }
+        h.hole(content.len() as u64 - pos, &read).unwrap();
+        h.finish()
+    }
+
+    /// The sparse digest straight from its definition.
+    fn by_definition(content: &[u8]) -> String {
+        let mut h = Sha256::new();
+        h.update(TAG);
+        for (i, block) in content.chunks(BLOCK as usize).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                h.update((i as u64).to_le_bytes());
+                h.update(block);
+            }
+        }
+        h.update((content.len() as u64).to_le_bytes());
+        hex::encode(h.finalize())
+    }
+
+    #[test]
+    fn few_zeros_give_the_plain_sha256() {
+        let content: Vec<u8> = (0..3 * BLOCK as usize + 17).map(|i| i as u8).collect();
+        let whole = [(0, content.len() as u64)];
+        assert_eq!(fed(&content, &whole, 4096), FileDigest::of_bytes(&content));
+    }
+
+    #[test]
+    fn mostly_zeros_give_the_sparse_digest_however_the_holes_were_found() {
+        let len = PLAIN_LIMIT as usize + 5 * BLOCK as usize + 100;
+        let mut content = vec![0u8; len];
+        content[10] = 1;
+        content[8 * BLOCK as usize + 3] = 2;
+        content[len - 1] = 3;
+        let want = FileDigest::Sparse(by_definition(&content));
+        // Dense: every byte read, the zero blocks found by content.
+        let dense = [(0, len as u64)];
+        assert_eq!(fed(&content, &dense, 1 << 20), want);
+        // Sparse: only the blocks with data read; the switch comes at a hole.
+        let last = (len as u64 - 1) / BLOCK * BLOCK;
+        let holes = [(0, BLOCK), (8 * BLOCK, 9 * BLOCK), (last, last + BLOCK)];
+        assert_eq!(fed(&content, &holes, 4096), want);
+    }
+}

@@ -362,7 +362,7 @@ fn sparse_files_cost_what_their_data_costs() {
     let profile = write(
         d,
         "p.toml",
-        "version = 1\n[output]\nformat = \"disk\"\nroot_size = \"256M\"\n\
+        "version = 1\n[output]\nformat = \"disk\"\nroot_size = \"256M\"\nimage_sha256 = true\n\
          [[overlay]]\nsource = \"ov\"\ndestination = \"/srv\"\n",
     );
     let out = d.join("out");
@@ -392,18 +392,17 @@ fn sparse_files_cost_what_their_data_costs() {
             .unwrap()
             .clone()
     };
-    // The README's script gives the same digest, from the host file.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sparse-sha256");
-    let by_script = |name: &str| {
-        let o = run(Command::new(&script).arg(ov.join(name)));
-        assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o).split_whitespace().next().unwrap().to_string()
-    };
+    // The README's script gives the same digests, from the host files and the image.
     for name in ["huge", "holes", "dense"] {
         let e = entry(name);
         assert!(e.get("sha256").is_none(), "{e}");
-        assert_eq!(e["sparse_sha256"], by_script(name).as_str(), "{name}");
+        let want = sparse_sha256_by_script(&ov.join(name));
+        assert_eq!(e["sparse_sha256"], want.as_str(), "{name}");
     }
+    // The profile asks for the image's plain sha256 beside its sparse digest.
+    assert_eq!(manifest["image_sha256"], sha256_file(&img).as_str());
+    let image_sparse = sparse_sha256_by_script(&img);
+    assert_eq!(manifest["image_sparse_sha256"], image_sparse.as_str());
     assert_eq!(entry("huge")["size"], 2u64 << 40);
     // The digest is of the content, not of how the host stored it.
     assert_eq!(

@@ -100,6 +100,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     // killed leaves the previous image, manifest, kernel and boot initramfs together.
     let mut staging = Staging::new(&plan.out_dir, &plan.name)?;
     Key::forget(&plan)?;
+    let inputs = key.stamp_inputs(&tree)?;
     let manifest = plan
         .writer
         .writer()
@@ -121,17 +122,13 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, &staged, &renderer)?;
     }
     let outputs = staging.commit()?;
-    key.record(&plan, &tree, &outputs)?;
+    key.record(&plan, inputs, &tree, &manifest, &outputs)?;
     let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
     progress::step(format!(
-        "built {} ({}, sha256 {}) in {:.1}s",
+        "built {} ({}, {}) in {:.1}s",
         plan.image.display(),
         human_bytes(size),
-        manifest
-            .image_sha256
-            .as_deref()
-            .map(|h| &h[..16])
-            .unwrap_or("not computed"),
+        manifest.short_digest(),
         start.elapsed().as_secs_f64()
     ));
     Ok(Built {

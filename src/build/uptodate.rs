@@ -15,6 +15,7 @@
 //! written after, so it always describes the outputs beside it. A build killed in
 //! between leaves none, and the next build runs in full.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::output::file_digest::FileDigest;
+use crate::output::manifest::Manifest;
 use crate::plan::{BuildOptions, Plan};
 use crate::profile::{LoadedProfile, Profile};
 use crate::source::overlay::host_xattrs;
@@ -29,7 +32,7 @@ use crate::tree::{Data, Kind, Tree};
 use crate::util::atomic;
 
 /// What the record says; a record of another format is a rebuild.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The key of one build and the host paths it names.
 pub struct Key {
@@ -229,9 +232,20 @@ impl Key {
         }
     }
 
-    /// Records that `outputs` were built with this key from `tree` (whose host files
-    /// the build read).
-    pub fn record(&self, plan: &Plan, tree: &Tree, outputs: &[PathBuf]) -> Result<()> {
+    /// Stamps the host files `tree` and the profile were made of, before the writer
+    /// reads them: a file that changes while the image is written then differs from its
+    /// stamp, and its digest decides. The digests of the files the writer hashes come
+    /// from its manifest, in [`Key::record`].
+    pub fn stamp_inputs(&self, tree: &Tree) -> Result<Inputs> {
+        let mut written: Vec<PathBuf> = tree
+            .iter()
+            .filter_map(|(_, e)| match &e.kind {
+                Kind::File(Data::Host { path, .. }) => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        written.sort();
+        written.dedup();
         let mut paths: Vec<PathBuf> = self.named.clone();
         for dir in &self.walked {
             for e in walkdir::WalkDir::new(dir).follow_links(false) {
@@ -239,10 +253,7 @@ impl Key {
                 paths.push(e.into_path());
             }
         }
-        paths.extend(tree.iter().filter_map(|(_, e)| match &e.kind {
-            Kind::File(Data::Host { path, .. }) => Some(path.clone()),
-            _ => None,
-        }));
+        paths.extend(written.iter().cloned());
         paths.sort();
         paths.dedup();
         let mut hosts = Vec::with_capacity(paths.len());
@@ -250,8 +261,48 @@ impl Key {
             // A path the profile names but the build did not need (a keyring of an
             // offline build) may be missing: its appearing is a change too.
             let mut s = stamp(&p).unwrap_or_else(|_| missing(&p));
-            s.digest = Some(host_digest(&p).unwrap_or_default());
+            if written.binary_search(&p).is_err() {
+                s.digest = Some(host_digest(&p, None).unwrap_or_default());
+            }
             hosts.push(s);
+        }
+        Ok(Inputs { hosts })
+    }
+
+    /// Records that `outputs` were built with this key from `inputs`; `manifest` (of
+    /// `tree`) gives the digests of the host files the writer read.
+    pub fn record(
+        &self,
+        plan: &Plan,
+        mut inputs: Inputs,
+        tree: &Tree,
+        manifest: &Manifest,
+        outputs: &[PathBuf],
+    ) -> Result<()> {
+        let by_image_path: HashMap<&str, FileDigest> = manifest
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let d = match (&e.sha256, &e.sparse_sha256) {
+                    (Some(h), _) => FileDigest::Sha256(h.clone()),
+                    (None, Some(h)) => FileDigest::Sparse(h.clone()),
+                    _ => return None,
+                };
+                Some((e.path.strip_prefix('/').unwrap_or(&e.path), d))
+            })
+            .collect();
+        let by_host_path: HashMap<&Path, &FileDigest> = tree
+            .iter()
+            .filter_map(|(p, e)| match &e.kind {
+                Kind::File(Data::Host { path, .. }) => {
+                    Some((path.as_path(), by_image_path.get(p.as_str())?))
+                }
+                _ => None,
+            })
+            .collect();
+        for s in inputs.hosts.iter_mut().filter(|s| s.digest.is_none()) {
+            let content = by_host_path.get(s.path.as_path()).copied();
+            s.digest = Some(host_digest(&s.path, content).unwrap_or_default());
         }
         let outputs = outputs
             .iter()
@@ -260,12 +311,17 @@ impl Key {
         let r = Record {
             format: FORMAT,
             key: self.digest.clone(),
-            hosts,
+            hosts: inputs.hosts,
             outputs,
         };
         let json = serde_json::to_vec(&r).context("encoding the build record")?;
         atomic::write(&record_path(plan), &json)
     }
+}
+
+/// The host inputs of a build, stamped before the image was written.
+pub struct Inputs {
+    hosts: Vec<Stamp>,
 }
 
 fn missing(p: &Path) -> Stamp {
@@ -299,33 +355,15 @@ fn unchanged(recorded: &Stamp) -> bool {
         ..now
     } == *recorded;
     same_stamp
-        || host_digest(&recorded.path).unwrap_or_default()
+        || host_digest(&recorded.path, None).unwrap_or_default()
             == recorded.digest.clone().unwrap_or_default()
-}
-
-/// Feeds a file's data ranges, with where they are, into `h`: the holes of a sparse file
-/// are not read.
-fn hash_data(h: &mut Sha256, f: &std::fs::File, len: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    for (start, n) in crate::tree::data::host_data_ranges(f, len)? {
-        h.update(start.to_le_bytes());
-        h.update(n.to_le_bytes());
-        let mut at = start;
-        while at < start + n {
-            let k = (start + n - at).min(buf.len() as u64) as usize;
-            f.read_exact_at(&mut buf[..k], at)?;
-            h.update(&buf[..k]);
-            at += k as u64;
-        }
-    }
-    Ok(())
 }
 
 /// What of a host path can reach an image: its kind, mode, owner and extended
 /// attributes, and its content (a file), target (a symlink) or names (a directory).
-/// Empty for a path that does not exist.
-fn host_digest(p: &Path) -> Result<String> {
+/// Empty for a path that does not exist. A file's content digest is computed here
+/// (without reading holes) unless the writer's is given.
+fn host_digest(p: &Path, content: Option<&FileDigest>) -> Result<String> {
     let m = match std::fs::symlink_metadata(p) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
@@ -341,8 +379,16 @@ fn host_digest(p: &Path) -> Result<String> {
     }
     let ft = m.file_type();
     if ft.is_file() {
-        let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-        hash_data(&mut h, &f, m.len()).with_context(|| format!("reading {}", p.display()))?;
+        let content = match content {
+            Some(c) => c.clone(),
+            None => {
+                let f =
+                    std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+                FileDigest::of_file(&f, m.len())
+                    .with_context(|| format!("reading {}", p.display()))?
+            }
+        };
+        h.update(content.to_string());
     } else if ft.is_symlink() {
         use std::os::unix::ffi::OsStrExt;
         h.update(std::fs::read_link(p)?.as_os_str().as_bytes());

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::ext4::writer::{Prepared, Target};
 use super::ext4::{Ext4Options, SizeSpec};
+use super::file_digest::FileDigest;
 use super::manifest::Manifest;
 use super::options::{FreeSpace, PartitionFs, PartitionType, RootSize};
 use super::ImageWriter;
@@ -213,6 +214,8 @@ pub struct DiskOptions {
     pub time: i64,
     /// Also write a qcow2 copy beside the raw image.
     pub qcow2: bool,
+    /// Give the plain sha256 of the image even when it is mostly holes.
+    pub image_sha256: bool,
 }
 
 impl ImageWriter for DiskOptions {
@@ -228,8 +231,15 @@ impl ImageWriter for DiskOptions {
         let mut out = AtomicFile::create(dest)?;
         let report = write(tree, out.file(), &self.name, &root, &self.partitions)
             .with_context(|| format!("writing {}", dest.display()))?;
-        let image_sha256 = sparse_sha256(out.file(), report.bytes)
-            .with_context(|| format!("hashing {}", dest.display()))?;
+        let hashing = || format!("hashing {}", dest.display());
+        let (mut image_sha256, image_sparse_sha256) =
+            match FileDigest::of_file(out.file(), report.bytes).with_context(hashing)? {
+                FileDigest::Sha256(h) => (Some(h), None),
+                FileDigest::Sparse(h) => (None, Some(h)),
+            };
+        if self.image_sha256 && image_sha256.is_none() {
+            image_sha256 = Some(sparse_sha256(out.file(), report.bytes).with_context(hashing)?);
+        }
         out.commit()?;
         progress::step(format!(
             "root file system: {} ({} used, {} inodes); PARTUUID {}",
@@ -245,14 +255,15 @@ impl ImageWriter for DiskOptions {
         Ok(Manifest {
             image: super::file_name(dest),
             format: "disk".into(),
-            image_sha256: Some(image_sha256),
+            image_sha256,
+            image_sparse_sha256,
             entries: report.root.manifest,
         })
     }
 }
 
 /// The sha256 of the first `len` bytes of `file`, as `sha256sum` gives it, with its
-/// holes hashed as the zeros they read as, without reading them: a disk is mostly holes.
+/// holes hashed as the zeros they read as, without reading them.
 fn sparse_sha256(file: &File, len: u64) -> Result<String> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::FileExt;

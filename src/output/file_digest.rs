@@ -13,7 +13,9 @@
 //! only as far as the file goes); then the file's size as 8 bytes little-endian.
 //! `tools/sparse-sha256` computes it for a file, skipping holes with `SEEK_DATA`.
 
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
@@ -40,6 +42,57 @@ impl FileDigest {
     pub fn of_bytes(b: &[u8]) -> FileDigest {
         FileDigest::Sha256(hex::encode(Sha256::digest(b)))
     }
+
+    /// The digest of the first `len` bytes of a host file, reading only its data ranges.
+    pub fn of_file(f: &File, len: u64) -> io::Result<FileDigest> {
+        let ranges = aligned_ranges(&crate::tree::data::host_data_ranges(f, len)?, len);
+        let reread = |buf: &mut [u8], at: u64| f.read_exact_at(buf, at);
+        let mut h = FileHasher::new(len, &ranges);
+        // Sized to the file: checks of many small files must not clear a megabyte each.
+        let mut buf = vec![0u8; len.clamp(1, 1 << 20) as usize];
+        let mut pos = 0;
+        for &(a, b) in &ranges {
+            h.hole(a - pos, &reread)?;
+            let b = b.min(len);
+            let mut at = a;
+            while at < b {
+                let n = (b - at).min(buf.len() as u64) as usize;
+                f.read_exact_at(&mut buf[..n], at)?;
+                h.data(&buf[..n], &[], &reread)?;
+                at += n as u64;
+            }
+            pos = b;
+        }
+        h.hole(len - pos, &reread)?;
+        Ok(h.finish())
+    }
+}
+
+impl std::fmt::Display for FileDigest {
+    /// `sha256:HEX` or `sparse_sha256:HEX`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileDigest::Sha256(h) => write!(f, "sha256:{h}"),
+            FileDigest::Sparse(h) => write!(f, "sparse_sha256:{h}"),
+        }
+    }
+}
+
+/// Block-aligned, merged data ranges of a file of `size` bytes.
+pub fn aligned_ranges(ranges: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &(off, len) in ranges {
+        let a = off / BLOCK * BLOCK;
+        let b = ((off + len).div_ceil(BLOCK) * BLOCK).min(size.div_ceil(BLOCK) * BLOCK);
+        if b <= a {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 >= a => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 /// Reads bytes of the file being hashed again, at an offset.
@@ -61,13 +114,21 @@ pub struct FileHasher {
 impl FileHasher {
     /// A hasher for a file of `size` bytes whose data lies in `ranges`.
     pub fn new(size: u64, ranges: &[(u64, u64)]) -> FileHasher {
+        // Holes read as zeros: when they alone pass the limit, the digest is the sparse
+        // one from the start, and nothing is hashed twice.
+        let data: u64 = ranges.iter().map(|&(a, b)| b.min(size) - a.min(size)).sum();
+        let sparse_from_start = size - data.min(size) > PLAIN_LIMIT;
         FileHasher {
             size,
             pos: 0,
             zeros: 0,
             ranges: ranges.to_vec(),
-            plain: Some(Sha256::new()),
-            sparse: None,
+            plain: (!sparse_from_start).then(Sha256::new),
+            sparse: sparse_from_start.then(|| {
+                let mut h = Sha256::new();
+                h.update(TAG);
+                h
+            }),
         }
     }
 

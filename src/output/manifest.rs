@@ -49,10 +49,14 @@ pub struct Manifest {
     pub image: String,
     /// Image format: "initramfs", "tar" or "disk".
     pub format: String,
-    /// sha256 of the whole image; left out for disk images, whose hashing (gigabytes of
-    /// mostly holes) would cost more than writing them.
+    /// sha256 of the whole image, what `sha256sum` prints. A disk image that is mostly
+    /// holes has it only when its profile asks (`image_sha256 = true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_sha256: Option<String>,
+    /// A disk image's sparse digest (see [`crate::output::file_digest`]) when it holds
+    /// more than 64 MiB in all-zero blocks: its cost follows the data, not the disk size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_sparse_sha256: Option<String>,
     /// Every path in the image.
     pub entries: Vec<ManifestEntry>,
 }
@@ -111,6 +115,16 @@ impl ManifestEntry {
 }
 
 impl Manifest {
+    /// A short form of the image's digest for messages: the first 16 hex digits,
+    /// marked `sparse` for the sparse digest.
+    pub fn short_digest(&self) -> String {
+        match (&self.image_sha256, &self.image_sparse_sha256) {
+            (Some(h), _) => format!("sha256 {}", &h[..16.min(h.len())]),
+            (None, Some(h)) => format!("sparse sha256 {}", &h[..16.min(h.len())]),
+            (None, None) => "no digest".to_string(),
+        }
+    }
+
     /// Pretty-printed JSON, ending with a newline.
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();

@@ -84,6 +84,7 @@ pub fn seal(
         image: file_name(dest),
         format: format.into(),
         image_sha256: Some(image_sha256),
+        image_sparse_sha256: None,
         entries,
     })
 }

@@ -181,6 +181,7 @@ impl Plan {
                         .collect(),
                     time: epoch,
                     qcow2: o.qcow2.unwrap_or(false),
+                    image_sha256: o.image_sha256.unwrap_or(false),
                 }),
             ),
             Format::Tar => (at("tar"), WriterPlan::Tar),

@@ -45,6 +45,14 @@ pub fn sha256_file(p: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
 }
 
+/// A file's sparse digest as `tools/sparse-sha256` (the README's script) prints it.
+pub fn sparse_sha256_by_script(p: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sparse-sha256");
+    let o = run(Command::new(script).arg(p));
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).split_whitespace().next().unwrap().to_string()
+}
+
 pub fn which(name: &str) -> bool {
     Command::new("sh")
         .arg("-c")

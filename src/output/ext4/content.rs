@@ -1,7 +1,7 @@
 //! File contents: streamed from their sources (or read ahead whole by worker threads
 //! for small files), hashed for the manifest, written with all-zero blocks left as holes.
 
-use crate::output::file_digest::{is_zero, FileDigest, FileHasher};
+use crate::output::file_digest::{aligned_ranges, is_zero, FileDigest, FileHasher};
 use anyhow::{Context, Result};
 
 use super::inode::EXTENTS_FL;
@@ -10,23 +10,6 @@ use super::BLOCK;
 use crate::tree::Data;
 
 pub(super) const CHUNK: usize = 1 << 20;
-
-/// Block-aligned, merged data ranges of a file of `size` bytes.
-fn aligned_ranges(ranges: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &(off, len) in ranges {
-        let a = off / BLOCK * BLOCK;
-        let b = ((off + len).div_ceil(BLOCK) * BLOCK).min(size.div_ceil(BLOCK) * BLOCK);
-        if b <= a {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if last.1 >= a => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
-}
 
 /// Collects consecutive non-zero blocks and writes them as runs.
 struct Pending {

@@ -306,6 +306,11 @@ pub struct BuildArgs {
     /// missing from the cache. Implies --locked.
     #[arg(long)]
     offline: bool,
+    /// An unlocked build fetches the suite's InRelease every time; with this, one fetched
+    /// within DURATION (e.g. "10m", "1h") is used from the cache instead, its signature
+    /// and Valid-Until checked again (also $KILN_INDEX_MAX_AGE).
+    #[arg(long, value_name = "DURATION", env = "KILN_INDEX_MAX_AGE")]
+    index_max_age: Option<Seconds>,
     /// Build even when the outputs are up to date. Without it, a build whose inputs
     /// (profile, lock or resolved packages, host files, kernel, SOURCE_DATE_EPOCH, kiln
     /// itself) did not change and whose outputs are intact prints `up to date` and does
@@ -484,6 +489,7 @@ impl BuildArgs {
                     locked: self.locked || self.offline,
                     jobs: self.downloads,
                     offline: self.offline,
+                    index_max_age: self.index_max_age.map(|s| s.0),
                 },
                 epoch,
                 rebuild: self.rebuild,

@@ -933,3 +933,68 @@ fn a_deb_that_is_not_an_ar_archive_and_a_release_for_another_suite_are_refused()
         stderr(&o)
     );
 }
+
+/// `--index-max-age`: an InRelease fetched and verified within the window is used from
+/// the cache (and verified again); outside it, or damaged, it is fetched again.
+#[test]
+fn an_index_max_age_reuses_a_recent_verified_inrelease() {
+    let f = fixture("");
+    let p = f.default_profile();
+    let fetches = || {
+        f.server
+            .request_lines()
+            .iter()
+            .filter(|l| l.contains("/InRelease"))
+            .count()
+    };
+    // Each build resolves afresh: without a lock, unlocked builds read the index.
+    let build = |extra: &[&str]| {
+        let _ = std::fs::remove_file(p.with_extension("lock"));
+        let o = f.build(&p, extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let window = ["--index-max-age", "1h"];
+    build(&window);
+    assert_eq!(fetches(), 1);
+    let e = build(&window);
+    assert!(e.contains("--index-max-age"), "{e}");
+    assert_eq!(
+        fetches(),
+        1,
+        "the kept InRelease is reused within the window"
+    );
+    build(&[]);
+    assert_eq!(
+        fetches(),
+        2,
+        "without a window, every unlocked build fetches"
+    );
+
+    let kept: Vec<PathBuf> = std::fs::read_dir(f.dir.path().join("cache/release"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // Older than the window: fetched again.
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&kept[0])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    build(&window);
+    assert_eq!(
+        fetches(),
+        3,
+        "an InRelease older than the window is fetched again"
+    );
+    // Damaged in the cache: it fails verification, and is fetched again.
+    let text = std::fs::read_to_string(&kept[0]).unwrap();
+    std::fs::write(&kept[0], text.replacen("Suite:", "Suite: x", 1)).unwrap();
+    build(&window);
+    assert_eq!(fetches(), 4, "a damaged kept InRelease is fetched again");
+    let e = build(&window);
+    assert!(e.contains("--index-max-age"), "{e}");
+    assert_eq!(fetches(), 4);
+}

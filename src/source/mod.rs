@@ -31,6 +31,8 @@ pub struct PackageOptions {
     pub jobs: usize,
     /// Never touch the network: build from the cache and the lock alone.
     pub offline: bool,
+    /// Reuse a suite's InRelease fetched within this long instead of fetching it again.
+    pub index_max_age: Option<std::time::Duration>,
 }
 
 /// What `kiln lock` did.

@@ -117,6 +117,32 @@ fn fetch_index(
     .with_context(|| format!("reading {path}"))
 }
 
+/// Where a suite's InRelease is kept between builds, for `--index-max-age`; the file's
+/// time is when it was fetched.
+fn kept_inrelease(cache: &Cache, url: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    cache
+        .root()
+        .join("release")
+        .join(hex::encode(Sha256::digest(url.as_bytes())))
+}
+
+/// The kept InRelease of `url` when it was fetched at most `max_age` ago, with its age.
+fn recent_inrelease(
+    cache: &Cache,
+    url: &str,
+    max_age: Option<std::time::Duration>,
+) -> Option<(Vec<u8>, std::time::Duration)> {
+    let max = max_age.filter(|m| !m.is_zero())?;
+    let kept = kept_inrelease(cache, url);
+    let fetched = std::fs::metadata(&kept).and_then(|m| m.modified()).ok()?;
+    let age = SystemTime::now().duration_since(fetched).ok()?;
+    if age > max {
+        return None;
+    }
+    Some((std::fs::read(&kept).ok()?, age))
+}
+
 /// Fetches and verifies InRelease, then the Packages indexes it vouches for.
 pub fn load_archive(
     d: &Distribution,
@@ -128,26 +154,52 @@ pub fn load_archive(
     let keyring = release::Keyring::load(&keyring_path(d))?;
     let base = format!("{mirror}/dists/{}", d.suite);
     let url = format!("{base}/InRelease");
-    progress::step(format!("reading the {} index from {mirror}", d.suite));
-    let inrelease = http.get_bytes(&url, MAX_INRELEASE)?;
-    let inrelease = String::from_utf8(inrelease).with_context(|| format!("{url} is not text"))?;
-    let now = SystemTime::now();
-    let signed = release::verify_inrelease(&inrelease, &keyring, &url, now)?;
-    let rel = release::parse_release(&signed)?;
-    if rel.codename != d.suite && rel.suite != d.suite {
-        bail!(
-            "{url}: the signed Release is for {} ({}), not {}; refusing it",
-            rel.codename,
-            rel.suite,
-            d.suite
-        );
-    }
-    release::check_valid_until(
-        &rel,
-        &url,
-        now,
-        opts.ignore_valid_until || d.ignore_valid_until.unwrap_or(false),
-    )?;
+    let verified = |inrelease: &[u8]| -> Result<release::Release> {
+        let text = std::str::from_utf8(inrelease).with_context(|| format!("{url} is not text"))?;
+        let now = SystemTime::now();
+        let signed = release::verify_inrelease(text, &keyring, &url, now)?;
+        let rel = release::parse_release(&signed)?;
+        if rel.codename != d.suite && rel.suite != d.suite {
+            bail!(
+                "{url}: the signed Release is for {} ({}), not {}; refusing it",
+                rel.codename,
+                rel.suite,
+                d.suite
+            );
+        }
+        release::check_valid_until(
+            &rel,
+            &url,
+            now,
+            opts.ignore_valid_until || d.ignore_valid_until.unwrap_or(false),
+        )?;
+        Ok(rel)
+    };
+    // A kept copy that no longer verifies (damaged, or past Valid-Until) is fetched again.
+    let kept = recent_inrelease(cache, &url, opts.index_max_age)
+        .and_then(|(bytes, age)| Some((verified(&bytes).ok()?, age)));
+    let rel = match kept {
+        Some((rel, age)) => {
+            progress::step(format!(
+                "reading the {} index from {mirror} (its InRelease fetched {:.0} s ago; --index-max-age)",
+                d.suite,
+                age.as_secs_f64()
+            ));
+            rel
+        }
+        None => {
+            progress::step(format!("reading the {} index from {mirror}", d.suite));
+            let bytes = http.get_bytes(&url, MAX_INRELEASE)?;
+            let rel = verified(&bytes)?;
+            // Kept only once verified. Failing to keep it costs the next build a fetch.
+            let kept = kept_inrelease(cache, &url);
+            if let Some(dir) = kept.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = crate::util::atomic::write(&kept, &bytes);
+            rel
+        }
+    };
     let arch = lock::architecture(d);
     // The components' indexes, one after another, as one index; each is checked on its
     // own so that an error names it.

@@ -998,3 +998,50 @@ fn an_index_max_age_reuses_a_recent_verified_inrelease() {
     assert!(e.contains("--index-max-age"), "{e}");
     assert_eq!(fetches(), 4);
 }
+
+/// An unlocked build keeps its resolution: the next one with the same request and the
+/// same signed Release takes it without reading the index. A new Release, or another
+/// request, resolves afresh.
+#[test]
+fn an_unlocked_build_reuses_its_resolution_until_the_archive_or_the_request_changes() {
+    let f = fixture("");
+    let p = f.default_profile();
+    let build = || {
+        let _ = std::fs::remove_file(p.with_extension("lock"));
+        let o = f.build(&p, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (stderr(&o), f.manifest())
+    };
+    let reused = "as the last build did";
+    let (e, first) = build();
+    assert!(
+        e.contains("resolved 2 packages") && !e.contains(reused),
+        "{e}"
+    );
+    let (e, again) = build();
+    assert!(e.contains(reused), "{e}");
+    assert_eq!(again, first);
+
+    // The archive moves on: another signed Release, resolved afresh.
+    f.repo
+        .write_indexes(f.repo.packages.as_bytes(), "X-Kiln-Test: moved on\n");
+    let (e, _) = build();
+    assert!(
+        e.contains("resolved 2 packages") && !e.contains(reused),
+        "{e}"
+    );
+    assert!(build().0.contains(reused));
+
+    // Another request: resolved afresh, and it installs what it asks for.
+    f.profile(
+        &format!("{}/debian", f.server.url()),
+        &f.repo.keyring,
+        "\"hello\", \"unused\"",
+    );
+    let (e, m) = build();
+    assert!(
+        e.contains("resolved 3 packages") && !e.contains(reused),
+        "{e}"
+    );
+    entry(&m, "/usr/share/unused");
+}

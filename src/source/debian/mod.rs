@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod lock;
 pub mod mirror;
 pub mod release;
+pub mod resolution;
 pub mod resolve;
 pub mod version;
 
@@ -150,11 +151,39 @@ pub fn load_archive(
     cache: &Cache,
     http: &http::Http,
 ) -> Result<Archive> {
+    let verified = load_release(d, opts, cache, http)?;
+    let index = load_index(d, cache, http, &verified)?;
+    Ok(Archive {
+        release: verified.release,
+        index,
+    })
+}
+
+/// A suite's Release, verified, with where it came from.
+pub struct VerifiedRelease {
+    /// The parsed Release.
+    pub release: release::Release,
+    /// sha256 of the signed Release text: it names every index, so it names the archive.
+    pub signed_sha256: String,
+    /// `MIRROR/dists/SUITE`.
+    base: String,
+    /// The InRelease URL, for messages.
+    url: String,
+}
+
+/// Fetches (or, within `--index-max-age`, reads from the cache) and verifies a suite's
+/// InRelease.
+pub fn load_release(
+    d: &Distribution,
+    opts: &DebianOptions,
+    cache: &Cache,
+    http: &http::Http,
+) -> Result<VerifiedRelease> {
     let mirror = mirror(d, opts)?;
     let keyring = release::Keyring::load(&keyring_path(d))?;
     let base = format!("{mirror}/dists/{}", d.suite);
     let url = format!("{base}/InRelease");
-    let verified = |inrelease: &[u8]| -> Result<release::Release> {
+    let verified = |inrelease: &[u8]| -> Result<(release::Release, String)> {
         let text = std::str::from_utf8(inrelease).with_context(|| format!("{url} is not text"))?;
         let now = SystemTime::now();
         let signed = release::verify_inrelease(text, &keyring, &url, now)?;
@@ -173,12 +202,15 @@ pub fn load_archive(
             now,
             opts.ignore_valid_until || d.ignore_valid_until.unwrap_or(false),
         )?;
-        Ok(rel)
+        Ok((
+            rel,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(signed.as_bytes())),
+        ))
     };
     // A kept copy that no longer verifies (damaged, or past Valid-Until) is fetched again.
     let kept = recent_inrelease(cache, &url, opts.index_max_age)
         .and_then(|(bytes, age)| Some((verified(&bytes).ok()?, age)));
-    let rel = match kept {
+    let (release, signed_sha256) = match kept {
         Some((rel, age)) => {
             progress::step(format!(
                 "reading the {} index from {mirror} (its InRelease fetched {:.0} s ago; --index-max-age)",
@@ -200,6 +232,23 @@ pub fn load_archive(
             rel
         }
     };
+    Ok(VerifiedRelease {
+        release,
+        signed_sha256,
+        base,
+        url,
+    })
+}
+
+/// The Packages indexes of every configured component that a verified Release vouches
+/// for, as one index.
+fn load_index(
+    d: &Distribution,
+    cache: &Cache,
+    http: &http::Http,
+    v: &VerifiedRelease,
+) -> Result<Index> {
+    let (rel, base, url) = (&v.release, &v.base, &v.url);
     let arch = lock::architecture(d);
     // The components' indexes, one after another, as one index; each is checked on its
     // own so that an error names it.
@@ -208,7 +257,7 @@ pub fn load_archive(
     let mut index = None;
     for comp in &components {
         let path = format!("{comp}/binary-{arch}/Packages.xz");
-        let part = fetch_index(cache, http, &base, &rel, &path, &url, &arch)?;
+        let part = fetch_index(cache, http, base, rel, &path, url, &arch)?;
         let parsed = |t: String| {
             Index::parse_owned(t, &arch).map_err(|e| anyhow::anyhow!("{base}/{path}: {e}"))
         };
@@ -220,14 +269,10 @@ pub fn load_archive(
             text.push_str("\n\n");
         }
     }
-    let index = match index {
-        Some(i) => i,
-        None => Index::parse_owned(text, &arch).map_err(|e| anyhow::anyhow!("{base}: {e}"))?,
-    };
-    Ok(Archive {
-        release: rel,
-        index,
-    })
+    match index {
+        Some(i) => Ok(i),
+        None => Index::parse_owned(text, &arch).map_err(|e| anyhow::anyhow!("{base}: {e}")),
+    }
 }
 
 pub(crate) fn locked(index: &Index, i: usize) -> LockedPackage {
@@ -282,8 +327,26 @@ pub fn resolve_fresh(
     cache: &Cache,
     http: &http::Http,
 ) -> Result<LockFile> {
-    let archive = load_archive(d, opts, cache, http)?;
+    let verified = load_release(d, opts, cache, http)?;
     let k: &Kernel = &lp.profile.kernel;
+    let inputs = lock::inputs_hash(d, k, needs_boot_initrd(lp));
+    let remembered = resolution::path(cache, &inputs, &verified.signed_sha256);
+    if let Some(r) = resolution::read(&remembered) {
+        for c in &r.conflicts {
+            progress::warn(format!("package conflict: {c}"));
+        }
+        progress::step(format!(
+            "resolved {} packages from {} {} (as the last build did: the same request, the same signed Release)",
+            r.lock.packages.len(),
+            d.suite,
+            r.lock.release_date
+        ));
+        return Ok(r.lock);
+    }
+    let archive = Archive {
+        index: load_index(d, cache, http, &verified)?,
+        release: verified.release,
+    };
     let mut requests = d.packages.clone();
     let kernel_in_image = k.install.unwrap_or(false);
     if kernel_in_image {
@@ -344,16 +407,24 @@ pub fn resolve_fresh(
         }
         _ => Vec::new(),
     };
-    Ok(LockFile {
+    let lock = LockFile {
         version: lock::LOCK_VERSION,
-        inputs: lock::inputs_hash(d, k, needs_boot_initrd(lp)),
+        inputs,
         suite: d.suite.clone(),
         architecture: lock::architecture(d),
         release_date: archive.release.date.clone(),
         packages,
         kernel_packages: kernel,
         debug_packages,
-    })
+    };
+    resolution::write(
+        &remembered,
+        &resolution::Resolution {
+            lock: lock.clone(),
+            conflicts: res.conflicts.clone(),
+        },
+    );
+    Ok(lock)
 }
 
 /// Whether a profile's lock exists and still matches it.

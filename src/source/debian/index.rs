@@ -1,7 +1,5 @@
 //! A suite's Packages index, parsed into what the resolver and the fetcher need.
 
-use std::collections::HashMap;
-
 use super::control::for_each_paragraph;
 use super::deps::{self, Alternatives, Dep};
 
@@ -74,9 +72,13 @@ pub struct Index {
     text: String,
     light: Vec<Light>,
     full: Vec<std::sync::OnceLock<Box<Pkg>>>,
-    by_name: HashMap<String, Vec<usize>>,
-    /// Virtual name → (providing package, provided version if versioned).
-    providers: HashMap<String, Vec<(usize, Option<String>)>>,
+    /// Positions of `light`, by name and then newest version first. Sorted vectors rather
+    /// than maps: a suite's maps cost tens of megabytes more than the index itself.
+    by_name: Vec<usize>,
+    /// Provided (virtual) names, sorted; `providers[i]` provides `provided[i]`.
+    provided: Vec<String>,
+    /// (Providing package, provided version if versioned), beside `provided`.
+    providers: Vec<(usize, Option<String>)>,
 }
 
 fn field<'a>(fields: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
@@ -163,40 +165,51 @@ impl Index {
             return Err(e);
         }
         light.shrink_to_fit();
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(light.len());
-        let mut providers: HashMap<String, Vec<(usize, Option<String>)>> = HashMap::new();
-        for (i, p) in light.iter().enumerate() {
-            by_name.entry(p.name.clone()).or_default().push(i);
-            for prov in &p.provides {
-                let v = prov.constraint.as_ref().map(|(_, v)| v.clone());
-                providers.entry(prov.name.clone()).or_default().push((i, v));
-            }
-        }
-        // Highest version first, so the first match is the newest.
-        for ids in by_name.values_mut() {
-            ids.sort_by(|a, b| super::version::compare(&light[*b].version, &light[*a].version));
-        }
+        let mut by_name: Vec<usize> = (0..light.len()).collect();
+        // Highest version first within a name, so the first match is the newest.
+        by_name.sort_by(|&a, &b| {
+            light[a]
+                .name
+                .cmp(&light[b].name)
+                .then_with(|| super::version::compare(&light[b].version, &light[a].version))
+        });
+        let mut provides: Vec<(&str, usize, Option<String>)> = light
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                p.provides.iter().map(move |prov| {
+                    let v = prov.constraint.as_ref().map(|(_, v)| v.clone());
+                    (prov.name.as_str(), i, v)
+                })
+            })
+            .collect();
+        provides.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+        let provided = provides.iter().map(|(n, _, _)| n.to_string()).collect();
+        let providers = provides.into_iter().map(|(_, i, v)| (i, v)).collect();
         let full = light.iter().map(|_| std::sync::OnceLock::new()).collect();
         Ok(Index {
             text,
             light,
             full,
             by_name,
+            provided,
             providers,
         })
     }
 
     /// Positions of the packages called `name`, newest version first.
     pub fn versions(&self, name: &str) -> &[usize] {
-        self.by_name.get(name).map(|v| v.as_slice()).unwrap_or(&[])
+        let at = |i: &usize| self.light[*i].name.as_str();
+        let lo = self.by_name.partition_point(|i| at(i) < name);
+        let hi = lo + self.by_name[lo..].partition_point(|i| at(i) == name);
+        &self.by_name[lo..hi]
     }
 
     /// Positions of the packages that provide `name`, each with the provided version if versioned.
     pub fn providers(&self, name: &str) -> &[(usize, Option<String>)] {
-        self.providers
-            .get(name)
-            .map(|v| v.as_slice())
-            .unwrap_or(&[])
+        let lo = self.provided.partition_point(|n| n.as_str() < name);
+        let hi = lo + self.provided[lo..].partition_point(|n| n == name);
+        &self.providers[lo..hi]
     }
 
     /// The package at position `i`, parsed on first use; panics if there is none.

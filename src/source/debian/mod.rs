@@ -471,10 +471,29 @@ pub fn selection(
         LockState::Missing if opts.locked => bail!("--locked: {} does not exist; run `kiln lock {}`", path.display(), lp.path.display()),
         LockState::Stale => {
             progress::warn(format!("{} is out of date; resolving afresh (run `kiln lock --update` to refresh it)", path.display()));
-            resolve_fresh(lp, d, opts, cache, http)
+            resolve_and_release(lp, d, opts, cache, http)
         }
-        LockState::Missing => resolve_fresh(lp, d, opts, cache, http),
+        LockState::Missing => resolve_and_release(lp, d, opts, cache, http),
     }
+}
+
+/// Resolves, then gives the memory the index took back to the system before the image
+/// is written: glibc keeps freed small allocations for reuse, and the index's tens of
+/// megabytes would otherwise count again in the build's peak beside the compressor's.
+fn resolve_and_release(
+    lp: &LoadedProfile,
+    d: &Distribution,
+    opts: &DebianOptions,
+    cache: &Cache,
+    http: &http::Http,
+) -> Result<LockFile> {
+    let lock = resolve_fresh(lp, d, opts, cache, http);
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory to the system; no pointer is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    lock
 }
 
 /// Downloads (as needed) and unpacks (once) the given packages.

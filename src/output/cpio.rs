@@ -117,7 +117,7 @@ pub fn write(tree: &Tree, dest: &Path, opts: &CpioOptions) -> Result<Manifest> {
                 .context("starting zstd workers")?;
             enc.include_checksum(true)?;
             // zstd's own job size at these levels is 8 MiB, and it keeps five jobs' input
-            // and more jobs' output in flight: over 100 MB. 2 MiB jobs keep the whole
+            // and more jobs' output in flight: over 100 MB. 4 MiB jobs keep the whole
             // build under 100 MB for 0.8 % in size (debian-minimal). Fixed, so the bytes still
             // do not depend on the number of workers.
             enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))

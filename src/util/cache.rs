@@ -2,8 +2,8 @@
 //!
 //! Location: `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
 //! Blobs (downloaded files) are stored under their sha256, written to a temporary file
-//! and renamed into place only once the hash matched, re-hashed whenever reused, and
-//! guarded by a lock file, so two builds running at once neither clash nor download twice.
+//! and renamed into place only once the hash matched, checked whenever reused (hashed
+//! again unless untouched since the last hash: [`hashes_to`]), and guarded by a lock file, so two builds running at once neither clash nor download twice.
 
 use std::fs::File;
 use std::io::Read;
@@ -61,6 +61,41 @@ pub fn sha256_update(h: &mut Sha256, r: &mut impl Read) -> std::io::Result<u64> 
     }
 }
 
+/// Whether the file at `p` has the sha256 `want`. A file hashed once is not hashed again
+/// while it keeps its identity: `P.verified` beside it records the hash with the file's
+/// size, modification and change times and inode, and any write to the file changes its
+/// change time, which nobody can set back. So a build reuses hundreds of megabytes of
+/// packages without reading them, and a damaged entry is still caught.
+pub fn hashes_to(p: &Path, want: &str) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: &std::fs::Metadata| {
+        format!(
+            "{want} {} {}.{} {}.{} {}",
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino()
+        )
+    };
+    let mut name = p.as_os_str().to_owned();
+    name.push(".verified");
+    let record = PathBuf::from(name);
+    let m = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
+    if std::fs::read_to_string(&record).is_ok_and(|r| r == stamp(&m)) {
+        return Ok(true);
+    }
+    let (actual, _) = sha256_file(p)?;
+    if actual != want {
+        let _ = std::fs::remove_file(&record);
+        return Ok(false);
+    }
+    // Losing the record only costs the next build a hash.
+    let _ = crate::util::atomic::write(&record, stamp(&m).as_bytes());
+    Ok(true)
+}
+
 fn valid_hash(sha256: &str) -> bool {
     sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -115,10 +150,9 @@ impl Cache {
         if !p.exists() {
             return Ok(None);
         }
-        let (actual, _) = sha256_file(&p)?;
-        if actual != sha256 {
+        if !hashes_to(&p, sha256)? {
             crate::util::progress::warn(format!(
-                "cache entry {} was corrupt (sha256 {actual}); fetching it again",
+                "cache entry {} was corrupt (its sha256 is not {sha256}); fetching it again",
                 p.display()
             ));
             std::fs::remove_file(&p)?;
@@ -158,5 +192,29 @@ impl Cache {
         }
         tmp.persist(&dest).map_err(|e| e.error)?;
         Ok(dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hashed_file_is_trusted_until_written_and_a_write_is_caught() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("blob");
+        std::fs::write(&p, b"package").unwrap();
+        let want = hex::encode(Sha256::digest(b"package"));
+        assert!(hashes_to(&p, &want).unwrap());
+        let record = d.path().join("blob.verified");
+        assert!(std::fs::read_to_string(&record).unwrap().starts_with(&want));
+        // Untouched: the record answers (a record for another hash would not).
+        assert!(hashes_to(&p, &want).unwrap());
+        assert!(!hashes_to(&p, &"0".repeat(64)).unwrap());
+        // The same length, other bytes: the change time moved, so it is hashed again.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&p, b"pockage").unwrap();
+        assert!(!hashes_to(&p, &want).unwrap());
+        assert!(!record.exists());
     }
 }

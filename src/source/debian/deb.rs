@@ -203,9 +203,7 @@ pub fn unpack(cache: &Cache, deb: &Path, sha256: &str) -> Result<Unpacked> {
                 && std::fs::metadata(&data_path)
                     .map(|m| m.len() == u.data_size)
                     .unwrap_or(false)
-                && crate::util::cache::sha256_file(&data_path)
-                    .map(|(h, _)| h == u.data_sha256)
-                    .unwrap_or(false);
+                && crate::util::cache::hashes_to(&data_path, &u.data_sha256).unwrap_or(false);
             if ok && u.deb_sha256 == sha256 {
                 u.data_tar = data_path;
                 u.info = info.unwrap_or_default();

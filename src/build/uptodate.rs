@@ -23,11 +23,11 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::output::file_digest::FileDigest;
 use crate::output::manifest::Manifest;
 use crate::plan::{BuildOptions, Plan};
 use crate::profile::{LoadedProfile, Profile};
 use crate::source::overlay::host_xattrs;
+use crate::tree::digest::FileDigest;
 use crate::tree::{Data, Kind, Tree};
 use crate::util::atomic;
 

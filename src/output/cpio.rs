@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::output::file_digest::FileDigest;
+use crate::tree::digest::FileDigest;
 
 use super::manifest::{Manifest, ManifestEntry};
 pub use super::options::Compression;
@@ -203,7 +203,12 @@ fn write_entries<W: Write>(
                 })?;
                 let mut cw = builder.write(&mut *w, size32);
                 if carries_data {
-                    let mut hasher = Sha256::new();
+                    // A package member's sha256 is known from its unpacking.
+                    let known = match data.known_digest() {
+                        Some(FileDigest::Sha256(h)) => Some(h.clone()),
+                        _ => None,
+                    };
+                    let mut hasher = known.is_none().then(Sha256::new);
                     let mut src = data
                         .open()
                         .with_context(|| format!("reading {} for /{path}", data.describe()))?;
@@ -215,7 +220,9 @@ fn write_entries<W: Write>(
                         if n == 0 {
                             break;
                         }
-                        hasher.update(&buf[..n]);
+                        if let Some(h) = &mut hasher {
+                            h.update(&buf[..n]);
+                        }
                         cw.write_all(&buf[..n])
                             .with_context(|| format!("writing /{path}"))?;
                         copied += n as u64;
@@ -227,7 +234,11 @@ fn write_entries<W: Write>(
                             data.describe()
                         );
                     }
-                    hashes.insert(data_path, hex::encode(hasher.finalize()));
+                    let digest = match (hasher, known) {
+                        (Some(h), _) => hex::encode(h.finalize()),
+                        (None, k) => k.unwrap_or_default(),
+                    };
+                    hashes.insert(data_path, digest);
                 }
                 cw.finish()?;
             }

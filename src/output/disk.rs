@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::ext4::writer::{Prepared, Target};
 use super::ext4::{Ext4Options, SizeSpec};
-use super::file_digest::FileDigest;
 use super::manifest::Manifest;
 use super::options::{FreeSpace, PartitionFs, PartitionType, RootSize};
 use super::ImageWriter;
+use crate::tree::digest::FileDigest;
 use crate::tree::Tree;
 use crate::util::atomic::AtomicFile;
 use crate::util::progress;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::output::file_digest::FileDigest;
+use crate::tree::digest::FileDigest;
 use crate::tree::{Entry, Kind, Tree};
 
 /// One path in an image.
@@ -28,7 +28,7 @@ pub struct ManifestEntry {
     pub sha256: Option<String>,
     /// In a disk image, instead of `sha256`, for a file with more than 64 MiB in all-zero
     /// blocks: a digest of its non-zero blocks and where they are (see
-    /// [`crate::output::file_digest`]), so that holes are never read.
+    /// [`crate::tree::digest`]), so that holes are never read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse_sha256: Option<String>,
     /// Symlink target, or the path a hard link shares its inode with.
@@ -53,7 +53,7 @@ pub struct Manifest {
     /// holes has it only when its profile asks (`image_sha256 = true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_sha256: Option<String>,
-    /// A disk image's sparse digest (see [`crate::output::file_digest`]) when it holds
+    /// A disk image's sparse digest (see [`crate::tree::digest`]) when it holds
     /// more than 64 MiB in all-zero blocks: its cost follows the data, not the disk size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_sparse_sha256: Option<String>,

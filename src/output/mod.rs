@@ -4,7 +4,6 @@
 pub mod cpio;
 pub mod disk;
 pub mod ext4;
-pub mod file_digest;
 pub mod list;
 pub mod manifest;
 /// The writer options, as values (they live in `util` so the profile can name them).

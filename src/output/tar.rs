@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::output::file_digest::FileDigest;
+use crate::tree::digest::FileDigest;
 
 use super::manifest::{Manifest, ManifestEntry};
 use super::HashWriter;
@@ -18,14 +18,17 @@ use crate::util::atomic::AtomicFile;
 /// Hashes what it reads, for the manifest.
 struct HashReader<R> {
     inner: R,
-    hasher: Sha256,
+    /// None when the digest is known already (a package member's).
+    hasher: Option<Sha256>,
     n: u64,
 }
 
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.n += n as u64;
         Ok(n)
     }
@@ -73,15 +76,22 @@ pub fn write(tree: &Tree, dest: &Path) -> Result<Manifest> {
                 let src = d
                     .open()
                     .with_context(|| format!("reading {} for /{path}", d.describe()))?;
+                let known = match d.known_digest() {
+                    Some(FileDigest::Sha256(h)) => Some(h.clone()),
+                    _ => None,
+                };
                 let mut r = HashReader {
                     inner: src,
-                    hasher: Sha256::new(),
+                    hasher: known.is_none().then(Sha256::new),
                     n: 0,
                 };
                 b.append_data(&mut h, &name, &mut r)
                     .with_context(|| format!("writing /{path}"))?;
                 pb.inc(r.n);
-                let s = hex::encode(r.hasher.finalize());
+                let s = match (r.hasher, known) {
+                    (Some(h), _) => hex::encode(h.finalize()),
+                    (None, k) => k.unwrap_or_default(),
+                };
                 hashes.insert(path.as_str(), s.clone());
                 sha = Some(s);
             }

@@ -7,6 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::digest::FileDigest;
+
 /// The source of a regular file's contents.
 #[derive(Debug, Clone)]
 pub enum Data {
@@ -27,6 +29,9 @@ pub enum Data {
         offset: u64,
         /// Length of the range in bytes.
         len: u64,
+        /// The range's digest, when known ahead (a package member's, computed once when
+        /// the package was unpacked): writers then need not hash it again.
+        digest: Option<FileDigest>,
     },
 }
 
@@ -42,6 +47,14 @@ impl Data {
             Data::Bytes(b) => b.len() as u64,
             Data::Host { size, .. } => *size,
             Data::Slice { len, .. } => *len,
+        }
+    }
+
+    /// The contents' digest when known without reading them.
+    pub fn known_digest(&self) -> Option<&FileDigest> {
+        match self {
+            Data::Slice { digest, .. } => digest.as_ref(),
+            _ => None,
         }
     }
 
@@ -85,7 +98,9 @@ impl Data {
                     len: *size,
                 }
             }
-            Data::Slice { file, offset, len } => {
+            Data::Slice {
+                file, offset, len, ..
+            } => {
                 let f = File::open(file.as_ref())?;
                 DataReader::File {
                     file: f,

@@ -3,6 +3,7 @@
 //! host's file system, which is why kiln needs no root.
 
 pub mod data;
+pub mod digest;
 pub mod mode;
 mod moved;
 pub mod path;

@@ -1,7 +1,7 @@
 //! File contents: streamed from their sources (or read ahead whole by worker threads
 //! for small files), hashed for the manifest, written with all-zero blocks left as holes.
 
-use crate::output::file_digest::{aligned_ranges, is_zero, FileDigest, FileHasher};
+use crate::tree::digest::{aligned_ranges, is_zero, FileDigest, FileHasher};
 use anyhow::{Context, Result};
 
 use super::inode::EXTENTS_FL;
@@ -64,7 +64,10 @@ pub(super) fn prefetch(d: &Data) -> Result<Prefetched> {
     let mut bytes = vec![0u8; d.len() as usize];
     r.read_exact_at(&mut bytes, 0)
         .with_context(|| format!("reading {}", d.describe()))?;
-    let digest = FileDigest::of_bytes(&bytes);
+    let digest = match d.known_digest() {
+        Some(k) => k.clone(),
+        None => FileDigest::of_bytes(&bytes),
+    };
     Ok(Prefetched { bytes, digest })
 }
 
@@ -143,7 +146,9 @@ pub(super) fn write_file(
         size,
     );
     let reread = |buf: &mut [u8], at: u64| reader.read_exact_at(buf, at);
-    let mut hasher = FileHasher::new(size, &ranges);
+    // A package member's digest is known from its unpacking: not hashed again.
+    let known = d.known_digest().cloned();
+    let mut hasher = known.is_none().then(|| FileHasher::new(size, &ranges));
     let buf = &mut bufs.read;
     let mut zero = Vec::with_capacity(CHUNK / BLOCK as usize);
     let mut runs = Vec::new();
@@ -156,7 +161,9 @@ pub(super) fn write_file(
     let reading = || format!("reading {}", d.describe());
     let mut pos = 0u64;
     for (a, b) in ranges.iter().copied() {
-        hasher.hole(a - pos, &reread).with_context(reading)?;
+        if let Some(h) = &mut hasher {
+            h.hole(a - pos, &reread).with_context(reading)?;
+        }
         let mut at = a;
         while at < b {
             let span = (b - at).min(CHUNK as u64) as usize;
@@ -176,15 +183,18 @@ pub(super) fn write_file(
                     pending.flush(io, &mut runs)?;
                 }
             }
-            hasher
-                .data(&chunk[..real], &zero, &reread)
-                .with_context(reading)?;
+            if let Some(h) = &mut hasher {
+                h.data(&chunk[..real], &zero, &reread)
+                    .with_context(reading)?;
+            }
             at += span as u64;
         }
         pos = b.min(size);
     }
     pending.flush(io, &mut runs)?;
-    hasher.hole(size - pos, &reread).with_context(reading)?;
+    if let Some(h) = &mut hasher {
+        h.hole(size - pos, &reread).with_context(reading)?;
+    }
     bufs.pending = std::mem::take(&mut pending.data);
     let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
     Ok((
@@ -193,6 +203,10 @@ pub(super) fn write_file(
             blocks: pending.written + tree_blocks,
             flags: EXTENTS_FL,
         },
-        hasher.finish(),
+        match (hasher, known) {
+            (Some(h), _) => h.finish(),
+            (None, Some(k)) => k,
+            (None, None) => unreachable!("a hasher unless the digest is known"),
+        },
     ))
 }

@@ -21,9 +21,9 @@ use super::layout::{Allocator, Geometry};
 use super::meta;
 use super::prepare::{DirBlocks, Node, What};
 use super::{journal, xattr, BLOCK, INODE_SIZE, JOURNAL_INO};
-use crate::output::file_digest::FileDigest;
 use crate::output::manifest::ManifestEntry;
 use crate::output::options::FreeSpace;
+use crate::tree::digest::FileDigest;
 use crate::tree::{Data, Entry, Kind, Tree};
 
 /// How large to make a file system.

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::tree::digest::{self, FileDigest};
 use crate::util::cache::Cache;
 
 /// One member of a package's data.tar.
@@ -43,6 +44,10 @@ pub struct Member {
     /// Device minor number (`c`, `b`); 0 otherwise.
     #[serde(default)]
     pub minor: u32,
+    /// A regular file's digest, as a manifest gives it: computed once here, so that
+    /// no build hashes the package's files again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<FileDigest>,
 }
 
 /// What kiln keeps of a .deb, cached under the .deb's sha256.
@@ -71,7 +76,7 @@ pub struct Unpacked {
     pub data_tar: PathBuf,
 }
 
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 impl Unpacked {
     /// A field of the control file, by case-insensitive name.
@@ -131,16 +136,19 @@ fn read_control(name: &str, r: impl Read) -> Result<(String, BTreeMap<String, Ve
 }
 
 fn index_tar(path: &Path) -> Result<Vec<Member>> {
+    use std::os::unix::fs::FileExt;
     let f = File::open(path)?;
+    let again = File::open(path)?;
     let mut tar = tar::Archive::new(BufReader::with_capacity(1 << 16, f));
     let mut out = Vec::new();
     for e in tar.entries_with_seek()? {
-        let e = e?;
+        let mut e = e?;
         let h = e.header();
         let raw = e.path_bytes();
         let raw = std::str::from_utf8(&raw)
-            .with_context(|| format!("non-UTF-8 path {:?}", String::from_utf8_lossy(&raw)))?;
-        let p = crate::tree::path::relative(raw).map_err(anyhow::Error::msg)?;
+            .with_context(|| format!("non-UTF-8 path {:?}", String::from_utf8_lossy(&raw)))?
+            .to_string();
+        let p = crate::tree::path::relative(&raw).map_err(anyhow::Error::msg)?;
         let kind = match h.entry_type() {
             tar::EntryType::Directory => 'd',
             tar::EntryType::Regular | tar::EntryType::Continuous => 'f',
@@ -162,6 +170,19 @@ fn index_tar(path: &Path) -> Result<Vec<Member>> {
             ),
             _ => None,
         };
+        let offset = e.raw_file_position();
+        let digest = match kind {
+            'f' => {
+                let reread = |buf: &mut [u8], at: u64| again.read_exact_at(buf, offset + at);
+                let size = e.size();
+                Some(
+                    digest::of_reader(&mut e, size, &reread)
+                        .with_context(|| format!("reading member {raw}"))?,
+                )
+            }
+            _ => None,
+        };
+        let h = e.header();
         out.push(Member {
             path: p,
             kind,
@@ -170,14 +191,11 @@ fn index_tar(path: &Path) -> Result<Vec<Member>> {
             gid: h.gid()? as u32,
             mtime: h.mtime()? as i64,
             size: if kind == 'f' { e.size() } else { 0 },
-            offset: if kind == 'f' {
-                e.raw_file_position()
-            } else {
-                0
-            },
+            offset: if kind == 'f' { offset } else { 0 },
             link,
             major: h.device_major().ok().flatten().unwrap_or(0),
             minor: h.device_minor().ok().flatten().unwrap_or(0),
+            digest,
         });
     }
     Ok(out)

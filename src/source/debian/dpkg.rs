@@ -71,6 +71,7 @@ fn conffile_md5(p: &Package, path: &str) -> Option<String> {
         file: std::sync::Arc::new(p.unpacked.data_tar.clone()),
         offset: m.offset,
         len: m.size,
+        digest: None,
     };
     let mut bytes = Vec::new();
     data.open().ok()?.read_to_end(&mut bytes).ok()?;

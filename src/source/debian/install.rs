@@ -50,6 +50,7 @@ pub fn member_entry(
             file: data_tar.clone(),
             offset: m.offset,
             len: m.size,
+            digest: m.digest.clone(),
         }),
         'l' => Kind::Symlink(m.link.clone().unwrap_or_default()),
         'h' => {

@@ -31,6 +31,7 @@ pub fn kernel_files(pkgs: &[Unpacked]) -> Result<KernelFiles> {
                 file: tar.clone(),
                 offset: m.offset,
                 len: m.size,
+                digest: m.digest.clone(),
             };
             let p = m.path.as_str();
             if let Some(rest) = p.strip_prefix("boot/vmlinuz-") {

@@ -1,4 +1,4 @@
-//! A regular file's digest in a disk image's manifest.
+//! A regular file's digest, as a disk image's manifest gives it.
 //!
 //! Most files get their plain sha256. A file with more than [`PLAIN_LIMIT`] bytes in
 //! all-zero blocks gets a `sparse_sha256` instead: a disk image keeps those blocks as
@@ -29,7 +29,8 @@ pub const PLAIN_LIMIT: u64 = 64 << 20;
 const TAG: &[u8] = b"kiln-sparse-sha256-v1\n";
 
 /// A file's digest as it appears in a manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FileDigest {
     /// The sha256 of the whole content, hex: what `sha256sum` prints.
     Sha256(String),
@@ -45,7 +46,7 @@ impl FileDigest {
 
     /// The digest of the first `len` bytes of a host file, reading only its data ranges.
     pub fn of_file(f: &File, len: u64) -> io::Result<FileDigest> {
-        let ranges = aligned_ranges(&crate::tree::data::host_data_ranges(f, len)?, len);
+        let ranges = aligned_ranges(&super::data::host_data_ranges(f, len)?, len);
         let reread = |buf: &mut [u8], at: u64| f.read_exact_at(buf, at);
         let mut h = FileHasher::new(len, &ranges);
         // Sized to the file: checks of many small files must not clear a megabyte each.
@@ -66,6 +67,22 @@ impl FileDigest {
         h.hole(len - pos, &reread)?;
         Ok(h.finish())
     }
+}
+
+/// The digest of `len` bytes read front to back from `r`; `reread` reads them again at
+/// an offset, should the digest switch to its sparse form part way.
+pub fn of_reader(r: &mut impl io::Read, len: u64, reread: ReadAt) -> io::Result<FileDigest> {
+    let whole = [(0, len.div_ceil(BLOCK) * BLOCK)];
+    let mut h = FileHasher::new(len, &whole);
+    let mut buf = vec![0u8; len.clamp(1, 1 << 20) as usize];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        r.read_exact(&mut buf[..n])?;
+        h.data(&buf[..n], &[], reread)?;
+        at += n as u64;
+    }
+    Ok(h.finish())
 }
 
 impl std::fmt::Display for FileDigest {

@@ -234,6 +234,17 @@ pub enum Cmd {
         /// Directory to copy into (created if missing).
         dest: PathBuf,
     },
+    /// Write a commented profile that builds and passes as it is, to start from: NAME.toml,
+    /// and the files it names beside it. Refuses to overwrite anything.
+    Init {
+        /// The profile to write (".toml" is added unless given).
+        name: PathBuf,
+        /// busybox (an initramfs whose test prints `uname -r`), debian-disk (a GPT disk
+        /// booting systemd, with a test script), memorizer (the Memorizer tracing test) or
+        /// kernel-matrix (one test over several Debian kernels).
+        #[arg(long, value_enum, default_value = "busybox")]
+        template: TemplateArg,
+    },
     /// Resolve the profile's Debian packages and write its lock (profiles/x.toml → profiles/x.lock).
     Lock {
         #[command(flatten)]
@@ -265,8 +276,9 @@ pub enum MatrixCmd {
 
 #[derive(Args, Clone)]
 pub struct BuildArgs {
-    /// The profile (TOML) to read.
-    profile: PathBuf,
+    /// The profile (TOML) to read. Without one: ./kiln.toml, else kiln's built-in busybox
+    /// test (a Debian trixie initramfs on Debian's cloud kernel that prints `uname -r`).
+    profile: Option<PathBuf>,
     /// Directory for images, manifests and run directories.
     #[arg(
         short,
@@ -322,8 +334,8 @@ pub struct BuildArgs {
 /// Which running VM: a profile's (the newest, or the one with --pid).
 #[derive(Args, Clone)]
 pub struct VmArgs {
-    /// The profile the VM was booted from.
-    profile: PathBuf,
+    /// The profile the VM was booted from (without one, as for `kiln boot`).
+    profile: Option<PathBuf>,
     /// The output directory it was booted in.
     #[arg(
         short,
@@ -340,14 +352,14 @@ pub struct VmArgs {
 
 impl VmArgs {
     /// The profile and output directory.
-    pub fn profile_args(&self) -> ProfileArgs {
-        ProfileArgs {
-            profile: self.profile.clone(),
+    pub fn profile_args(&self) -> Result<ProfileArgs> {
+        Ok(ProfileArgs {
+            profile: kiln::profile::default::locate(self.profile.as_deref(), &self.out_dir)?,
             build: BuildOptions {
                 out_dir: self.out_dir.clone(),
                 ..Default::default()
             },
-        }
+        })
     }
 }
 
@@ -477,7 +489,7 @@ impl BuildArgs {
             Err(_) => None,
         };
         Ok(ProfileArgs {
-            profile: self.profile.clone(),
+            profile: kiln::profile::default::locate(self.profile.as_deref(), &self.out_dir)?,
             build: BuildOptions {
                 out_dir: self.out_dir.clone(),
                 kernel: self.kernel.first().cloned(),
@@ -543,6 +555,30 @@ impl RunArgs {
             dump_on_failure: false,
             shares: Vec::new(),
             share_transport: None,
+        }
+    }
+}
+
+/// `kiln init --template`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TemplateArg {
+    /// A busybox initramfs whose test prints `uname -r`.
+    Busybox,
+    /// A GPT disk with an ext4 root booting systemd, and a test script.
+    DebianDisk,
+    /// The Memorizer kernel-tracing test.
+    Memorizer,
+    /// One test over several Debian kernels.
+    KernelMatrix,
+}
+
+impl From<TemplateArg> for kiln::commands::Template {
+    fn from(t: TemplateArg) -> Self {
+        match t {
+            TemplateArg::Busybox => kiln::commands::Template::Busybox,
+            TemplateArg::DebianDisk => kiln::commands::Template::DebianDisk,
+            TemplateArg::Memorizer => kiln::commands::Template::Memorizer,
+            TemplateArg::KernelMatrix => kiln::commands::Template::KernelMatrix,
         }
     }
 }

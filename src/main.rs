@@ -111,15 +111,15 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             printer,
         ),
         Cmd::Ssh { vm, wait, command } => {
-            commands::ssh(&vm.profile_args(), vm.pid, &command, wait.0, printer)
+            commands::ssh(&vm.profile_args()?, vm.pid, &command, wait.0, printer)
         }
         Cmd::Cp { vm, wait, paths } => {
             let (dest, sources) = paths.split_last().unwrap_or((&paths[0], &[]));
-            commands::cp(&vm.profile_args(), vm.pid, sources, dest, wait.0, printer)
+            commands::cp(&vm.profile_args()?, vm.pid, sources, dest, wait.0, printer)
         }
-        Cmd::SshConfig { vm } => commands::ssh_config(&vm.profile_args(), vm.pid, printer),
+        Cmd::SshConfig { vm } => commands::ssh_config(&vm.profile_args()?, vm.pid, printer),
         Cmd::Stop { vm, grace, all } => {
-            commands::stop(&vm.profile_args(), vm.pid, all, grace.0, printer)
+            commands::stop(&vm.profile_args()?, vm.pid, all, grace.0, printer)
         }
         Cmd::Ps { json } => commands::ps(json, printer),
         Cmd::Exec {
@@ -169,6 +169,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
         }
         Cmd::Ls { image } => commands::ls(&image, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
+        Cmd::Init { name, template } => commands::init(&name, template.into(), printer),
         Cmd::Lock { build, update } => commands::lock(&build.profile_args()?, update, printer),
     }
 }

@@ -1,6 +1,7 @@
 //! Profiles: TOML files describing an image and how to test it.
 
 pub mod de;
+pub mod default;
 pub mod diag;
 pub mod forward;
 pub mod load;

@@ -26,7 +26,7 @@ use kiln::source::PackageOptions;
 initramfs (newc cpio + zstd), a tar, or a GPT disk image with ext4 itself, from Debian packages, \
 overlays and files; then boots it in QEMU, runs the profile's tests inside (each a boot, on each \
 kernel asked for) and reports their exit status \
-status and results.\n\nExit status of `kiln test`: 0 passed; 1-119 the test's own status; 120 \
+and results.\n\nExit status of `kiln test`: 0 passed; 1-119 the test's own status; 120 \
 kiln's own step in the guest failed; 121 kernel splat; 122 preflight (the kernel lacks what the \
 run needs; not booted); 123 the test exited with 120 or more; 124 timed out; 125 kernel panic; \
 126 QEMU failed; 127 the guest reported no status; 128 the test passed but left out a file its `require` lists; 129 the test passed but its TAP (`tap`) \
@@ -244,6 +244,22 @@ pub enum Cmd {
         /// kernel-matrix (one test over several Debian kernels).
         #[arg(long, value_enum, default_value = "busybox")]
         template: TemplateArg,
+    },
+    /// Print a shell completion script: `kiln completions bash >
+    /// ~/.local/share/bash-completion/completions/kiln` (zsh: a `_kiln` file on $fpath;
+    /// fish: ~/.config/fish/completions/kiln.fish).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print kiln's man page (roff), or with --dir write it and one page per command
+    /// (kiln-build.1, ...) there: `kiln man --dir ~/.local/share/man/man1`, then `man kiln`.
+    Man {
+        /// Write kiln.1 and kiln-COMMAND.1 into this directory (created if missing)
+        /// instead of printing kiln.1.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Resolve the profile's Debian packages and write its lock (profiles/x.toml → profiles/x.lock).
     Lock {

@@ -245,6 +245,17 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value = "busybox")]
         template: TemplateArg,
     },
+    /// Read profiles as a build would (includes, types, the rules between keys) and build
+    /// nothing: prints `PROFILE: ok` for each, or the first error (exit status 2).
+    Check {
+        /// The profiles to read.
+        #[arg(required = true)]
+        profiles: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of profile format v1 (editors that use taplo, such as VS Code's
+    /// Even Better TOML, validate and complete a profile whose first line is
+    /// `#:schema PATH-TO-SCHEMA`).
+    Schema,
     /// Print a shell completion script: `kiln completions bash >
     /// ~/.local/share/bash-completion/completions/kiln` (zsh: a `_kiln` file on $fpath;
     /// fish: ~/.config/fish/completions/kiln.fish).

@@ -171,6 +171,8 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
         Cmd::Ls { image } => commands::ls(&image, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
         Cmd::Init { name, template } => commands::init(&name, template.into(), printer),
+        Cmd::Schema => commands::schema(printer),
+        Cmd::Check { profiles } => commands::check(&profiles, printer),
         Cmd::Completions { shell } => docs::completions(shell),
         Cmd::Man { dir } => docs::man(dir.as_deref(), printer),
         Cmd::Lock { build, update } => commands::lock(&build.profile_args()?, update, printer),

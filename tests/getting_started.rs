@@ -56,11 +56,15 @@ fn every_template_is_the_shipped_profile_and_builds() {
             .current_dir(dir.path()));
         assert!(out.status.success(), "{template}");
         let written = dir.path().join(format!("{template}.toml"));
-        assert_eq!(
-            std::fs::read(&written).unwrap(),
-            std::fs::read(repo.join(shipped)).unwrap(),
-            "{template}"
+        // The shipped profile, its `#:schema` line pointing at the schema written beside it.
+        let shipped = std::fs::read_to_string(repo.join(shipped)).unwrap();
+        let expected = shipped.replacen(
+            "#:schema ../schema/profile-v1.json\n",
+            "#:schema kiln.schema.json\n",
+            1,
         );
+        assert_ne!(shipped, expected);
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), expected);
         if let Some(c) = companion {
             use std::os::unix::fs::PermissionsExt;
             let meta = std::fs::metadata(dir.path().join(c)).unwrap();
@@ -70,6 +74,11 @@ fn every_template_is_the_shipped_profile_and_builds() {
                 std::fs::read(repo.join(c)).unwrap()
             );
         }
+        let schema = run(kiln().arg("schema"));
+        assert_eq!(
+            std::fs::read(dir.path().join("kiln.schema.json")).unwrap(),
+            schema.stdout
+        );
         let build = run(kiln().arg("build").arg(&written).current_dir(dir.path()));
         assert!(build.status.success(), "{template} builds");
     }

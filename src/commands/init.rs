@@ -47,8 +47,12 @@ impl Template {
     }
 }
 
+/// The schema file a written profile's `#:schema` line names, beside it.
+const SCHEMA_FILE: &str = "kiln.schema.json";
+
 /// Writes the profile `name` (`.toml` added unless given) from `template`, with the files
-/// it names beside it. Refuses, writing nothing, when any of them exists.
+/// it names beside it, and `kiln.schema.json` for editors unless one is there already.
+/// Refuses, writing nothing, when the profile or any file it names exists.
 pub fn init(name: &Path, template: Template, printer: &Printer) -> Result<ExitStatus> {
     let profile = if name.extension().is_some_and(|e| e == "toml") {
         name.to_path_buf()
@@ -59,8 +63,13 @@ pub fn init(name: &Path, template: Template, printer: &Printer) -> Result<ExitSt
     };
     let dir = profile.parent().unwrap_or(Path::new("")).to_path_buf();
     let (text, companions) = template.files();
-    let mut writes: Vec<(PathBuf, &str)> = vec![(profile.clone(), text)];
-    writes.extend(companions.iter().map(|(rel, t)| (dir.join(rel), *t)));
+    let text = crate::profile::default::with_schema_line(text, Some(SCHEMA_FILE));
+    let mut writes: Vec<(PathBuf, String)> = vec![(profile.clone(), text)];
+    writes.extend(
+        companions
+            .iter()
+            .map(|(rel, t)| (dir.join(rel), t.to_string())),
+    );
     let existing: Vec<String> = writes
         .iter()
         .filter(|(p, _)| p.symlink_metadata().is_ok())
@@ -86,6 +95,16 @@ pub fn init(name: &Path, template: Template, printer: &Printer) -> Result<ExitSt
                 .with_context(|| format!("making {} executable", p.display()))?;
         }
         printer.step(format!("wrote {}", p.display()));
+    }
+    let schema = dir.join(SCHEMA_FILE);
+    if schema.symlink_metadata().is_err() {
+        let text =
+            serde_json::to_string_pretty(&crate::profile::json_schema::profile_schema())? + "\n";
+        crate::util::atomic::write(&schema, text.as_bytes())?;
+        printer.step(format!(
+            "wrote {} (the profile's first line points editors at it)",
+            schema.display()
+        ));
     }
     printer.step(format!(
         "next: kiln test {} (or kiln build, kiln boot)",

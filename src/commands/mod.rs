@@ -3,6 +3,7 @@
 
 mod boot;
 mod build;
+mod check;
 mod exec;
 mod extract;
 mod init;
@@ -10,12 +11,14 @@ mod lock;
 mod ls;
 mod matrix_list;
 mod qemu;
+mod schema;
 mod stop;
 mod test;
 mod vm_access;
 
 pub use boot::{boot, BootArgs};
 pub use build::build;
+pub use check::check;
 pub use exec::{exec, exec_config, exec_or_targets, ExecArgs};
 pub use extract::extract;
 pub use init::{init, Template};
@@ -23,6 +26,7 @@ pub use lock::lock;
 pub use ls::ls;
 pub use matrix_list::matrix_list;
 pub use qemu::{qemu, QemuArgs};
+pub use schema::schema;
 pub use stop::{ps, stop, stop_vm, Stopped};
 pub use test::{test, CellReports, TestArgs};
 pub use vm_access::{cp, find_vm, ssh, ssh_config, wait_for_sshd};

@@ -9,6 +9,20 @@ use anyhow::{Context, Result};
 /// shipped `profiles/busybox.toml`.
 pub const BUILT_IN: &str = include_str!("../../profiles/busybox.toml");
 
+/// `text` with its first line, when that is a `#:schema` line (shipped profiles name the
+/// repository's schema, relative to them), replaced by `#:schema REFERENCE`, or dropped
+/// when `reference` is None.
+pub fn with_schema_line(text: &str, reference: Option<&str>) -> String {
+    let rest = match text.strip_prefix("#:schema ") {
+        Some(r) => r.split_once('\n').map_or("", |(_, rest)| rest),
+        None => text,
+    };
+    match reference {
+        Some(r) => format!("#:schema {r}\n{rest}"),
+        None => rest.to_string(),
+    }
+}
+
 /// The file name looked for in the current directory.
 pub const LOCAL: &str = "kiln.toml";
 
@@ -30,9 +44,10 @@ pub fn locate(named: Option<&Path>, out_dir: &Path) -> Result<PathBuf> {
     ));
     let dir = out_dir.join(".kiln-default");
     let path = dir.join("busybox.toml");
-    if std::fs::read(&path).ok().as_deref() != Some(BUILT_IN.as_bytes()) {
+    let text = with_schema_line(BUILT_IN, None);
+    if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        crate::util::atomic::write(&path, BUILT_IN.as_bytes())?;
+        crate::util::atomic::write(&path, text.as_bytes())?;
     }
     Ok(path)
 }

@@ -4,6 +4,7 @@ pub mod de;
 pub mod default;
 pub mod diag;
 pub mod forward;
+pub mod json_schema;
 pub mod load;
 pub mod node;
 pub mod schema;

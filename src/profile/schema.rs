@@ -16,7 +16,7 @@ pub use crate::util::options::{
 };
 
 /// A merged profile: everything that describes one image and how to test it.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// Format version; must be 1.
@@ -88,7 +88,7 @@ pub struct Profile {
 /// /run and /var/tmp, and each test's `command` run there as the calling user, with the
 /// caller's environment. The image's own files are only what boots it. This is what
 /// `kiln exec` runs.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     /// The host directory the guest sees as `/`; default "/".
@@ -99,7 +99,7 @@ pub struct Host {
 }
 
 /// `[host].share`.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq)]
 pub enum ShareKind {
     /// virtio-9p, served by QEMU itself.
     #[serde(rename = "9p")]
@@ -110,7 +110,7 @@ pub enum ShareKind {
 }
 
 /// `[network].mode`.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// QEMU's user-mode network: the guest reaches out through the host, and the host
@@ -121,7 +121,7 @@ pub enum NetworkMode {
 }
 
 /// `[network]`: the guest's network device and the host ports forwarded into it.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// "user" or "none"; default "user" when the image has sshd, else "none".
@@ -136,7 +136,7 @@ pub struct Network {
 }
 
 /// `[matrix]`: what `kiln test --matrix` and `kiln matrix list` run over.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Matrix {
     /// The kernels, one cell each (per test): a kernel image on the host (relative to the
@@ -194,7 +194,7 @@ impl<'de> Deserialize<'de> for MatrixKernel {
 }
 
 /// `[output]`: the image format and its options.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
     /// Image format; default initramfs.
@@ -220,7 +220,7 @@ pub struct Output {
 }
 
 /// `[[output.partition]]`: an extra partition of a disk image.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionSpec {
     /// GPT partition name; also how the runner and tests refer to it.
@@ -238,7 +238,7 @@ pub struct PartitionSpec {
 }
 
 /// A base set of Debian packages installed in addition to the listed ones.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Base {
     /// No base set: only the listed packages and their dependencies (the default).
@@ -265,7 +265,7 @@ impl Base {
 }
 
 /// `[distribution]`: a Debian archive and what to install from it.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Distribution {
     /// "debian"
@@ -294,7 +294,7 @@ pub struct Distribution {
 }
 
 /// `[kernel]`: the kernel that boots the image, a host file or a Debian package (not both).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Kernel {
     /// A kernel image (bzImage/vmlinuz) on the host.
@@ -324,7 +324,7 @@ pub struct Kernel {
 }
 
 /// Ownership of the entries an overlay copies into the image.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Owner {
     /// Every entry owned by 0:0 (the default).
@@ -335,7 +335,7 @@ pub enum Owner {
 }
 
 /// `[[overlay]]`: a host directory whose contents are copied into the image.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Overlay {
     /// Host directory, relative to the profile file; must exist.
@@ -347,7 +347,7 @@ pub struct Overlay {
 }
 
 /// `[[file]]`: a regular file, from a host file or inline text (exactly one of them).
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     /// Absolute path in the image.
@@ -370,7 +370,7 @@ pub struct FileSpec {
 }
 
 /// `[[directory]]`: a directory to create.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DirectorySpec {
     /// Absolute path in the image.
@@ -384,7 +384,7 @@ pub struct DirectorySpec {
 }
 
 /// `[[symlink]]`: a symbolic link (mode 0777).
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct SymlinkSpec {
     /// Absolute path of the link in the image.
@@ -398,7 +398,7 @@ pub struct SymlinkSpec {
 }
 
 /// `[[hardlink]]`: another name for a regular file already in the image.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct HardlinkSpec {
     /// Absolute path of the new link in the image.
@@ -408,7 +408,7 @@ pub struct HardlinkSpec {
 }
 
 /// The type of a `[[device]]` entry.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     /// Character device.
@@ -422,7 +422,7 @@ pub enum DeviceKind {
 }
 
 /// `[[device]]`: a device node, FIFO or socket.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
     /// Absolute path in the image.
@@ -443,7 +443,7 @@ pub struct DeviceSpec {
 }
 
 /// `[[binary]]`: a host executable copied in with its ELF interpreter and shared libraries.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct BinarySpec {
     /// A host executable: a path, or a bare name looked up in $PATH.
@@ -453,7 +453,7 @@ pub struct BinarySpec {
 }
 
 /// `[system]`: configuration of the installed system.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct System {
     /// Written to /etc/hostname; default: the image name.
@@ -471,7 +471,7 @@ pub struct System {
 }
 
 /// QEMU accelerator.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// KVM when it is usable, else TCG (the default).
@@ -484,7 +484,7 @@ pub enum Accel {
 }
 
 /// How QEMU enters an x86 kernel given as a bzImage.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelEntry {
     /// Through PVH when the bzImage's vmlinux has a PVH entry (CONFIG_PVH), else the
@@ -498,7 +498,7 @@ pub enum KernelEntry {
 }
 
 /// `[qemu]`: the virtual machine that boots the image.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Qemu {
     /// QEMU executable; default "qemu-system-x86_64".

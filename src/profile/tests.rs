@@ -66,7 +66,7 @@ pub const DEFAULT_TEST_NAME: &str = "test";
 
 /// One test: a command, a script or a systemd unit run in the booted guest; exactly one of
 /// them is required. Each test is its own boot of the shared image.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Test {
     /// The test's name, for `--test NAME`, reports and run directories; required when
@@ -100,7 +100,7 @@ pub struct Test {
 }
 
 /// What a kernel splat does to a passing test.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Splats {
     /// The run fails as a kernel splat.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 /// Which writer makes the image.
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A newc cpio archive the kernel unpacks as its root file system (the default).
@@ -24,7 +24,7 @@ pub enum Format {
 }
 
 /// Initramfs compression.
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// zstd frames, which kernels with CONFIG_RD_ZSTD unpack.
@@ -150,7 +150,7 @@ impl PartitionType {
 }
 
 /// What an extra partition holds.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, schemars::JsonSchema, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PartitionFs {
     /// An empty ext4 file system.

@@ -252,6 +252,19 @@ pub enum Cmd {
         #[arg(required = true)]
         profiles: Vec<PathBuf>,
     },
+    /// Rewrite profiles in the current profile format, in place, keeping comments and
+    /// layout. kiln reads every older format as it is, so upgrading is never forced.
+    Fmt {
+        /// Upgrade to the current format (the only rewrite `kiln fmt` makes).
+        #[arg(long, required = true)]
+        upgrade: bool,
+        /// Write nothing; exit 1 when a profile is in an older format (for CI).
+        #[arg(long)]
+        check: bool,
+        /// The profile files (each file is rewritten on its own; includes are not followed).
+        #[arg(required = true)]
+        profiles: Vec<PathBuf>,
+    },
     /// Print the JSON Schema of profile format v1 (editors that use taplo, such as VS Code's
     /// Even Better TOML, validate and complete a profile whose first line is
     /// `#:schema PATH-TO-SCHEMA`).

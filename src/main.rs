@@ -172,6 +172,11 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
         Cmd::Init { name, template } => commands::init(&name, template.into(), printer),
         Cmd::Schema => commands::schema(printer),
+        Cmd::Fmt {
+            upgrade: _,
+            check,
+            profiles,
+        } => commands::fmt_upgrade(&profiles, check, printer),
         Cmd::Check { profiles } => commands::check(&profiles, printer),
         Cmd::Completions { shell } => docs::completions(shell),
         Cmd::Man { dir } => docs::man(dir.as_deref(), printer),

@@ -101,9 +101,14 @@ fn read_source(
     named_at: Option<(&Loc, String)>,
 ) -> Result<Arc<SourceFile>, ProfileError> {
     match std::fs::read_to_string(path) {
+        // An older format is read through the migrations; anything they refuse (a newer
+        // version, broken TOML) is reported, located, by the parser and `check_version`.
         Ok(text) => Ok(Arc::new(SourceFile {
             path: path.to_path_buf(),
-            text,
+            text: match super::migrate::upgrade(&text, super::migrate::MIGRATIONS, FORMAT_VERSION) {
+                Ok(Some(upgraded)) => upgraded.text,
+                _ => text,
+            },
         })),
         Err(e) => {
             let err = ProfileError::new(format!("cannot read profile `{}`: {e}", path.display()));
@@ -191,17 +196,40 @@ impl Loader {
     }
 }
 
+/// The versions this kiln reads, for messages.
+fn readable() -> String {
+    if FORMAT_VERSION == 1 {
+        "version 1".to_string()
+    } else {
+        format!("versions 1 to {FORMAT_VERSION}")
+    }
+}
+
 fn check_version(node: &Node) -> Result<(), ProfileError> {
     if let Some(entry) = node.get("version") {
         match entry.node.value {
             Value::Int(FORMAT_VERSION) => {}
-            Value::Int(v) => {
+            Value::Int(v) if v > FORMAT_VERSION => {
                 return Err(ProfileError::new(format!(
-                    "profile format version {v} is not supported"
+                    "profile format version {v} is newer than this kiln reads"
                 ))
                 .at(&entry.node.loc)
                 .key("version")
-                .help(format!("this kiln reads version {FORMAT_VERSION}")))
+                .help(format!(
+                    "this kiln reads {}; upgrade kiln to read it",
+                    readable()
+                )))
+            }
+            Value::Int(v) => {
+                return Err(
+                    ProfileError::new(format!("profile format version {v} does not exist"))
+                        .at(&entry.node.loc)
+                        .key("version")
+                        .help(format!(
+                            "the first format is 1; this kiln reads {}",
+                            readable()
+                        )),
+                )
             }
             ref other => {
                 return Err(ProfileError::new(format!(

@@ -6,6 +6,7 @@ pub mod diag;
 pub mod forward;
 pub mod json_schema;
 pub mod load;
+pub mod migrate;
 pub mod node;
 pub mod schema;
 pub mod tests;

@@ -45,7 +45,15 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Build the image a profile describes, with its manifest, into the output directory.
-    Build(BuildArgs),
+    Build {
+        #[command(flatten)]
+        build: BuildArgs,
+        /// Print one JSON object on stdout: the outputs with their sizes and sha256, the
+        /// entry count, whether it was up to date, and the time taken (progress stays on
+        /// stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print (--print) or run the QEMU command for a profile's image.
     Qemu {
         #[command(flatten)]
@@ -223,6 +231,10 @@ pub enum Cmd {
     Ls {
         /// The image file.
         image: PathBuf,
+        /// One JSON object per entry (path, type, mode, uid, gid, size, target, major,
+        /// minor; the manifest's field names), one per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Copy a file or directory out of an ext4 image or GPT disk, without root or mounting.
     /// Symlinks inside are copied as symlinks; nothing is written outside DEST.
@@ -294,6 +306,10 @@ pub enum Cmd {
         /// afresh on its next run.
         #[arg(long)]
         update: bool,
+        /// Print the lock as one JSON object on stdout (with `lock`, its path, and
+        /// `written`: whether this run wrote it).
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -32,7 +32,7 @@ fn cancel_on_interrupt() -> Cancel {
 
 fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
     match cmd {
-        Cmd::Build(b) => commands::build(&b.profile_args()?, printer),
+        Cmd::Build { build, json } => commands::build(&build.profile_args()?, json, printer),
         Cmd::Qemu {
             build,
             run,
@@ -168,7 +168,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 printer,
             )
         }
-        Cmd::Ls { image } => commands::ls(&image, printer),
+        Cmd::Ls { image, json } => commands::ls(&image, json, printer),
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
         Cmd::Init { name, template } => commands::init(&name, template.into(), printer),
         Cmd::Schema => commands::schema(printer),
@@ -180,7 +180,11 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
         Cmd::Check { profiles } => commands::check(&profiles, printer),
         Cmd::Completions { shell } => docs::completions(shell),
         Cmd::Man { dir } => docs::man(dir.as_deref(), printer),
-        Cmd::Lock { build, update } => commands::lock(&build.profile_args()?, update, printer),
+        Cmd::Lock {
+            build,
+            update,
+            json,
+        } => commands::lock(&build.profile_args()?, update, json, printer),
     }
 }
 

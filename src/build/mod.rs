@@ -11,7 +11,7 @@ pub mod layers;
 pub mod modules;
 pub mod uptodate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -34,6 +34,10 @@ pub struct Built {
     pub plan: Plan,
     /// The manifest it wrote; None when the outputs were up to date.
     pub manifest: Option<Manifest>,
+    /// Every file it wrote (or, up to date, that an earlier build wrote), committed together.
+    pub outputs: Vec<PathBuf>,
+    /// How long it took, deciding included.
+    pub elapsed: std::time::Duration,
 }
 
 /// Builds the image `lp` describes, unless the outputs are up to date with everything
@@ -46,7 +50,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     let key = Key::new(lp, opts, &plan, selection.as_deref());
     // A build killed while committing is finished first, so that its outputs are judged.
     crate::output::staging::recover(&plan.out_dir, &plan.name)?;
-    if !opts.rebuild && key.up_to_date(&plan) {
+    if let Some(outputs) = (!opts.rebuild).then(|| key.up_to_date(&plan)).flatten() {
         progress::step(format!(
             "{} is up to date ({:.0} ms; --rebuild builds it anyway)",
             plan.image.display(),
@@ -55,6 +59,8 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         return Ok(Built {
             plan,
             manifest: None,
+            outputs,
+            elapsed: start.elapsed(),
         });
     }
     let renderer = Renderer::new();
@@ -134,6 +140,8 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     Ok(Built {
         plan,
         manifest: Some(manifest),
+        outputs,
+        elapsed: start.elapsed(),
     })
 }
 

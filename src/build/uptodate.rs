@@ -204,22 +204,20 @@ impl Key {
         }
     }
 
-    /// Whether the outputs of `plan` are those a build with this key made, and nothing
-    /// they were made from changed since.
-    pub fn up_to_date(&self, plan: &Plan) -> bool {
-        let Some(r) = std::fs::read(record_path(plan))
+    /// The outputs of `plan`, when they are those a build with this key made and nothing
+    /// they were made from changed since; None when a build is due.
+    pub fn up_to_date(&self, plan: &Plan) -> Option<Vec<PathBuf>> {
+        let r = std::fs::read(record_path(plan))
             .ok()
-            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-        else {
-            return false;
-        };
-        r.format == FORMAT
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())?;
+        let current = r.format == FORMAT
             && r.key == self.digest
             && !r.outputs.is_empty()
             && r.outputs
                 .iter()
                 .all(|o| stamp(&o.path).ok().as_ref() == Some(o))
-            && r.hosts.iter().all(unchanged)
+            && r.hosts.iter().all(unchanged);
+        current.then(|| r.outputs.into_iter().map(|o| o.path).collect())
     }
 
     /// Forgets the record of `plan`'s outputs, before they are replaced.

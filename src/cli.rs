@@ -277,6 +277,12 @@ pub enum Cmd {
         #[arg(required = true)]
         profiles: Vec<PathBuf>,
     },
+    /// Print the SBOM (SPDX 2.3 JSON) of a built image from its manifest: the same bytes
+    /// as the NAME.spdx.json each build writes beside the image.
+    Sbom {
+        /// The image's manifest (OUT/NAME.manifest.json).
+        manifest: PathBuf,
+    },
     /// Print the JSON Schema of profile format v1 (editors that use taplo, such as VS Code's
     /// Even Better TOML, validate and complete a profile whose first line is
     /// `#:schema PATH-TO-SCHEMA`).

@@ -172,6 +172,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
         Cmd::Init { name, template } => commands::init(&name, template.into(), printer),
         Cmd::Schema => commands::schema(printer),
+        Cmd::Sbom { manifest } => commands::sbom(&manifest, printer),
         Cmd::Fmt {
             upgrade: _,
             check,

@@ -55,7 +55,10 @@ fn build_json_names_every_output_with_its_size_and_digest() {
         .map(|o| o["role"].as_str().unwrap())
         .collect();
     roles.sort();
-    assert_eq!(roles, ["image", "kernel", "kernel_config", "manifest"]);
+    assert_eq!(
+        roles,
+        ["image", "kernel", "kernel_config", "manifest", "sbom"]
+    );
     for o in outputs {
         let path = Path::new(o["path"].as_str().unwrap());
         assert_eq!(

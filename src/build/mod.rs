@@ -11,18 +11,19 @@ pub mod layers;
 pub mod modules;
 pub mod uptodate;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::output::manifest::Manifest;
+use crate::output::manifest::{Manifest, PackageRecord};
 use crate::output::staging::Staging;
 use crate::plan::{BuildOptions, KernelPlan, Plan};
 use crate::profile::{Format, LoadedProfile};
 use crate::source::{self, FetchedPackages};
 use crate::template::Renderer;
-use crate::tree::{Data, Tree};
+use crate::tree::{Data, Kind, Tree};
 use crate::util::atomic::{self, AtomicFile};
 use crate::util::progress;
 use crate::util::size::human_bytes;
@@ -107,13 +108,20 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     let mut staging = Staging::new(&plan.out_dir, &plan.name)?;
     Key::forget(&plan)?;
     let inputs = key.stamp_inputs(&tree)?;
-    let manifest = plan
+    let mut manifest = plan
         .writer
         .writer()
         .write(&tree, &staging.path(&plan.image)?)?;
+    manifest.source_date_epoch = Some(plan.epoch);
+    manifest.packages = pkgs.map(|p| sbom_packages(p, &tree)).unwrap_or_default();
+    manifest.host_files = host_files(&tree);
     atomic::write(
         &staging.path(&plan.manifest)?,
         manifest.to_json().as_bytes(),
+    )?;
+    atomic::write(
+        &staging.path(&plan.sbom)?,
+        crate::output::sbom::spdx(&manifest)?.as_bytes(),
     )?;
     if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
         write_data(&k.vmlinuz, &staging.path(vmlinuz)?)?;
@@ -143,6 +151,39 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         outputs,
         elapsed: start.elapsed(),
     })
+}
+
+/// The image's packages, with the licenses their machine-readable copyright files in
+/// `tree` name.
+fn sbom_packages(pkgs: &dyn FetchedPackages, tree: &Tree) -> Vec<PackageRecord> {
+    let mut records = pkgs.records();
+    for r in &mut records {
+        let path = format!("usr/share/doc/{}/copyright", r.name);
+        // Capped: a copyright file is text, and a package is not trusted to keep it small.
+        let text = tree.get(&path).and_then(|e| match &e.kind {
+            Kind::File(d) if d.len() <= 4 << 20 => {
+                let mut buf = Vec::new();
+                d.open().ok()?.read_to_end(&mut buf).ok()?;
+                String::from_utf8(buf).ok()
+            }
+            _ => None,
+        });
+        if let Some(t) = text {
+            r.copyright_licenses = crate::output::sbom::copyright_licenses(&t);
+        }
+    }
+    records
+}
+
+/// Image paths of the files whose contents come from the host, sorted.
+fn host_files(tree: &Tree) -> Vec<String> {
+    let mut paths: Vec<String> = tree
+        .iter()
+        .filter(|(_, e)| matches!(&e.kind, Kind::File(Data::Host { .. })))
+        .map(|(p, _)| format!("/{p}"))
+        .collect();
+    paths.sort();
+    paths
 }
 
 /// Copies a tree data source to a file, atomically.

@@ -46,7 +46,7 @@ pub struct BuildReport {
 /// One output file.
 #[derive(Debug, Serialize)]
 pub struct OutputReport {
-    /// image, manifest, kernel, kernel_config, boot_initramfs or qcow2.
+    /// image, manifest, sbom, kernel, kernel_config, boot_initramfs or qcow2.
     pub role: &'static str,
     /// Its path.
     pub path: PathBuf,
@@ -123,6 +123,8 @@ fn role(plan: &crate::plan::Plan, path: &Path) -> &'static str {
         "image"
     } else if path == plan.manifest {
         "manifest"
+    } else if path == plan.sbom {
+        "sbom"
     } else if Some(path) == plan.boot_initrd.as_deref() {
         "boot_initramfs"
     } else if ext == "qcow2" {

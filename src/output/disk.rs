@@ -258,6 +258,7 @@ impl ImageWriter for DiskOptions {
             image_sha256,
             image_sparse_sha256,
             entries: report.root.manifest,
+            ..Default::default()
         })
     }
 }

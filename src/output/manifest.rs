@@ -43,7 +43,7 @@ pub struct ManifestEntry {
 }
 
 /// An image's manifest: the image and every path in it, written as JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Manifest {
     /// File name of the image, without its directory.
     pub image: String,
@@ -57,8 +57,44 @@ pub struct Manifest {
     /// more than 64 MiB in all-zero blocks: its cost follows the data, not the disk size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_sparse_sha256: Option<String>,
+    /// The build's SOURCE_DATE_EPOCH: the time of every entry, and the SBOM's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<i64>,
+    /// The Debian packages installed into the image, sorted by name: what its SBOM lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<PackageRecord>,
+    /// The image paths of files copied from the host (overlays, `[[binary]]`, `source`
+    /// files, a build tree's modules), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_files: Vec<String>,
     /// Every path in the image.
     pub entries: Vec<ManifestEntry>,
+}
+
+/// A Debian package as installed into an image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackageRecord {
+    /// Package name.
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+    /// Its architecture (`amd64`, `all`).
+    pub architecture: String,
+    /// sha256 of the .deb, as the signed index gave it.
+    pub deb_sha256: String,
+    /// The control file's Maintainer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintainer: Option<String>,
+    /// The source package, when its name differs (the control file's Source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The control file's Homepage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homepage: Option<String>,
+    /// The licenses its machine-readable `/usr/share/doc/NAME/copyright` names (the
+    /// short names of its `License:` fields, as written), when it has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copyright_licenses: Vec<String>,
 }
 
 impl ManifestEntry {

@@ -9,6 +9,7 @@ pub mod manifest;
 /// The writer options, as values (they live in `util` so the profile can name them).
 pub use crate::util::options;
 pub mod qcow2;
+pub mod sbom;
 pub mod staging;
 pub mod tar;
 
@@ -85,6 +86,7 @@ pub fn seal(
         image_sha256: Some(image_sha256),
         image_sparse_sha256: None,
         entries,
+        ..Default::default()
     })
 }
 

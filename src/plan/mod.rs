@@ -99,6 +99,8 @@ pub struct Plan {
     pub image: PathBuf,
     /// Its manifest.
     pub manifest: PathBuf,
+    /// Its SBOM (SPDX 2.3 JSON).
+    pub sbom: PathBuf,
     /// The writer and its options.
     pub writer: WriterPlan,
     /// Where the kernel comes from.
@@ -301,6 +303,7 @@ impl Plan {
             format,
             epoch,
             manifest: at("manifest.json"),
+            sbom: at("spdx.json"),
             image,
             writer,
             out_dir,

@@ -83,6 +83,10 @@ pub trait FetchedPackages {
     /// The kernel the profile asked for, when it comes from a package.
     fn kernel(&self) -> Option<&KernelFiles>;
 
+    /// The image's packages as its manifest and SBOM list them (their licenses are read
+    /// from the built tree, by the caller).
+    fn records(&self) -> Vec<crate::output::manifest::PackageRecord>;
+
     /// Copies the packaged kernel's whole module tree into `tree` (for disks, so udev
     /// can load drivers). Returns the number of entries copied.
     fn install_kernel_modules(&self, tree: &mut Tree, epoch: i64) -> Result<usize>;

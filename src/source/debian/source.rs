@@ -145,6 +145,36 @@ pub struct DebianFetched {
 }
 
 impl FetchedPackages for DebianFetched {
+    fn records(&self) -> Vec<crate::output::manifest::PackageRecord> {
+        let mut all: Vec<_> = self
+            .lock
+            .packages
+            .iter()
+            .zip(&self.image)
+            .map(|(locked, unpacked)| {
+                let control = super::control::parse(&unpacked.control)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                let field = |name: &str| control.get(name).map(|v| v.trim().to_string());
+                crate::output::manifest::PackageRecord {
+                    name: locked.name.clone(),
+                    version: locked.version.clone(),
+                    architecture: locked.architecture.clone(),
+                    deb_sha256: locked.sha256.clone(),
+                    maintainer: field("Maintainer"),
+                    // "Source: name (version)" when the source version differs.
+                    source: field("Source")
+                        .and_then(|s| s.split_whitespace().next().map(str::to_string)),
+                    homepage: field("Homepage"),
+                    copyright_licenses: Vec::new(),
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     fn install(&self, tree: &mut Tree, epoch: i64) -> Result<Vec<String>> {
         let list: Vec<install::Package> = self
             .lock

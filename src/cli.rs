@@ -277,6 +277,19 @@ pub enum Cmd {
         #[arg(required = true)]
         profiles: Vec<PathBuf>,
     },
+    /// Turn an mkosi configuration (mkosi 14's layout or the current one) into a kiln
+    /// profile: what has a kiln equivalent is mapped, every other setting and script is
+    /// listed on stderr with its file and line.
+    #[command(name = "import-mkosi")]
+    ImportMkosi {
+        /// mkosi.conf or mkosi.default, or the directory holding it (with its .d/
+        /// drop-ins, mkosi.extra/ and scripts beside it).
+        config: PathBuf,
+        /// Write the profile here (only if the import succeeds) instead of stdout; paths
+        /// in it are relative to this file's directory (on stdout: to the current one).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print the SBOM (SPDX 2.3 JSON) of a built image from its manifest: the same bytes
     /// as the NAME.spdx.json each build writes beside the image.
     Sbom {

@@ -22,6 +22,7 @@ pub mod tree;
 pub mod output;
 pub mod template;
 
+pub mod import;
 pub mod profile;
 
 pub mod configure;

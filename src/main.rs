@@ -172,6 +172,9 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
         Cmd::Extract { image, path, dest } => commands::extract(&image, &path, &dest, printer),
         Cmd::Init { name, template } => commands::init(&name, template.into(), printer),
         Cmd::Schema => commands::schema(printer),
+        Cmd::ImportMkosi { config, output } => {
+            commands::import_mkosi(&config, output.as_deref(), printer)
+        }
         Cmd::Sbom { manifest } => commands::sbom(&manifest, printer),
         Cmd::Fmt {
             upgrade: _,

@@ -66,6 +66,28 @@ ExecStart=/bin/sh /usr/lib/kiln/ssh-key
 WantedBy=multi-user.target
 ";
 
+/// The host keys openssh-server's postinst would make (an image holds no private key,
+/// so each machine makes its own at first boot; newer sshd units make them themselves,
+/// older ones, as bookworm's, exit with "no hostkeys available").
+const HOST_KEYS_UNIT: &str = "\
+# Written by kiln: the SSH host keys openssh-server's postinst would have made, made at
+# first boot so that no image carries a private key.
+[Unit]
+Description=kiln: SSH host keys
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.service sshd.service ssh.socket sshd.socket multi-user.target
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+";
+
 const KEY_SCRIPT: &str = r#"#!/bin/sh
 # Written by kiln: the public key on the kernel command line, kiln.ssh_key=TYPE:BASE64,
 # into /run/kiln/ssh/authorized_keys.
@@ -204,6 +226,14 @@ pub fn guest_side(
             epoch,
         )?;
         units.push("kiln-ssh-key.service".to_string());
+        put(
+            tree,
+            "usr/lib/systemd/system/kiln-ssh-host-keys.service",
+            HOST_KEYS_UNIT,
+            0o644,
+            epoch,
+        )?;
+        units.push("kiln-ssh-host-keys.service".to_string());
     }
     Ok(units)
 }

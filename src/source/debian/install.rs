@@ -97,6 +97,9 @@ fn replaces(u: &Unpacked) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Where the system users that postinsts would make are declared.
+pub const POSTINST_SYSUSERS: &str = "usr/lib/sysusers.d/kiln-postinst-users.conf";
+
 /// Installs `pkgs` in name order over the merged-/usr links, then sets up alternatives.
 /// Where two packages ship the same file, `Replaces:` decides; otherwise the later one wins.
 pub fn install(tree: &mut Tree, pkgs: &[Package], epoch: i64) -> Result<InstallReport> {
@@ -109,6 +112,7 @@ pub fn install(tree: &mut Tree, pkgs: &[Package], epoch: i64) -> Result<InstallR
         .map(|p| (p.locked.name.as_str(), replaces(p.unpacked)))
         .collect();
     let mut owner: HashMap<String, &str> = HashMap::new();
+    let mut system_users: Vec<String> = Vec::new();
     for p in &order {
         let name = p.locked.name.as_str();
         let data_tar = Arc::new(p.unpacked.data_tar.clone());
@@ -154,7 +158,20 @@ pub fn install(tree: &mut Tree, pkgs: &[Package], epoch: i64) -> Result<InstallR
         if let Some(postinst) = p.unpacked.info.get("postinst") {
             let text = String::from_utf8_lossy(postinst);
             report.units.extend(units_enabled_by(&text));
+            system_users.extend(super::postinst_users::sysusers_lines(&text));
         }
+    }
+    if !system_users.is_empty() {
+        // Read with the packages' own sysusers.d files when accounts are made; a user a
+        // package also declares there is made once.
+        let text = format!(
+            "# Written by kiln: the system users these packages' postinsts make with adduser.\n{}\n",
+            system_users.join("\n")
+        );
+        tree.insert(
+            POSTINST_SYSUSERS,
+            Entry::new(Kind::File(Data::bytes(text)), Meta::new(0o644, epoch)),
+        )?;
     }
     report.alternatives = alternatives(tree, pkgs, epoch)?;
     Ok(report)

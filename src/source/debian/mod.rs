@@ -13,6 +13,7 @@ pub mod install;
 pub mod kernel;
 pub mod lock;
 pub mod mirror;
+pub mod postinst_users;
 pub mod release;
 pub mod resolution;
 pub mod resolve;

@@ -254,7 +254,14 @@ mod tests {
         t.insert("usr/lib/systemd/system/systemd-networkd.service", f)
             .unwrap();
         let units = guest_side(&mut t, true, true, 0).unwrap();
-        assert_eq!(units, ["systemd-networkd.service", "kiln-ssh-key.service"]);
+        assert_eq!(
+            units,
+            [
+                "systemd-networkd.service",
+                "kiln-ssh-key.service",
+                "kiln-ssh-host-keys.service"
+            ]
+        );
         assert!(t.contains("etc/ssh/sshd_config.d/50-kiln.conf"));
         assert!(t.contains("etc/resolv.conf"));
         assert!(network_on(None, true) && !network_on(None, false));

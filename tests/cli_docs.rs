@@ -120,3 +120,50 @@ fn every_command_has_a_man_page_that_groff_renders_without_warnings() {
         std::fs::read(dir.path().join("kiln.1")).unwrap()
     );
 }
+
+#[test]
+fn fish_completes_and_zsh_reads_its_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let fish = common::write(
+        dir.path(),
+        "kiln.fish",
+        &stdout(&run(kiln().args(["completions", "fish"]))),
+    );
+    let out = Command::new("fish")
+        .arg("-c")
+        .arg(format!(
+            "source {}; complete -C 'kiln bui'; complete -C 'kiln init x --template '",
+            fish.display()
+        ))
+        .output()
+        .expect("fish (apt install fish)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offered: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or("").to_string())
+        .collect();
+    assert!(offered.contains(&"build".to_string()), "{offered:?}");
+    for t in ["busybox", "debian-disk", "memorizer", "kernel-matrix"] {
+        assert!(offered.contains(&t.to_string()), "{t}: {offered:?}");
+    }
+
+    // zsh loads completion functions from $fpath by their #compdef line; the script must
+    // parse (zsh -n) and declare itself for kiln.
+    let zsh_script = stdout(&run(kiln().args(["completions", "zsh"])));
+    assert!(zsh_script.starts_with("#compdef kiln"), "{zsh_script:.40}");
+    let zsh = common::write(dir.path(), "_kiln", &zsh_script);
+    let check = Command::new("zsh")
+        .arg("-n")
+        .arg(&zsh)
+        .output()
+        .expect("zsh (apt install zsh)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -181,3 +181,57 @@ fn broken_configs_are_refused_at_their_line_and_write_nothing() {
         assert!(!dest.exists(), "{name}: no output file");
     }
 }
+
+/// mkosi 14 itself (Debian bookworm's `mkosi` package) reads the mkosi 14 fixture as the
+/// import does: the same packages after drop-ins and `!` removals, hostname, password,
+/// autologin and root size.
+#[test]
+fn mkosi_14_reads_the_fixture_as_the_import_does() {
+    let dir = fixture("v14-memorizer");
+    let summary = std::process::Command::new("mkosi")
+        .arg("summary")
+        .current_dir(&dir)
+        .output()
+        .expect("mkosi 14 (apt install mkosi)");
+    // mkosi 14 prints its summary on stderr.
+    let text = String::from_utf8_lossy(&summary.stderr).into_owned();
+    assert!(summary.status.success(), "{text}");
+    // "  Packages: apt" then continuation lines with the value alone.
+    let mut theirs: Vec<String> = Vec::new();
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Packages:"));
+    if let Some(first) = lines.next() {
+        theirs.push(first.split(':').nth(1).unwrap().trim().to_string());
+        theirs.extend(
+            lines
+                .take_while(|l| !l.contains(':'))
+                .map(|l| l.trim().to_string()),
+        );
+    }
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name}:")))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Hostname"), "VM");
+    assert_eq!(field("Autologin"), "yes");
+    assert_eq!(field("Password"), "set");
+    assert_eq!(field("Root Partition"), "3.0G");
+
+    let d = tempfile::tempdir().unwrap();
+    let profile = d.path().join("m.toml");
+    assert!(import(&dir, &profile).status.success());
+    let t: toml::Table = std::fs::read_to_string(&profile).unwrap().parse().unwrap();
+    // kiln adds sshd (Ssh=yes) and what a systemd disk needs to boot.
+    let ours: Vec<String> = t["distribution"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .filter(|p| !["openssh-server", "systemd-sysv", "udev", "kmod"].contains(&p.as_str()))
+        .collect();
+    assert_eq!(ours, theirs);
+}

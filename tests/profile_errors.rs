@@ -131,7 +131,7 @@ fn missing_version_and_unsupported_version() {
     write(d.path(), "q.toml", "version = 2\n");
     let e = load_err(d.path(), "q.toml");
     assert!(
-        e.contains("q.toml:1:11") && e.contains("version 2 is not supported"),
+        e.contains("q.toml:1:11") && e.contains("version 2 is newer than this kiln reads"),
         "{e}"
     );
 }

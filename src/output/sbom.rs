@@ -91,10 +91,10 @@ const SPDX_NAMES: &[(&str, &str)] = &[
     ("cc-by-sa-4.0", "CC-BY-SA-4.0"),
 ];
 
-/// `LicenseRef-` for a name SPDX has no identifier for (its allowed characters only).
-fn license_ref(name: &str) -> String {
-    let id: String = name
-        .chars()
+/// `name` with every character an SPDX identifier may not hold (letters, digits, `.`
+/// and `-`) replaced by `-`.
+fn id_chars(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c
@@ -102,8 +102,12 @@ fn license_ref(name: &str) -> String {
                 '-'
             }
         })
-        .collect();
-    format!("LicenseRef-Debian-{id}")
+        .collect()
+}
+
+/// `LicenseRef-` for a name SPDX has no identifier for.
+fn license_ref(name: &str) -> String {
+    format!("LicenseRef-Debian-{}", id_chars(name))
 }
 
 /// A Debian license expression (`GPL-2+ or Artistic`, `BSD-3-clause and Expat`) as an
@@ -205,19 +209,9 @@ fn supplier(maintainer: &str) -> String {
     }
 }
 
-/// Letters, digits, `.` and `-`: what an SPDXID may hold.
+/// An SPDXID for the element `name` of `kind`.
 fn spdx_id(kind: &str, name: &str) -> String {
-    let id: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("SPDXRef-{kind}-{id}")
+    format!("SPDXRef-{kind}-{}", id_chars(name))
 }
 
 /// A package URL's version: everything but unreserved characters percent-encoded.
@@ -384,7 +378,8 @@ pub fn spdx(manifest: &Manifest) -> Result<String> {
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": format!("{name} ({})", manifest.image),
-        "documentNamespace": format!("https://spdx.org/spdxdocs/kiln-{name}-{ns}"),
+        // A URN: unique to these bytes, naming no host.
+        "documentNamespace": format!("urn:kiln:spdx:{name}:{ns}"),
         "creationInfo": {
             "created": utc(manifest.source_date_epoch.unwrap_or(0)),
             "creators": [format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION"))],
@@ -443,7 +438,7 @@ mod tests {
 
     #[test]
     fn machine_readable_copyright_files_give_their_licenses() {
-        let dep5 = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
+        let dep5 = "Format: copyright-format/1.0/\n\
                     Upstream-Name: x\n\nFiles: *\nCopyright: me\nLicense: GPL-2+\n\n\
                     Files: lib/*\nCopyright: you\nLicense: Expat\n text of it\n\n\
                     License: GPL-2+\n text\n";

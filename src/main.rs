@@ -9,26 +9,8 @@ use anyhow::Result;
 use clap::Parser;
 
 use cli::{Cli, Cmd, MatrixCmd};
-use kiln::commands::{self, BadInput, ExitStatus, Printer};
+use kiln::commands::{self, ExitStatus, Printer};
 use kiln::run::Cancel;
-
-/// Ctrl-C cancels running VMs (their outcome is "cancelled", exit 130); with none
-/// running, kiln stops at once.
-fn cancel_on_interrupt() -> Cancel {
-    let cancel = Cancel::new();
-    let c = cancel.clone();
-    // SIGINT and SIGTERM alike: a CI runner's timeout sends SIGTERM.
-    let _ = ctrlc::set_handler(move || {
-        let again = c.is_cancelled();
-        let running = c.running();
-        c.cancel();
-        if again || !running {
-            eprintln!("\nkiln: interrupted");
-            std::process::exit(130);
-        }
-    });
-    cancel
-}
 
 fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
     match cmd {
@@ -44,7 +26,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 print,
                 test,
             };
-            commands::qemu(&build.profile_args()?, &q, &cancel_on_interrupt(), printer)
+            commands::qemu(&build.profile_args()?, &q, &Cancel::on_interrupt(), printer)
         }
         Cmd::Boot {
             build,
@@ -93,7 +75,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
             commands::test(
                 &build.profile_args_any()?,
                 &t,
-                &cancel_on_interrupt(),
+                &Cancel::on_interrupt(),
                 printer,
             )
         }
@@ -164,7 +146,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
                 &e,
                 config,
                 filter.as_deref(),
-                &cancel_on_interrupt(),
+                &Cancel::on_interrupt(),
                 printer,
             )
         }
@@ -196,22 +178,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     kiln::util::progress::set_quiet(cli.quiet);
     let printer = Printer::new(cli.quiet);
-    match dispatch(cli.command, &printer) {
-        Ok(status) => ExitCode::from(status.0),
-        Err(e) if e.downcast_ref::<BadInput>().is_some() => {
-            // The profile error already says where and what.
-            let inner = e.chain().nth(1).map(|c| c.to_string()).unwrap_or_default();
-            printer.err(format!("kiln: error: {inner}"));
-            ExitCode::from(ExitStatus::BAD_INPUT.0)
-        }
-        // A profile's mistake found while building (a template, a source file).
-        Err(e) if e.downcast_ref::<kiln::profile::ProfileError>().is_some() => {
-            printer.err(format!("kiln: error: {e:#}"));
-            ExitCode::from(ExitStatus::BAD_INPUT.0)
-        }
-        Err(e) => {
-            printer.err(format!("kiln: error: {e:#}"));
-            ExitCode::from(ExitStatus::FAILURE.0)
-        }
-    }
+    let result = dispatch(cli.command, &printer);
+    ExitCode::from(commands::exit_status(result, &printer).0)
 }

@@ -73,6 +73,28 @@ impl std::fmt::Display for BadInput {
     }
 }
 
+/// What a command's result exits with, its error printed: 2 for the user's input (a
+/// profile's mistake, found while reading it or while building), 1 for anything else.
+pub fn exit_status(result: Result<ExitStatus>, printer: &Printer) -> ExitStatus {
+    match result {
+        Ok(status) => status,
+        Err(e) if e.downcast_ref::<BadInput>().is_some() => {
+            // The error under the marker already says where and what.
+            let inner = e.chain().nth(1).map(|c| c.to_string()).unwrap_or_default();
+            printer.err(format!("kiln: error: {inner}"));
+            ExitStatus::BAD_INPUT
+        }
+        Err(e) if e.downcast_ref::<crate::profile::ProfileError>().is_some() => {
+            printer.err(format!("kiln: error: {e:#}"));
+            ExitStatus::BAD_INPUT
+        }
+        Err(e) => {
+            printer.err(format!("kiln: error: {e:#}"));
+            ExitStatus::FAILURE
+        }
+    }
+}
+
 /// Loads a profile; its errors are [`BadInput`].
 pub fn load(path: &Path) -> Result<LoadedProfile> {
     profile::load(path).map_err(|e| anyhow::Error::new(e).context(BadInput))

@@ -46,6 +46,24 @@ fn kill_group(pgid: i32) {
 }
 
 impl Cancel {
+    /// A token that Ctrl-C (and SIGTERM: a CI runner's timeout sends it) cancels: running
+    /// VMs end as "cancelled" (exit 130); with none running, or on a second signal,
+    /// kiln exits at once with 130.
+    pub fn on_interrupt() -> Cancel {
+        let cancel = Cancel::new();
+        let c = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            let again = c.is_cancelled();
+            let running = c.running();
+            c.cancel();
+            if again || !running {
+                eprintln!("\nkiln: interrupted");
+                std::process::exit(130);
+            }
+        });
+        cancel
+    }
+
     /// A token nothing has cancelled.
     pub fn new() -> Cancel {
         Cancel::default()

@@ -187,7 +187,8 @@ pub enum Cmd {
     /// QEMU's virtiofsd and, without root, subordinate ids (the uidmap package).
     /// Exits with the command's status (one kernel), or as `kiln test` does for several.
     /// With no command, a shell on the console. Without --kernel, runs the targets of
-    /// vmtest's configuration (./vmtest.toml, or --config).
+    /// vmtest's configuration (./vmtest.toml, or --config). The kernel's crypto
+    /// self-tests are skipped (cryptomgr.notests); --append cryptomgr.notests=0 runs them.
     Exec {
         /// A kernel to run under (repeatable: each kernel is one run, in parallel): an
         /// image, a build tree, a directory or glob of images, or a Debian kernel package

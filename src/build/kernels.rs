@@ -309,7 +309,7 @@ fn with_modules(lp: &LoadedProfile, plan: &Plan, k: &KernelFiles, dir: &Path) ->
         _ => CpioOptions::default(),
     };
     let archive = dir.join(format!("{}.modules.cpio", plan.name));
-    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+    let names = mods.names();
     let key = format!(
         "{} {} {} {names:?} {:?}",
         env!("CARGO_PKG_VERSION"),
@@ -320,7 +320,7 @@ fn with_modules(lp: &LoadedProfile, plan: &Plan, k: &KernelFiles, dir: &Path) ->
     cached(&archive, &key, || {
         let mut tree = Tree::new(plan.epoch);
         modules::insert_module_list(&mut tree, &mods, plan.epoch)?;
-        if mods.is_empty() {
+        if mods.boot.is_empty() {
             tree.insert(
                 modules::MODULES_LIST,
                 Entry::new(Kind::File(Data::bytes("")), Meta::new(0o644, plan.epoch)),

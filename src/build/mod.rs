@@ -79,7 +79,11 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         .as_ref()
         .or_else(|| pkgs.and_then(|p| p.kernel()));
     let modules = modules::image_modules(lp, &plan, kernel)?;
-    let data = layers::template_data(lp, &plan, &modules::module_paths(&modules))?;
+    let data = layers::template_data(
+        lp,
+        &plan,
+        &modules::module_paths(&modules.all().cloned().collect::<Vec<_>>()),
+    )?;
     let mut tree = Tree::new(plan.epoch);
     let mut units = Vec::new();
     if let Some(p) = pkgs {

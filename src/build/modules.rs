@@ -25,14 +25,59 @@ pub const NET_MODULES: [&str; 2] = ["virtio_pci", "virtio_net"];
 /// The virtio-serial driver: the status port, and the journal's.
 pub const SERIAL_MODULES: [&str; 1] = ["virtio_console"];
 
-/// Modules the image's own init loads: the profile's, plus what a results disk needs.
+/// The modules an initramfs carries: those its init loads at boot, and sets that a host
+/// run's init loads only when it uses them (the one transport it mounts the shares with,
+/// the overlay for the profile's own files). Under emulation each module costs tens of
+/// milliseconds, and a run uses one transport of two.
+#[derive(Debug, Default, Clone)]
+pub struct ImageModules {
+    /// What the init loads before anything else, in dependency order.
+    pub boot: Vec<LoadableModule>,
+    /// Named sets (`9p`, `virtiofs`, `overlay`), each in dependency order and without
+    /// what `boot` loads already.
+    pub on_demand: Vec<(&'static str, Vec<LoadableModule>)>,
+}
+
+impl ImageModules {
+    /// Every module, once: the boot's first.
+    pub fn all(&self) -> impl Iterator<Item = &LoadableModule> {
+        let mut seen = BTreeSet::new();
+        self.boot
+            .iter()
+            .chain(self.on_demand.iter().flat_map(|(_, set)| set))
+            .filter(move |m| seen.insert(m.name.as_str()))
+    }
+
+    /// What decides the bytes of the lists: each set's name and its modules' names.
+    pub fn names(&self) -> Vec<(&str, Vec<&str>)> {
+        fn names(v: &[LoadableModule]) -> Vec<&str> {
+            v.iter().map(|m| m.name.as_str()).collect()
+        }
+        std::iter::once(("boot", names(&self.boot)))
+            .chain(self.on_demand.iter().map(|(n, set)| (*n, names(set))))
+            .collect()
+    }
+}
+
+/// The on-demand sets of a host run, with the modules each needs where the kernel has
+/// them as modules.
+fn host_sets() -> [(&'static str, &'static [&'static str]); 3] {
+    [
+        ("9p", share::needs(Transport::NineP).1),
+        ("virtiofs", share::needs(Transport::VirtioFs).1),
+        ("overlay", &["overlay"]),
+    ]
+}
+
+/// Modules the image's own init loads: the profile's, plus what a results disk needs;
+/// for a host run, its transports' and the overlay's as sets loaded on demand.
 pub fn image_modules(
     lp: &LoadedProfile,
     plan: &Plan,
     kernel: Option<&KernelFiles>,
-) -> Result<Vec<LoadableModule>> {
+) -> Result<ImageModules> {
     if plan.format != Format::Initramfs {
-        return Ok(Vec::new());
+        return Ok(ImageModules::default());
     }
     let mut wanted = lp.profile.kernel.modules.clone();
     let mut add = |names: &[&str]| {
@@ -51,38 +96,62 @@ pub fn image_modules(
         add(&NET_MODULES);
     }
     if plan.run.host.is_some() {
-        // Both transports' modules, where the kernel has them: the run picks one.
         add(&["virtio_pci"]);
         add(&SERIAL_MODULES);
-        add(share::needs(Transport::NineP).1);
-        add(share::needs(Transport::VirtioFs).1);
-        // What lays the profile's own files over the host's root.
-        add(&["overlay"]);
     }
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    match kernel {
-        Some(k) => kernel::closure(k, &wanted),
+    let Some(k) = kernel else {
         // No kernel of its own: each kernel it boots brings its modules (a matrix cell's
         // appended archive), and a kernel image without modules needs them built in.
-        None if lp.profile.kernel.path.is_none() => Ok(Vec::new()),
-        None => bail!(
+        if wanted.is_empty() || lp.profile.kernel.path.is_none() {
+            return Ok(ImageModules::default());
+        }
+        bail!(
             "{}: [kernel] modules needs a kernel with modules: [kernel] package or tree (or --kernel-tree)",
             lp.path.display()
-        ),
+        );
+    };
+    let closure_of = |names: &[String]| -> Result<Vec<LoadableModule>> {
+        if names.is_empty() {
+            Ok(Vec::new())
+        } else {
+            kernel::closure(k, names)
+        }
+    };
+    let boot = closure_of(&wanted)?;
+    let mut on_demand = Vec::new();
+    if plan.run.host.is_some() {
+        for (set, names) in host_sets() {
+            let present: Vec<String> = names
+                .iter()
+                .filter(|m| kernel::has_module(k, m))
+                .map(|m| m.to_string())
+                .collect();
+            let mods = closure_of(&present)?
+                .into_iter()
+                .filter(|m| !boot.iter().any(|b| b.name == m.name))
+                .collect();
+            on_demand.push((set, mods));
+        }
     }
+    Ok(ImageModules { boot, on_demand })
+}
+
+/// Where a host run's init finds the modules of the on-demand set `set`.
+pub fn on_demand_list(set: &str) -> String {
+    format!("usr/lib/kiln/modules.{set}")
 }
 
 /// Where an initramfs lists the modules its init loads, one path a line.
 pub const MODULES_LIST: &str = "usr/lib/kiln/modules.list";
 
-/// Puts loadable modules in the tree with the list an initramfs's init loads them from,
-/// and a `modules.dep` for modprobe beside them.
-pub fn insert_module_list(tree: &mut Tree, modules: &[LoadableModule], epoch: i64) -> Result<()> {
-    insert_modules(tree, modules, epoch)?;
+/// Puts loadable modules in the tree with the lists an initramfs's init loads them from
+/// (every on-demand set's, even an empty one, so that a kernel's appended archive
+/// replaces the image's own), and a `modules.dep` for modprobe beside them.
+pub fn insert_module_list(tree: &mut Tree, modules: &ImageModules, epoch: i64) -> Result<()> {
+    let all: Vec<LoadableModule> = modules.all().cloned().collect();
+    insert_modules(tree, &all, epoch)?;
     let mut by_dir: BTreeMap<String, Vec<ModuleDeps>> = BTreeMap::new();
-    for m in modules {
+    for m in &all {
         if let Some(dir) = release_dir(&m.image_path) {
             by_dir.entry(dir).or_default().push(ModuleDeps {
                 path: m.image_path.clone(),
@@ -100,13 +169,18 @@ pub fn insert_module_list(tree: &mut Tree, modules: &[LoadableModule], epoch: i6
             ),
         )?;
     }
-    if !modules.is_empty() {
-        let mut list = module_paths(modules).join("\n");
-        list.push('\n');
-        tree.insert(
-            MODULES_LIST,
-            Entry::new(Kind::File(Data::bytes(list)), Meta::new(0o644, epoch)),
-        )?;
+    let list = |mods: &[LoadableModule]| {
+        let mut text = module_paths(mods).join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        Entry::new(Kind::File(Data::bytes(text)), Meta::new(0o644, epoch))
+    };
+    if !modules.boot.is_empty() {
+        tree.insert(MODULES_LIST, list(&modules.boot))?;
+    }
+    for (set, mods) in &modules.on_demand {
+        tree.insert(&on_demand_list(set), list(mods))?;
     }
     Ok(())
 }

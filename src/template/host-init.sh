@@ -8,7 +8,8 @@
 # kiln left in its per-run share) or else this script's arguments.
 set -u
 fs=9p
-for word in $(cat /proc/cmdline); do
+read -r cmdline < /proc/cmdline
+for word in $cmdline; do
     case "$word" in
         kiln.fs=*) fs="${word#kiln.fs=}" ;;
     esac
@@ -32,8 +33,19 @@ share() {
         mount -t 9p -o "$2,trans=virtio,version=9p2000.L,access=any,cache=$cache,msize=512000" "$1" "$3"
     fi
 }
+# The modules of what this run uses, which the boot left for it: the transport's (one of
+# two) and the overlay's. kiln lists each set in dependency order, without what the boot
+# loaded.
+load() {
+    [ -r "/usr/lib/kiln/modules.$1" ] || return 0
+    while read -r m; do
+        insmod "$m" || echo "kiln: could not load $m" >&2
+    done < "/usr/lib/kiln/modules.$1"
+}
+load "$fs"
 layer=/usr/lib/kiln/layer
 if [ -d "$layer" ]; then
+    load overlay
     # The profile's own files and packages, over the host's root: both read-only.
     share kiln_root ro /lower || fail "cannot mount the host's root over $fs"
     mkdir -p /host

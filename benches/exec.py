@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""`uname -r` under one kernel, TCG, median of N runs: kiln exec against virtme-ng and vmtest.
+"""`uname -r` under one kernel, TCG, median of N rounds (each runs every tool once, so the
+machine's slow spells fall on all alike): kiln exec against virtme-ng and vmtest.
 
 All three boot the same unpacked Debian kernel (default linux-image-6.1.0-47-amd64:
 `boot/vmlinuz-…` beside `lib/modules/…`) with the host's userspace over 9p, in one run:
@@ -51,22 +52,42 @@ def why(out):
     return (lines[-1] if lines else "").strip()
 
 
-def median_of(runs, cmd, cwd, expect):
-    """Median time of runs that printed `expect`, and the exit statuses seen (a tool
-    that prints the answer but exits non-zero is timed, and its statuses shown)."""
-    times, codes = [], set()
+def one_run(cmd, cwd, expect):
+    """The time of one run that printed `expect` on a line of its own (a boot log that
+    names the release does not count) and its exit status, or why it failed. A tool that
+    prints the answer but exits non-zero is timed, and its status shown."""
+    start = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    lines = (out.stdout + out.stderr).splitlines()
+    if not any(l.strip() == expect for l in lines):
+        return None, out.returncode, f"failed (exit {out.returncode}): {why(out)}"
+    return took, out.returncode, None
+
+
+def interleaved(runs, tools, cwd, expect):
+    """Each tool's median over `runs` rounds, a round running every tool once, so that
+    this machine's slow and fast spells fall on all of them alike. A tool that fails is
+    not run again."""
+    results = {name: ([], set(), None) for name, _ in tools}
     for _ in range(runs):
-        start = time.perf_counter()
-        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-        took = time.perf_counter() - start
-        # The release on a line of its own: a boot log that names it does not count.
-        lines = (out.stdout + out.stderr).splitlines()
-        if not any(l.strip() == expect for l in lines):
-            return None, f"failed (exit {out.returncode}): {why(out)}"
-        times.append(took)
-        codes.add(out.returncode)
-    note = "" if codes == {0} else f"  (exit status {sorted(codes)}, not 0)"
-    return statistics.median(times), note
+        for name, cmd in tools:
+            times, codes, err = results[name]
+            if err is not None:
+                continue
+            took, code, err = one_run(cmd, cwd, expect)
+            if took is not None:
+                times.append(took)
+                codes.add(code)
+            results[name] = (times, codes, err)
+    out = {}
+    for name, (times, codes, err) in results.items():
+        if err is not None:
+            out[name] = (None, err)
+        else:
+            note = "" if codes == {0} else f"  (exit status {sorted(codes)}, not 0)"
+            out[name] = (statistics.median(times), note)
+    return out
 
 
 def kvm_usable(kernel, work):
@@ -104,14 +125,19 @@ def main():
         os.symlink(os.path.join(work, "k/lib/modules", release), link)
         linked = True
     try:
-        print(f"uname -r under {release}, TCG, median of {a.runs}:")
-        for name, present, cmd in tools:
-            if not present:
+        print(f"uname -r under {release}, TCG, median of {a.runs} interleaved rounds:")
+        present = [(name, cmd) for name, have, cmd in tools if have]
+        medians = interleaved(a.runs, present, work, release)
+        for name, have, cmd in tools:
+            if not have:
                 print(f"  {name:10} not installed" +
                       (" (or no qemu-guest-agent)" if name == "vmtest" else ""))
                 continue
-            m, err = median_of(a.runs, cmd, work, release)
+            m, err = medians[name]
             print(f"  {name:10} {m:6.2f} s{err}" if m is not None else f"  {name:10} {err}")
+        kiln, vng = medians.get("kiln exec", (None,))[0], medians.get("vng", (None,))[0]
+        if kiln and vng:
+            print(f"  kiln exec / vng: {kiln / vng:.2f}")
     finally:
         if linked:
             os.unlink(link)

@@ -342,9 +342,16 @@ pub fn spdx(manifest: &Manifest) -> Result<String> {
             "relatedSpdxElement": id,
         }));
     }
+    // By path once: an overlay of the host's files can name every entry of the image.
+    let by_path: std::collections::HashMap<&str, &crate::output::manifest::ManifestEntry> =
+        manifest
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e))
+            .collect();
     for (i, path) in manifest.host_files.iter().enumerate() {
         let id = format!("SPDXRef-HostFile-{}", i + 1);
-        let entry = manifest.entries.iter().find(|e| &e.path == path);
+        let entry = by_path.get(path.as_str()).copied();
         let mut file = json!({
             "SPDXID": id,
             "name": path,

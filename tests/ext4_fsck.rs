@@ -323,6 +323,72 @@ fn the_edge_case_corpus_passes_e2fsck_with_both_descriptor_sizes() {
     assert!(s.contains("Size: 4000"), "{s}");
 }
 
+/// The manifest's digest of every kind of file is the digest of its bytes: one read
+/// ahead whole, large ones hashed beside the writing (plain, and sparse once their
+/// written zeros pass the limit, which reads their start again), a sparse host file.
+#[test]
+fn the_manifest_digests_are_those_of_the_files_bytes() {
+    use kiln::tree::digest::FileDigest;
+    use sha2::{Digest, Sha256};
+    let d = tempfile::tempdir().unwrap();
+    let mut t = Tree::new(1_700_000_000);
+    let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 % 253) as u8).collect() };
+    let mut expected = BTreeMap::new();
+    for (name, n) in [("small", 1usize << 20), ("large", (5 << 20) + 123)] {
+        let bytes = pattern(n);
+        expected.insert(format!("/{name}"), hex::encode(Sha256::digest(&bytes)));
+        t.insert(name, Entry::new(file(bytes), m(0o644))).unwrap();
+    }
+    // Written zeros (not holes) past the plain digest's limit, between data.
+    let zeros = d.path().join("zeros");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&zeros).unwrap();
+        f.write_all_at(&vec![0u8; 70 << 20], 4096).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", (70 << 20) + 4096).unwrap();
+    }
+    let sparse = d.path().join("sparse");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&sparse).unwrap();
+        f.set_len(1 << 30).unwrap();
+        f.write_all_at(b"middle", 1 << 29).unwrap();
+    }
+    for (name, path) in [("zeros", &zeros), ("sparse", &sparse)] {
+        let size = std::fs::metadata(path).unwrap().len();
+        let f = std::fs::File::open(path).unwrap();
+        let FileDigest::Sparse(h) = FileDigest::of_file(&f, size).unwrap() else {
+            panic!("{name}: not the sparse digest");
+        };
+        expected.insert(format!("/{name}"), format!("sparse:{h}"));
+        t.insert(
+            name,
+            Entry::new(
+                Kind::File(Data::Host {
+                    path: path.clone(),
+                    size,
+                }),
+                m(0o644),
+            ),
+        )
+        .unwrap();
+    }
+    let img = d.path().join("digests.img");
+    let r = image(&t, &opts(false), &img).unwrap();
+    fsck(&img).unwrap();
+    let got: BTreeMap<String, String> = r
+        .manifest
+        .iter()
+        .filter_map(|e| match (&e.sha256, &e.sparse_sha256) {
+            (Some(h), _) => Some((e.path.clone(), h.clone())),
+            (None, Some(h)) => Some((e.path.clone(), format!("sparse:{h}"))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, expected);
+}
+
 #[test]
 fn a_fixed_size_that_is_too_small_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
-use serde_json::{json, Value};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, PackageRecord};
@@ -248,6 +248,125 @@ fn utc(secs: i64) -> String {
     )
 }
 
+/// One SPDX checksum.
+#[derive(Serialize)]
+struct Checksum<'a> {
+    algorithm: &'static str,
+    #[serde(rename = "checksumValue")]
+    value: &'a str,
+}
+
+fn sha256_of(value: &str) -> Option<Vec<Checksum<'_>>> {
+    Some(vec![Checksum {
+        algorithm: "SHA256",
+        value,
+    }])
+}
+
+/// A package's purl.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExternalRef {
+    reference_category: &'static str,
+    reference_locator: String,
+    reference_type: &'static str,
+}
+
+/// An SPDX package: the image, a Debian package or a host file. Typed rather than built
+/// as JSON values: an overlay of the host's files makes thousands. Fields in the order of
+/// their names, as the document has always listed them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Package<'a> {
+    #[serde(rename = "SPDXID")]
+    spdx_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checksums: Option<Vec<Checksum<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
+    copyright_text: &'static str,
+    download_location: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_refs: Option<Vec<ExternalRef>>,
+    files_analyzed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homepage: Option<&'a str>,
+    license_concluded: &'static str,
+    license_declared: String,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package_file_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    primary_package_purpose: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_info: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supplier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_info: Option<&'a str>,
+}
+
+impl<'a> Package<'a> {
+    fn new(spdx_id: String, name: &'a str) -> Package<'a> {
+        Package {
+            spdx_id,
+            checksums: None,
+            comment: None,
+            copyright_text: "NOASSERTION",
+            download_location: "NOASSERTION",
+            external_refs: None,
+            files_analyzed: false,
+            homepage: None,
+            license_concluded: "NOASSERTION",
+            license_declared: "NOASSERTION".to_string(),
+            name,
+            package_file_name: None,
+            primary_package_purpose: None,
+            source_info: None,
+            supplier: None,
+            version_info: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Relationship {
+    related_spdx_element: String,
+    relationship_type: &'static str,
+    spdx_element_id: &'static str,
+}
+
+#[derive(Serialize)]
+struct CreationInfo {
+    created: String,
+    creators: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExtractedLicense {
+    extracted_text: String,
+    license_id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a> {
+    #[serde(rename = "SPDXID")]
+    spdx_id: &'static str,
+    creation_info: CreationInfo,
+    data_license: &'static str,
+    document_namespace: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    has_extracted_licensing_infos: Vec<ExtractedLicense>,
+    name: String,
+    packages: Vec<Package<'a>>,
+    relationships: Vec<Relationship>,
+    spdx_version: &'static str,
+}
+
 /// The SPDX 2.3 JSON document of the image `manifest` describes, pretty-printed.
 pub fn spdx(manifest: &Manifest) -> Result<String> {
     if manifest.image.is_empty() || manifest.format.is_empty() {
@@ -267,24 +386,14 @@ pub fn spdx(manifest: &Manifest) -> Result<String> {
     // A namespace unique to these bytes, the same for the same image.
     let ns = hex::encode(&Sha256::digest(format!("{}\n{digest}", manifest.image))[..16]);
     let mut refs = BTreeSet::new();
-    let mut image = json!({
-        "SPDXID": "SPDXRef-Image",
-        "name": name,
-        "packageFileName": manifest.image,
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "OPERATING-SYSTEM",
-        "licenseConcluded": "NOASSERTION",
-        "licenseDeclared": "NOASSERTION",
-        "copyrightText": "NOASSERTION",
-        "comment": format!("A {} image built by kiln.", manifest.format),
-    });
+    let mut image = Package::new("SPDXRef-Image".into(), &name);
+    image.package_file_name = Some(&manifest.image);
+    image.primary_package_purpose = Some("OPERATING-SYSTEM");
+    image.comment = Some(format!("A {} image built by kiln.", manifest.format));
     match (&manifest.image_sha256, &manifest.image_sparse_sha256) {
-        (Some(h), _) => {
-            image["checksums"] = json!([{ "algorithm": "SHA256", "checksumValue": h }]);
-        }
+        (Some(h), _) => image.checksums = sha256_of(h),
         (None, Some(h)) => {
-            image["comment"] = Value::String(format!(
+            image.comment = Some(format!(
                 "A {} image built by kiln. Its sparse sha256 (see kiln's README) is {h}; \
                  `image_sha256 = true` in the profile's [output] adds the plain sha256.",
                 manifest.format
@@ -293,54 +402,32 @@ pub fn spdx(manifest: &Manifest) -> Result<String> {
         (None, None) => {}
     }
     let mut packages = vec![image];
-    let mut relationships = vec![json!({
-        "spdxElementId": "SPDXRef-DOCUMENT",
-        "relationshipType": "DESCRIBES",
-        "relatedSpdxElement": "SPDXRef-Image",
-    })];
     for p in &manifest.packages {
-        let id = spdx_id("Package-deb", &p.name);
-        let mut pkg = json!({
-            "SPDXID": id,
-            "name": p.name,
-            "versionInfo": p.version,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "checksums": [{ "algorithm": "SHA256", "checksumValue": p.deb_sha256 }],
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": declared(p, &mut refs),
-            "copyrightText": "NOASSERTION",
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": format!(
-                    "pkg:deb/debian/{}@{}?arch={}",
-                    p.name,
-                    purl_escape(&p.version),
-                    p.architecture
-                ),
-            }],
-        });
-        if let Some(m) = &p.maintainer {
-            pkg["supplier"] = Value::String(supplier(m));
-        }
-        if let Some(s) = &p.source {
-            pkg["sourceInfo"] = Value::String(format!("built from the Debian source package {s}"));
-        }
-        if let Some(h) = p
-            .homepage
+        let mut pkg = Package::new(spdx_id("Package-deb", &p.name), &p.name);
+        pkg.version_info = Some(&p.version);
+        pkg.checksums = sha256_of(&p.deb_sha256);
+        pkg.license_declared = declared(p, &mut refs);
+        pkg.external_refs = Some(vec![ExternalRef {
+            reference_category: "PACKAGE-MANAGER",
+            reference_locator: format!(
+                "pkg:deb/debian/{}@{}?arch={}",
+                p.name,
+                purl_escape(&p.version),
+                p.architecture
+            ),
+            reference_type: "purl",
+        }]);
+        pkg.supplier = p.maintainer.as_deref().map(supplier);
+        pkg.source_info = p
+            .source
             .as_ref()
+            .map(|s| format!("built from the Debian source package {s}"));
+        pkg.homepage = p
+            .homepage
+            .as_deref()
             .filter(|h| h.starts_with("https://") || h.starts_with("http://"))
-            .filter(|h| !h.contains(char::is_whitespace))
-        {
-            pkg["homepage"] = Value::String(h.clone());
-        }
+            .filter(|h| !h.contains(char::is_whitespace));
         packages.push(pkg);
-        relationships.push(json!({
-            "spdxElementId": "SPDXRef-Image",
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
     }
     // By path once: an overlay of the host's files can name every entry of the image.
     let by_path: std::collections::HashMap<&str, &crate::output::manifest::ManifestEntry> =
@@ -350,65 +437,57 @@ pub fn spdx(manifest: &Manifest) -> Result<String> {
             .map(|e| (e.path.as_str(), e))
             .collect();
     for (i, path) in manifest.host_files.iter().enumerate() {
-        let id = format!("SPDXRef-HostFile-{}", i + 1);
+        let mut file = Package::new(format!("SPDXRef-HostFile-{}", i + 1), path);
+        file.primary_package_purpose = Some("FILE");
+        file.comment = Some("Copied into the image from the build host by kiln.".into());
         let entry = by_path.get(path.as_str()).copied();
-        let mut file = json!({
-            "SPDXID": id,
-            "name": path,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "primaryPackagePurpose": "FILE",
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "comment": "Copied into the image from the build host by kiln.",
-        });
-        match entry.and_then(|e| e.sha256.as_ref()) {
-            Some(h) => file["checksums"] = json!([{ "algorithm": "SHA256", "checksumValue": h }]),
+        match entry.and_then(|e| e.sha256.as_deref()) {
+            Some(h) => file.checksums = sha256_of(h),
             None => {
                 if let Some(h) = entry.and_then(|e| e.sparse_sha256.as_ref()) {
-                    file["comment"] = Value::String(format!(
+                    file.comment = Some(format!(
                         "Copied into the image from the build host by kiln; sparse sha256 {h}."
                     ));
                 }
             }
         }
         packages.push(file);
-        relationships.push(json!({
-            "spdxElementId": "SPDXRef-Image",
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
     }
-    let mut doc = json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": format!("{name} ({})", manifest.image),
-        // A URN: unique to these bytes, naming no host.
-        "documentNamespace": format!("urn:kiln:spdx:{name}:{ns}"),
-        "creationInfo": {
-            "created": utc(manifest.source_date_epoch.unwrap_or(0)),
-            "creators": [format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION"))],
+    let mut relationships = vec![Relationship {
+        related_spdx_element: "SPDXRef-Image".into(),
+        relationship_type: "DESCRIBES",
+        spdx_element_id: "SPDXRef-DOCUMENT",
+    }];
+    relationships.extend(packages[1..].iter().map(|p| Relationship {
+        related_spdx_element: p.spdx_id.clone(),
+        relationship_type: "CONTAINS",
+        spdx_element_id: "SPDXRef-Image",
+    }));
+    let doc = Document {
+        spdx_id: "SPDXRef-DOCUMENT",
+        creation_info: CreationInfo {
+            created: utc(manifest.source_date_epoch.unwrap_or(0)),
+            creators: vec![format!("Tool: kiln-{}", env!("CARGO_PKG_VERSION"))],
         },
-        "packages": packages,
-        "relationships": relationships,
-    });
-    if !refs.is_empty() {
-        doc["hasExtractedLicensingInfos"] = refs
+        data_license: "CC0-1.0",
+        // A URN: unique to these bytes, naming no host.
+        document_namespace: format!("urn:kiln:spdx:{name}:{ns}"),
+        has_extracted_licensing_infos: refs
             .iter()
-            .map(|(id, name)| {
-                json!({
-                    "licenseId": id,
-                    "name": name,
-                    "extractedText": format!(
-                        "The license Debian's machine-readable copyright files call `{name}`; \
-                         its text is in the package's /usr/share/doc/PACKAGE/copyright."
-                    ),
-                })
+            .map(|(id, name)| ExtractedLicense {
+                extracted_text: format!(
+                    "The license Debian's machine-readable copyright files call `{name}`; \
+                     its text is in the package's /usr/share/doc/PACKAGE/copyright."
+                ),
+                license_id: id.clone(),
+                name: name.clone(),
             })
-            .collect();
-    }
+            .collect(),
+        name: format!("{name} ({})", manifest.image),
+        packages,
+        relationships,
+        spdx_version: "SPDX-2.3",
+    };
     let mut text = serde_json::to_string_pretty(&doc)?;
     text.push('\n');
     Ok(text)

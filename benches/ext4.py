@@ -8,7 +8,8 @@ unpacked here with owners), then writes a 1 GiB ext4 image of it with:
     mke2fs -t ext4 -d
     systemd-repart        (CopyFiles=, Format=ext4)
     arcbox-ext4           (through benches/arcbox, a small harness)
-several runs each, and prints median wall time and peak memory side by side.
+in interleaved rounds (every tool once a round), and prints median wall time and peak
+memory side by side.
 
 usage: benches/ext4.py [TREE] [--runs 3] [--size 1G]   (default TREE: trixie, built here)
 Needs root for the unpacked tree's ownership and for systemd-repart's loop devices.
@@ -95,14 +96,18 @@ def main():
         ]
         # Warm the page cache for everyone.
         subprocess.run(["tar", "-cf", "/dev/null", tree], check=True)
-        results = {}
-        for name, run in tools:
-            try:
-                samples = [run() for _ in range(args.runs)]
-                results[name] = samples
-            except (subprocess.CalledProcessError, FileNotFoundError) as e:
-                results[name] = e
-        print(f"tree: {tree} ({files} entries, {used / 2**20:.0f} MiB), image {size / 2**30:.1f} GiB, {args.runs} runs each, {os.cpu_count()} CPUs")
+        # Rounds, each running every tool once, so that this machine's slow and fast
+        # spells fall on all of them alike; a tool that fails is not run again.
+        results = {name: [] for name, _ in tools}
+        for _ in range(args.runs):
+            for name, run in tools:
+                if isinstance(results[name], Exception):
+                    continue
+                try:
+                    results[name].append(run())
+                except (subprocess.CalledProcessError, FileNotFoundError) as e:
+                    results[name] = e
+        print(f"tree: {tree} ({files} entries, {used / 2**20:.0f} MiB), image {size / 2**30:.1f} GiB, {args.runs} interleaved rounds, {os.cpu_count()} CPUs")
         print(f"{'tool':<44} {'median s':>9} {'min s':>7} {'peak RSS':>10}")
         for name, r in results.items():
             if isinstance(r, Exception):

@@ -10,6 +10,7 @@ pub mod manifest;
 pub use crate::util::options;
 pub mod qcow2;
 pub mod sbom;
+mod spdx_document;
 pub mod staging;
 pub mod tar;
 

@@ -7,10 +7,12 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, PackageRecord};
+use super::spdx_document::{
+    sha256_of, CreationInfo, Document, ExternalRef, ExtractedLicense, Package, Relationship,
+};
 
 /// The short names of the `License:` fields of a machine-readable (DEP-5) copyright
 /// file's `Files:` paragraphs, in order, each once; empty for any other copyright file.
@@ -246,125 +248,6 @@ fn utc(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// One SPDX checksum.
-#[derive(Serialize)]
-struct Checksum<'a> {
-    algorithm: &'static str,
-    #[serde(rename = "checksumValue")]
-    value: &'a str,
-}
-
-fn sha256_of(value: &str) -> Option<Vec<Checksum<'_>>> {
-    Some(vec![Checksum {
-        algorithm: "SHA256",
-        value,
-    }])
-}
-
-/// A package's purl.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ExternalRef {
-    reference_category: &'static str,
-    reference_locator: String,
-    reference_type: &'static str,
-}
-
-/// An SPDX package: the image, a Debian package or a host file. Typed rather than built
-/// as JSON values: an overlay of the host's files makes thousands. Fields in the order of
-/// their names, as the document has always listed them.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Package<'a> {
-    #[serde(rename = "SPDXID")]
-    spdx_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    checksums: Option<Vec<Checksum<'a>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    comment: Option<String>,
-    copyright_text: &'static str,
-    download_location: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    external_refs: Option<Vec<ExternalRef>>,
-    files_analyzed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    homepage: Option<&'a str>,
-    license_concluded: &'static str,
-    license_declared: String,
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    package_file_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    primary_package_purpose: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source_info: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    supplier: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version_info: Option<&'a str>,
-}
-
-impl<'a> Package<'a> {
-    fn new(spdx_id: String, name: &'a str) -> Package<'a> {
-        Package {
-            spdx_id,
-            checksums: None,
-            comment: None,
-            copyright_text: "NOASSERTION",
-            download_location: "NOASSERTION",
-            external_refs: None,
-            files_analyzed: false,
-            homepage: None,
-            license_concluded: "NOASSERTION",
-            license_declared: "NOASSERTION".to_string(),
-            name,
-            package_file_name: None,
-            primary_package_purpose: None,
-            source_info: None,
-            supplier: None,
-            version_info: None,
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Relationship {
-    related_spdx_element: String,
-    relationship_type: &'static str,
-    spdx_element_id: &'static str,
-}
-
-#[derive(Serialize)]
-struct CreationInfo {
-    created: String,
-    creators: Vec<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ExtractedLicense {
-    extracted_text: String,
-    license_id: String,
-    name: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Document<'a> {
-    #[serde(rename = "SPDXID")]
-    spdx_id: &'static str,
-    creation_info: CreationInfo,
-    data_license: &'static str,
-    document_namespace: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    has_extracted_licensing_infos: Vec<ExtractedLicense>,
-    name: String,
-    packages: Vec<Package<'a>>,
-    relationships: Vec<Relationship>,
-    spdx_version: &'static str,
 }
 
 /// The SPDX 2.3 JSON document of the image `manifest` describes, pretty-printed.

@@ -298,10 +298,11 @@ fn boot_shell(
     }
 }
 
-/// The image with an archive of this kernel's modules (and their list) appended, which
+/// The image with an archive of this kernel's modules (and their lists) appended, which
 /// the kernel unpacks over the image: the modules the image's init loads, for this
-/// kernel, or an empty list where it needs none, so the image's own list (for its own
-/// kernel) is not used.
+/// kernel, or an empty list where it needs none, and for a host run every on-demand
+/// set's list, even an empty one, so no list of the image's own (for its own kernel) is
+/// used.
 fn with_modules(lp: &LoadedProfile, plan: &Plan, k: &KernelFiles, dir: &Path) -> Result<PathBuf> {
     let mods = modules::image_modules(lp, plan, Some(k))?;
     let options = match &plan.writer {

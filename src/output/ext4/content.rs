@@ -251,9 +251,13 @@ pub(super) fn write_file(
             while at < b {
                 let span = (b - at).min(CHUNK as u64) as usize;
                 let real = (size.min(at + span as u64) - at) as usize;
-                let mut buf = match &hasher {
-                    Some(h) => h.buffer(),
-                    None => std::mem::take(&mut bufs.read),
+                let mut fresh;
+                let buf: &mut Vec<u8> = match &hasher {
+                    Some(h) => {
+                        fresh = h.buffer();
+                        &mut fresh
+                    }
+                    None => &mut bufs.read,
                 };
                 let chunk = &mut buf[..span];
                 chunk[real..].fill(0);
@@ -270,13 +274,12 @@ pub(super) fn write_file(
                         pending.flush(io, &mut runs)?;
                     }
                 }
-                match &hasher {
-                    Some(h) => h.send(ToHash::Data {
-                        buf,
+                if let Some(h) = &hasher {
+                    h.send(ToHash::Data {
+                        buf: std::mem::take(buf),
                         len: real,
                         zero,
-                    })?,
-                    None => bufs.read = buf,
+                    })?;
                 }
                 at += span as u64;
             }

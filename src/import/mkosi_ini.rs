@@ -197,13 +197,8 @@ struct Reader {
 impl Reader {
     fn file(&mut self, path: &Path) -> Result<()> {
         let id = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        if let Some(pos) = self.stack.iter().position(|p| p == &id) {
-            let chain: Vec<String> = self.stack[pos..]
-                .iter()
-                .chain(std::iter::once(&id))
-                .map(|p| p.display().to_string())
-                .collect();
-            bail!("Include= cycle: {}", chain.join(" → "));
+        if let Some(chain) = crate::util::cycle::include_cycle(&self.stack, &id) {
+            bail!("Include= cycle: {chain}");
         }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

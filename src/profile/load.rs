@@ -160,18 +160,11 @@ impl Loader {
                 };
                 let path = item.loc.dir().join(&rel);
                 let id = canonical(&path);
-                if let Some(pos) = self.stack.iter().position(|p| p == &id) {
-                    let chain: Vec<String> = self.stack[pos..]
-                        .iter()
-                        .chain(std::iter::once(&id))
-                        .map(|p| p.display().to_string())
-                        .collect();
-                    return Err(
-                        ProfileError::new(format!("include cycle: {}", chain.join(" → ")))
-                            .at(&item.loc)
-                            .key(&format!("include[{i}]"))
-                            .help("remove one of the includes that form the cycle"),
-                    );
+                if let Some(chain) = crate::util::cycle::include_cycle(&self.stack, &id) {
+                    return Err(ProfileError::new(format!("include cycle: {chain}"))
+                        .at(&item.loc)
+                        .key(&format!("include[{i}]"))
+                        .help("remove one of the includes that form the cycle"));
                 }
                 if self.seen.contains(&id) {
                     continue;

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod cache;
+pub mod cycle;
 pub mod decompress;
 pub mod download;
 pub mod http;

@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
         "",
         true,
         1_700_000_000,
+        &mut Vec::new(),
     )?;
     let opts = Ext4Options {
         size: SizeSpec::Auto {

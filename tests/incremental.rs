@@ -49,6 +49,7 @@ impl Case {
         );
         write(d, "overlay/a.txt", "a\n");
         write(d, "overlay/sub/b.txt", "b\n");
+        std::os::unix::fs::symlink("sub/b.txt", d.join("overlay/link")).unwrap();
         write(d, "motd.txt", "hello\n");
         // A static host executable of the test's own: [[binary]] reads it from here.
         std::fs::copy("/bin/busybox", d.join("host-tool")).unwrap();
@@ -112,13 +113,18 @@ fn every_input_change_rebuilds_and_nothing_else_does() {
     let first = c.image();
 
     // Not inputs of the image's bytes: a comment, the description, [qemu], a file
-    // rewritten with the same content, an overlay file touched.
+    // rewritten with the same content, an overlay file touched, an overlay directory
+    // whose entries came and went, an overlay symlink made again to the same target.
     edit(&c.profile, "version = 1\n", "version = 1\n# a comment\n");
     edit(&c.profile, "\"one\"", "\"two\"");
     edit(&c.profile, "256M", "512M");
     touch(&c.path("motd.txt"));
     touch(&c.path("overlay/sub/b.txt"));
     touch(&c.path("host-tool"));
+    std::fs::write(c.path("overlay/sub/gone"), "").unwrap();
+    std::fs::remove_file(c.path("overlay/sub/gone")).unwrap();
+    std::fs::remove_file(c.path("overlay/link")).unwrap();
+    std::os::unix::fs::symlink("sub/b.txt", c.path("overlay/link")).unwrap();
     assert!(!c.rebuilt(), "only what does not reach the image changed");
     assert_eq!(c.image(), first);
 
@@ -149,6 +155,13 @@ fn every_input_change_rebuilds_and_nothing_else_does() {
                     std::fs::Permissions::from_mode(0o600),
                 )
                 .unwrap()
+            }),
+        ),
+        (
+            "an overlay symlink's target",
+            Box::new(|| {
+                std::fs::remove_file(c.path("overlay/link")).unwrap();
+                std::os::unix::fs::symlink("a.txt", c.path("overlay/link")).unwrap()
             }),
         ),
         (

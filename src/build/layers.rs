@@ -10,6 +10,7 @@ use crate::configure::{self, ConfigureInput};
 use crate::plan::Plan;
 use crate::profile::{Format, LoadedProfile, Located, Test};
 use crate::source::declared::{add_declared, DeclaredContext};
+use crate::source::overlay::Seen;
 use crate::template::{self, Renderer};
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
 use crate::util::progress;
@@ -50,7 +51,8 @@ fn p_tests(lp: &LoadedProfile) -> Vec<Option<String>> {
     lp.profile.tests().iter().map(|t| t.unit.clone()).collect()
 }
 
-/// Adds the layers after packages. `units` are those packages and kiln enable.
+/// Adds the layers after packages. `units` are those packages and kiln enable. Returns
+/// what the overlays' walks read of the host, for the build's record.
 pub fn assemble(
     tree: &mut Tree,
     lp: &LoadedProfile,
@@ -58,7 +60,7 @@ pub fn assemble(
     renderer: &Renderer,
     data: &Value,
     units: Vec<String>,
-) -> Result<()> {
+) -> Result<Vec<Seen>> {
     let p = &lp.profile;
     let input = ConfigureInput {
         system: &p.system,
@@ -72,7 +74,8 @@ pub fn assemble(
         renderer,
         data,
     };
-    add_declared(tree, p, &cx)?;
+    let mut seen = Vec::new();
+    add_declared(tree, p, &cx, &mut seen)?;
     if plan.run.host.is_some() {
         // The profile's own files and packages: laid over the host's root by the guest.
         if !tree.is_empty() {
@@ -109,7 +112,7 @@ pub fn assemble(
     let mut input = input;
     input.units.extend(access);
     configure::enable_units(tree, &input)?;
-    Ok(())
+    Ok(seen)
 }
 
 /// Where an image of the host's userspace keeps kiln's host init.

@@ -100,7 +100,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     if modules::install_kernel_modules(&mut tree, lp, &plan, pkgs, kernel)? {
         units.push("kiln-depmod.service".to_string());
     }
-    layers::assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
+    let seen = layers::assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
     progress::step(format!(
         "writing {} ({} entries, {})",
         plan.image.display(),
@@ -111,7 +111,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     // killed leaves the previous image, manifest, kernel and boot initramfs together.
     let mut staging = Staging::new(&plan.out_dir, &plan.name)?;
     Key::forget(&plan)?;
-    let inputs = key.stamp_inputs(&tree)?;
+    let inputs = key.stamp_inputs(&tree, seen)?;
     let mut manifest = plan
         .writer
         .writer()

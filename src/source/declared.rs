@@ -27,10 +27,16 @@ fn xattr_value(v: &str) -> Vec<u8> {
 }
 
 /// Adds the profile's `[[binary]]`, `[[overlay]]`, `[[directory]]`, `[[file]]`, `[[symlink]]`,
-/// `[[hardlink]]` and `[[device]]` entries to the tree, in that order.
-pub fn add_declared(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
+/// `[[hardlink]]` and `[[device]]` entries to the tree, in that order; what the overlays'
+/// walks read of the host goes to `seen`.
+pub fn add_declared(
+    tree: &mut Tree,
+    p: &Profile,
+    cx: &DeclaredContext,
+    seen: &mut Vec<overlay::Seen>,
+) -> Result<()> {
     binaries(tree, p, cx)?;
-    overlays(tree, p, cx)?;
+    overlays(tree, p, cx, seen)?;
     directories(tree, p, cx)?;
     files(tree, p, cx)?;
     symlinks(tree, p, cx)?;
@@ -83,14 +89,19 @@ fn binaries(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
 }
 
 /// `[[overlay]]`: host directories copied in.
-fn overlays(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
+fn overlays(
+    tree: &mut Tree,
+    p: &Profile,
+    cx: &DeclaredContext,
+    seen: &mut Vec<overlay::Seen>,
+) -> Result<()> {
     for o in &p.overlay {
         let dest = match &o.destination {
             Some(d) => d.as_str().to_string(),
             None => String::new(),
         };
         let keep = o.owner.unwrap_or_default() == Owner::Host;
-        overlay::add_overlay(tree, &o.source, &dest, keep, cx.mtime)
+        overlay::add_overlay(tree, &o.source, &dest, keep, cx.mtime, seen)
             .with_context(|| format!("{}: overlay {}", loc_str(&o.loc), o.source.display()))?;
     }
     Ok(())

@@ -1,24 +1,60 @@
 //! Overlay directories: a host directory tree copied into the image at a destination.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use walkdir::WalkDir;
 
 use crate::tree::{path, Data, Entry, Kind, Meta, Tree};
 
-/// Adds every entry below `src` to the tree under `dest` (a stored path). Owners are root
-/// unless `keep_owner`; timestamps are `mtime`, because host timestamps would make the
-/// image differ from one checkout to the next.
+/// A host path below an overlay's source as the walk saw it, so that the build's record
+/// of its inputs needs no second look: the metadata was read before anything else of the
+/// path, so any later change to it shows in its change or modification time.
+#[derive(Debug)]
+pub struct Seen {
+    /// The host path.
+    pub path: PathBuf,
+    /// Its metadata (of the path itself, not a symlink's target).
+    pub md: std::fs::Metadata,
+    /// Its extended attributes, as the image got them.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// What else of it reached the image.
+    pub what: SeenWhat,
+}
+
+/// What of a host path besides its metadata and extended attributes reached the image.
+#[derive(Debug)]
+pub enum SeenWhat {
+    /// A regular file's bytes, hashed by the writer.
+    Content,
+    /// A directory's entry names, sorted.
+    Names(Vec<OsString>),
+    /// A symlink's target.
+    Target(PathBuf),
+    /// Nothing more: a device, a fifo or a socket.
+    Nothing,
+}
+
+/// Adds every entry below `src` to the tree under `dest` (a stored path), and what it
+/// read of every host path below `src` to `seen`. Owners are root unless `keep_owner`;
+/// timestamps are `mtime`, because host timestamps would make the image differ from one
+/// checkout to the next.
 pub fn add_overlay(
     tree: &mut Tree,
     src: &Path,
     dest: &str,
     keep_owner: bool,
     mtime: i64,
+    seen: &mut Vec<Seen>,
 ) -> Result<usize> {
     let mut count = 0;
+    // Indexes in `seen` of the directories being walked, by depth, for their names. The
+    // source itself is left to the build record's own look: it may be a symlink the
+    // walk follows.
+    let mut open: Vec<(usize, usize)> = Vec::new();
     // Host inode → first image path, so host hard links stay hard links.
     let mut links: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
     let walker = WalkDir::new(src).follow_links(false).sort_by_file_name();
@@ -36,6 +72,15 @@ pub fn add_overlay(
         let md = item
             .metadata()
             .with_context(|| format!("reading {}", item.path().display()))?;
+        let depth = item.depth();
+        while open.last().is_some_and(|&(d, _)| d >= depth) {
+            open.pop();
+        }
+        if let Some(&(_, parent)) = open.last() {
+            if let SeenWhat::Names(names) = &mut seen[parent].what {
+                names.push(item.file_name().to_os_string());
+            }
+        }
         let mut meta = Meta::new(md.mode(), mtime);
         if keep_owner {
             meta = meta.owner(md.uid(), md.gid());
@@ -49,6 +94,30 @@ pub fn add_overlay(
             )
         })?;
         let ft = md.file_type();
+        let what = if ft.is_dir() {
+            SeenWhat::Names(Vec::new())
+        } else if ft.is_file() {
+            SeenWhat::Content
+        } else if ft.is_symlink() {
+            SeenWhat::Target(std::fs::read_link(item.path())?)
+        } else {
+            SeenWhat::Nothing
+        };
+        let target = match &what {
+            SeenWhat::Target(t) => Some(t.clone()),
+            _ => None,
+        };
+        if depth > 0 {
+            if ft.is_dir() {
+                open.push((depth, seen.len()));
+            }
+            seen.push(Seen {
+                path: item.path().to_path_buf(),
+                md: md.clone(),
+                xattrs: meta.xattrs.clone(),
+                what,
+            });
+        }
         let kind = if ft.is_dir() {
             Kind::Dir
         } else if ft.is_file() {
@@ -64,7 +133,10 @@ pub fn add_overlay(
                 size: md.len(),
             })
         } else if ft.is_symlink() {
-            let target = std::fs::read_link(item.path())?;
+            let target = match target {
+                Some(t) => t,
+                None => std::fs::read_link(item.path())?,
+            };
             match target.to_str() {
                 Some(t) => Kind::Symlink(t.to_string()),
                 None => bail!("symlink target of {} is not UTF-8", item.path().display()),

@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     let r = p.write(&Target {
         file: &f,
         offset: 0,
+        watch: None,
     })?;
     eprintln!(
         "{} blocks, {} free, {} inodes used",

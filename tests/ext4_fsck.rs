@@ -36,6 +36,7 @@ fn image(
     p.write(&Target {
         file: &f,
         offset: 0,
+        watch: None,
     })
 }
 

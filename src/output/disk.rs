@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::ext4::writer::{Prepared, Target};
 use super::ext4::{Ext4Options, SizeSpec};
+use super::image_digest::{self, WriteWatch};
 use super::manifest::Manifest;
 use super::options::{FreeSpace, PartitionFs, PartitionType, RootSize};
 use super::ImageWriter;
@@ -98,6 +99,8 @@ pub struct DiskReport {
     pub partitions: Vec<PartitionInfo>,
     /// The root file system's report.
     pub root: super::ext4::Ext4Report,
+    /// The image's digest: its sparse digest, or its plain sha256 when it has few holes.
+    pub digest: FileDigest,
 }
 
 /// The root file system's options for image `name`.
@@ -171,9 +174,25 @@ pub fn write(
     let total = at + MIB;
     file.set_len(total)?;
     let root_at = order.iter().position(Option::is_none).unwrap_or(0);
-    let report = prepared.write(&Target {
-        file,
-        offset: parts[root_at].first_lba * SECTOR,
+    let root_part = &parts[root_at];
+    // Only the root file system's writer writes into its partition: the segments wholly
+    // inside it may be hashed while it writes.
+    let watch = WriteWatch::new(
+        root_part.first_lba * SECTOR,
+        (root_part.last_lba + 1) * SECTOR,
+    );
+    let (report, early) = std::thread::scope(|scope| -> Result<_> {
+        let hasher = scope.spawn(|| watch.hash_behind(file, total));
+        let written = prepared.write(&Target {
+            file,
+            offset: root_part.first_lba * SECTOR,
+            watch: Some(&watch),
+        });
+        watch.finish();
+        let early = hasher
+            .join()
+            .map_err(|_| anyhow::anyhow!("the image hashing thread panicked"))?;
+        Ok((written?, early))
     })?;
     for (p, spec) in parts.iter().zip(&order) {
         let Some(spec) = spec else { continue };
@@ -191,11 +210,13 @@ pub fn write(
     }
     let disk_guid = derive_uuid(name, "disk");
     write_gpt(file, disk_guid, &parts)?;
+    let digest = image_digest::digest(file, total, &watch, &early).context("hashing the image")?;
     Ok(DiskReport {
         disk_guid,
         bytes: total,
         partitions: parts,
         root: report,
+        digest,
     })
 }
 
@@ -232,11 +253,10 @@ impl ImageWriter for DiskOptions {
         let report = write(tree, out.file(), &self.name, &root, &self.partitions)
             .with_context(|| format!("writing {}", dest.display()))?;
         let hashing = || format!("hashing {}", dest.display());
-        let (mut image_sha256, image_sparse_sha256) =
-            match FileDigest::of_file(out.file(), report.bytes).with_context(hashing)? {
-                FileDigest::Sha256(h) => (Some(h), None),
-                FileDigest::Sparse(h) => (None, Some(h)),
-            };
+        let (mut image_sha256, image_sparse_sha256) = match report.digest.clone() {
+            FileDigest::Sha256(h) => (Some(h), None),
+            FileDigest::Sparse(h) => (None, Some(h)),
+        };
         if self.image_sha256 && image_sha256.is_none() {
             image_sha256 = Some(sparse_sha256(out.file(), report.bytes).with_context(hashing)?);
         }

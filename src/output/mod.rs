@@ -4,6 +4,7 @@
 pub mod cpio;
 pub mod disk;
 pub mod ext4;
+pub mod image_digest;
 pub mod list;
 pub mod manifest;
 /// The writer options, as values (they live in `util` so the profile can name them).

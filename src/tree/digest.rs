@@ -7,10 +7,15 @@
 //! only on the file's bytes, not on how sparse the host's copy was, so the same tree
 //! gives the same manifest on any file system.
 //!
-//! `sparse_sha256` is the sha256 of: the tag `kiln-sparse-sha256-v1\n`; then, for each
-//! 4096-byte block counted from the start of the file that holds a non-zero byte, the
-//! block's index as 8 bytes little-endian followed by the block's bytes (the last block
-//! only as far as the file goes); then the file's size as 8 bytes little-endian.
+//! `sparse_sha256` is the sha256 of: the tag `kiln-sparse-sha256-v2\n`; then, for each
+//! segment of [`SEGMENT_BLOCKS`] 4096-byte blocks (4 MiB), counted from the start of the
+//! file, that holds a non-zero byte, the segment's index as 8 bytes little-endian followed
+//! by the segment's sha256: the sha256 of, for each block of the segment that holds a
+//! non-zero byte, the block's index in the file as 8 bytes little-endian followed by the
+//! block's bytes (the last block only as far as the file goes); then the file's size as 8
+//! bytes little-endian. Segments hash independently, so a disk image's digest is computed
+//! on every core, and a segment already hashed while the image was written is not read
+//! again unless something was written into it since.
 //! `tools/sparse-sha256` computes it for a file, skipping holes with `SEEK_DATA`.
 
 use std::fs::File;
@@ -19,14 +24,14 @@ use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
+pub use super::sparse::{segment_sha256, sparse_of_file, Sparse, SEGMENT_BLOCKS};
+
 /// The block size the sparse digest counts in (the ext4 block size kiln writes).
 pub const BLOCK: u64 = 4096;
 
 /// A file with more bytes than this in all-zero blocks gets the sparse digest. At most
 /// this many zeros are hashed for any one file.
 pub const PLAIN_LIMIT: u64 = 64 << 20;
-
-const TAG: &[u8] = b"kiln-sparse-sha256-v1\n";
 
 /// A file's digest as it appears in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +52,12 @@ impl FileDigest {
     /// The digest of the first `len` bytes of a host file, reading only its data ranges.
     pub fn of_file(f: &File, len: u64) -> io::Result<FileDigest> {
         let ranges = aligned_ranges(&super::data::host_data_ranges(f, len)?, len);
+        let data: u64 = ranges.iter().map(|&(a, b)| b.min(len) - a.min(len)).sum();
+        if len - data.min(len) > PLAIN_LIMIT {
+            // The sparse digest from the start: its segments on every core.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            return sparse_of_file(f, len, &ranges, threads, &|_| None).map(FileDigest::Sparse);
+        }
         let reread = |buf: &mut [u8], at: u64| f.read_exact_at(buf, at);
         let mut h = FileHasher::new(len, &ranges);
         // Sized to the file: checks of many small files must not clear a megabyte each.
@@ -125,7 +136,7 @@ pub struct FileHasher {
     /// The file's data ranges, block-aligned and in order: everything else is a hole.
     ranges: Vec<(u64, u64)>,
     plain: Option<Sha256>,
-    sparse: Option<Sha256>,
+    sparse: Option<Sparse>,
 }
 
 impl FileHasher {
@@ -141,11 +152,7 @@ impl FileHasher {
             zeros: 0,
             ranges: ranges.to_vec(),
             plain: (!sparse_from_start).then(Sha256::new),
-            sparse: sparse_from_start.then(|| {
-                let mut h = Sha256::new();
-                h.update(TAG);
-                h
-            }),
+            sparse: sparse_from_start.then(Sparse::default),
         }
     }
 
@@ -186,8 +193,7 @@ impl FileHasher {
             (None, Some(h)) => {
                 for (k, block) in bytes.chunks(bs).enumerate() {
                     if !zero.get(k).copied().unwrap_or_else(|| is_zero(block)) {
-                        h.update((self.pos / BLOCK + k as u64).to_le_bytes());
-                        h.update(block);
+                        h.block(self.pos / BLOCK + k as u64, block);
                     }
                 }
             }
@@ -201,10 +207,7 @@ impl FileHasher {
     pub fn finish(self) -> FileDigest {
         match (self.plain, self.sparse) {
             (Some(h), _) => FileDigest::Sha256(hex::encode(h.finalize())),
-            (None, Some(mut h)) => {
-                h.update(self.size.to_le_bytes());
-                FileDigest::Sparse(hex::encode(h.finalize()))
-            }
+            (None, Some(h)) => FileDigest::Sparse(h.finish(self.size)),
             (None, None) => FileDigest::Sha256(String::new()),
         }
     }
@@ -212,8 +215,7 @@ impl FileHasher {
     /// Drops the plain hash and hashes the non-zero blocks before the current position.
     fn switch(&mut self, src: ReadAt) -> io::Result<()> {
         self.plain = None;
-        let mut h = Sha256::new();
-        h.update(TAG);
+        let mut h = Sparse::default();
         let mut buf = vec![0u8; 1 << 20];
         for &(a, b) in &self.ranges {
             let end = b.min(self.pos).min(self.size);
@@ -223,8 +225,7 @@ impl FileHasher {
                 src(&mut buf[..n], at)?;
                 for (k, block) in buf[..n].chunks(BLOCK as usize).enumerate() {
                     if !is_zero(block) {
-                        h.update((at / BLOCK + k as u64).to_le_bytes());
-                        h.update(block);
+                        h.block(at / BLOCK + k as u64, block);
                     }
                 }
                 at += n as u64;
@@ -271,11 +272,21 @@ mod tests {
     /// The sparse digest straight from its definition.
     fn by_definition(content: &[u8]) -> String {
         let mut h = Sha256::new();
-        h.update(TAG);
-        for (i, block) in content.chunks(BLOCK as usize).enumerate() {
-            if block.iter().any(|&b| b != 0) {
-                h.update((i as u64).to_le_bytes());
-                h.update(block);
+        h.update(b"kiln-sparse-sha256-v2\n");
+        let seg = (SEGMENT_BLOCKS * BLOCK) as usize;
+        for (s, segment) in content.chunks(seg).enumerate() {
+            let mut inner = Sha256::new();
+            let mut any = false;
+            for (k, block) in segment.chunks(BLOCK as usize).enumerate() {
+                if block.iter().any(|&b| b != 0) {
+                    any = true;
+                    inner.update(((s * seg / BLOCK as usize + k) as u64).to_le_bytes());
+                    inner.update(block);
+                }
+            }
+            if any {
+                h.update((s as u64).to_le_bytes());
+                h.update(inner.finalize());
             }
         }
         h.update((content.len() as u64).to_le_bytes());
@@ -304,5 +315,52 @@ mod tests {
         let last = (len as u64 - 1) / BLOCK * BLOCK;
         let holes = [(0, BLOCK), (8 * BLOCK, 9 * BLOCK), (last, last + BLOCK)];
         assert_eq!(fed(&content, &holes, 4096), want);
+    }
+
+    #[test]
+    fn segments_hashed_apart_or_known_ahead_give_the_digest_of_the_definition() {
+        use std::io::Write;
+        let seg = (SEGMENT_BLOCKS * BLOCK) as usize;
+        let len = 5 * seg + 3 * BLOCK as usize + 9;
+        let mut content = vec![0u8; len];
+        for at in [7, seg - 1, 3 * seg + 5 * BLOCK as usize, len - 2] {
+            content[at] = at as u8 | 1;
+        }
+        let mut f = tempfile::tempfile().unwrap();
+        // Written with holes where the content is zeros, as a disk image is.
+        for (k, block) in content.chunks(BLOCK as usize).enumerate() {
+            if !is_zero(block) {
+                f.write_all_at(block, (k * BLOCK as usize) as u64).unwrap();
+            }
+        }
+        f.set_len(len as u64).unwrap();
+        f.flush().unwrap();
+        let want = by_definition(&content);
+        let data = aligned_ranges(
+            &crate::tree::data::host_data_ranges(&f, len as u64).unwrap(),
+            len as u64,
+        );
+        for threads in [1, 3] {
+            let got = sparse_of_file(&f, len as u64, &data, threads, &|_| None).unwrap();
+            assert_eq!(got, want, "{threads} threads");
+        }
+        // A segment known ahead is taken as given, not read: a wrong one shows.
+        let mut buf = vec![0u8; 1 << 20];
+        let s3 = segment_sha256(&f, len as u64, 3, &data, &mut buf).unwrap();
+        let known = |s: u64| (s == 3).then_some(s3);
+        assert_eq!(
+            sparse_of_file(&f, len as u64, &data, 2, &known).unwrap(),
+            want
+        );
+        let wrong = |s: u64| (s == 3).then_some(Some([0u8; 32]));
+        assert_ne!(
+            sparse_of_file(&f, len as u64, &data, 2, &wrong).unwrap(),
+            want
+        );
+        // With fewer zeros than the limit, a file's digest stays the plain one.
+        assert_eq!(
+            FileDigest::of_file(&f, len as u64).unwrap(),
+            FileDigest::of_bytes(&content)
+        );
     }
 }

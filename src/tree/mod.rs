@@ -7,6 +7,7 @@ pub mod digest;
 pub mod mode;
 mod moved;
 pub mod path;
+pub mod sparse;
 
 use std::collections::BTreeMap;
 use std::fmt;

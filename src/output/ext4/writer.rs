@@ -82,7 +82,11 @@ pub fn write_empty(file: &File, offset: u64, opts: &Ext4Options) -> Result<Ext4R
     if file.metadata()?.len() < offset + p.bytes() {
         file.set_len(offset + p.bytes())?;
     }
-    p.write(&Target { file, offset })
+    p.write(&Target {
+        file,
+        offset,
+        watch: None,
+    })
 }
 
 /// Where the file system is written: a file and the byte offset of block 0 in it.
@@ -91,13 +95,20 @@ pub struct Target<'a> {
     pub file: &'a File,
     /// Byte offset of block 0 in `file`.
     pub offset: u64,
+    /// Told of every write, for the image's digest hashed beside the writing.
+    pub watch: Option<&'a crate::output::image_digest::WriteWatch>,
 }
 
 impl Target<'_> {
     pub(super) fn write_block(&self, block: u64, data: &[u8]) -> Result<()> {
+        let at = self.offset + block * BLOCK;
         self.file
-            .write_all_at(data, self.offset + block * BLOCK)
-            .with_context(|| format!("writing block {block}"))
+            .write_all_at(data, at)
+            .with_context(|| format!("writing block {block}"))?;
+        if let Some(w) = self.watch {
+            w.wrote(at, data.len() as u64);
+        }
+        Ok(())
     }
 }
 

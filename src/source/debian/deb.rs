@@ -76,7 +76,8 @@ pub struct Unpacked {
     pub data_tar: PathBuf,
 }
 
-const FORMAT: u32 = 3;
+/// The cached index's format; 4 since the sparse digest of members became its v2.
+const FORMAT: u32 = 4;
 
 impl Unpacked {
     /// A field of the control file, by case-insensitive name.

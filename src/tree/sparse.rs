@@ -1,0 +1,165 @@
+//! The sparse digest (defined in [`super::digest`]): a file's non-zero 4 KiB blocks,
+//! hashed by 4 MiB segments that hash apart, so that a disk image's segments are hashed
+//! on every core, or beside its writing.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use sha2::{Digest, Sha256};
+
+use super::digest::{is_zero, BLOCK};
+
+/// Blocks in one segment of the sparse digest.
+pub const SEGMENT_BLOCKS: u64 = 1024;
+
+const TAG: &[u8] = b"kiln-sparse-sha256-v2\n";
+
+/// The sparse digest, fed the non-zero blocks of a file in ascending order, or whole
+/// segments' digests computed elsewhere.
+#[derive(Clone)]
+pub struct Sparse {
+    outer: Sha256,
+    segment: Option<(u64, Sha256)>,
+}
+
+impl Default for Sparse {
+    fn default() -> Sparse {
+        let mut outer = Sha256::new();
+        outer.update(TAG);
+        Sparse {
+            outer,
+            segment: None,
+        }
+    }
+}
+
+impl Sparse {
+    /// A block holding a non-zero byte, by its index in the file.
+    pub fn block(&mut self, index: u64, bytes: &[u8]) {
+        let s = index / SEGMENT_BLOCKS;
+        if self.segment.as_ref().map(|(i, _)| *i) != Some(s) {
+            self.close_segment();
+            self.segment = Some((s, Sha256::new()));
+        }
+        if let Some((_, h)) = &mut self.segment {
+            h.update(index.to_le_bytes());
+            h.update(bytes);
+        }
+    }
+
+    /// A whole segment's sha256, from [`segment_sha256`]; segments come in ascending order.
+    pub fn segment(&mut self, index: u64, sha256: &[u8; 32]) {
+        self.close_segment();
+        self.outer.update(index.to_le_bytes());
+        self.outer.update(sha256);
+    }
+
+    fn close_segment(&mut self) {
+        if let Some((i, h)) = self.segment.take() {
+            self.outer.update(i.to_le_bytes());
+            self.outer.update(h.finalize());
+        }
+    }
+
+    /// The digest of a file of `size` bytes, hex.
+    pub fn finish(mut self, size: u64) -> String {
+        self.close_segment();
+        self.outer.update(size.to_le_bytes());
+        hex::encode(self.outer.finalize())
+    }
+}
+
+/// The sha256 of one segment of the first `len` bytes of `f`, as the sparse digest takes
+/// it, reading only `data` (the file's data ranges, as [`aligned_ranges`](super::digest::aligned_ranges) gives them);
+/// None when the segment holds no non-zero byte.
+pub fn segment_sha256(
+    f: &File,
+    len: u64,
+    segment: u64,
+    data: &[(u64, u64)],
+    buf: &mut [u8],
+) -> io::Result<Option<[u8; 32]>> {
+    let bytes = SEGMENT_BLOCKS * BLOCK;
+    let (lo, hi) = (segment * bytes, ((segment + 1) * bytes).min(len));
+    let mut h: Option<Sha256> = None;
+    for &(a, b) in data {
+        let (a, b) = (a.max(lo), b.min(hi));
+        let mut at = a;
+        while at < b {
+            let n = (b - at).min(buf.len() as u64) as usize;
+            f.read_exact_at(&mut buf[..n], at)?;
+            for (k, block) in buf[..n].chunks(BLOCK as usize).enumerate() {
+                if !is_zero(block) {
+                    let h = h.get_or_insert_with(Sha256::new);
+                    h.update((at / BLOCK + k as u64).to_le_bytes());
+                    h.update(block);
+                }
+            }
+            at += n as u64;
+        }
+    }
+    Ok(h.map(|h| h.finalize().into()))
+}
+
+/// The sparse digest of the first `len` bytes of `f`, whose data lies in `data` (as
+/// [`aligned_ranges`](super::digest::aligned_ranges) gives it), its segments hashed on `threads` threads; `done` gives
+/// segments' sha256s already known (Some(None): no non-zero byte), which are not read.
+pub fn sparse_of_file(
+    f: &File,
+    len: u64,
+    data: &[(u64, u64)],
+    threads: usize,
+    done: &dyn Fn(u64) -> Option<Option<[u8; 32]>>,
+) -> io::Result<String> {
+    let seg_bytes = SEGMENT_BLOCKS * BLOCK;
+    // The segments holding data ranges, each once, in order.
+    let mut segments: Vec<u64> = Vec::new();
+    for &(a, b) in data {
+        for s in a / seg_bytes..b.div_ceil(seg_bytes) {
+            if segments.last() != Some(&s) {
+                segments.push(s);
+            }
+        }
+    }
+    let mut sums: Vec<Option<Option<[u8; 32]>>> = segments.iter().map(|&s| done(s)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let hashed = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> io::Result<Vec<(usize, Option<[u8; 32]>)>> {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&s) = segments.get(i) else {
+                            return Ok(out);
+                        };
+                        if sums[i].is_none() {
+                            out.push((i, segment_sha256(f, len, s, data, &mut buf)?));
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a hashing thread panicked")))
+            })
+            .collect::<io::Result<Vec<_>>>()
+    })?;
+    for (i, sum) in hashed.into_iter().flatten() {
+        sums[i] = Some(sum);
+    }
+    let mut h = Sparse::default();
+    for (&s, sum) in segments.iter().zip(sums) {
+        match sum {
+            Some(Some(sha)) => h.segment(s, &sha),
+            Some(None) => {}
+            None => return Err(io::Error::other("a segment was left unhashed")),
+        }
+    }
+    Ok(h.finish(len))
+}

@@ -57,9 +57,14 @@ pub fn add_overlay(
     let mut open: Vec<(usize, usize)> = Vec::new();
     // Host inode → first image path, so host hard links stay hard links.
     let mut links: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
-    let walker = WalkDir::new(src).follow_links(false).sort_by_file_name();
-    for item in walker {
-        let item = item.with_context(|| format!("reading overlay {}", src.display()))?;
+    let items = WalkDir::new(src)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading overlay {}", src.display()))?;
+    for (item, looked) in items.iter().zip(look_all(&items)) {
+        let Looked { md, xattrs, target } = looked?;
         let rel = item.path().strip_prefix(src).unwrap_or(item.path());
         let rel = match rel.to_str() {
             Some(r) => r,
@@ -69,9 +74,6 @@ pub fn add_overlay(
             ),
         };
         let image_path = path::join(dest, &path::relative(rel).map_err(anyhow::Error::msg)?);
-        let md = item
-            .metadata()
-            .with_context(|| format!("reading {}", item.path().display()))?;
         let depth = item.depth();
         while open.last().is_some_and(|&(d, _)| d >= depth) {
             open.pop();
@@ -85,27 +87,13 @@ pub fn add_overlay(
         if keep_owner {
             meta = meta.owner(md.uid(), md.gid());
         }
-        // As mke2fs -d and tar --xattrs do: user.*, security.* (file capabilities),
-        // trusted.* when readable, and POSIX ACLs.
-        meta.xattrs = host_xattrs(item.path()).with_context(|| {
-            format!(
-                "reading the extended attributes of {}",
-                item.path().display()
-            )
-        })?;
+        meta.xattrs = xattrs;
         let ft = md.file_type();
-        let what = if ft.is_dir() {
-            SeenWhat::Names(Vec::new())
-        } else if ft.is_file() {
-            SeenWhat::Content
-        } else if ft.is_symlink() {
-            SeenWhat::Target(std::fs::read_link(item.path())?)
-        } else {
-            SeenWhat::Nothing
-        };
-        let target = match &what {
-            SeenWhat::Target(t) => Some(t.clone()),
-            _ => None,
+        let what = match &target {
+            _ if ft.is_dir() => SeenWhat::Names(Vec::new()),
+            _ if ft.is_file() => SeenWhat::Content,
+            Some(t) => SeenWhat::Target(t.clone()),
+            None => SeenWhat::Nothing,
         };
         if depth > 0 {
             if ft.is_dir() {
@@ -132,11 +120,7 @@ pub fn add_overlay(
                 path: item.path().to_path_buf(),
                 size: md.len(),
             })
-        } else if ft.is_symlink() {
-            let target = match target {
-                Some(t) => t,
-                None => std::fs::read_link(item.path())?,
-            };
+        } else if let Some(target) = target {
             match target.to_str() {
                 Some(t) => Kind::Symlink(t.to_string()),
                 None => bail!("symlink target of {} is not UTF-8", item.path().display()),
@@ -168,6 +152,86 @@ pub fn add_overlay(
     Ok(count)
 }
 
+/// What the walk reads of one host path.
+struct Looked {
+    md: std::fs::Metadata,
+    xattrs: BTreeMap<String, Vec<u8>>,
+    /// A symlink's target.
+    target: Option<PathBuf>,
+}
+
+fn look(item: &walkdir::DirEntry) -> Result<Looked> {
+    let md = item
+        .metadata()
+        .with_context(|| format!("reading {}", item.path().display()))?;
+    // As mke2fs -d and tar --xattrs do: user.*, security.* (file capabilities),
+    // trusted.* when readable, and POSIX ACLs.
+    let xattrs = host_xattrs(item.path()).with_context(|| {
+        format!(
+            "reading the extended attributes of {}",
+            item.path().display()
+        )
+    })?;
+    let target = match md.file_type().is_symlink() {
+        true => Some(
+            std::fs::read_link(item.path())
+                .with_context(|| format!("reading {}", item.path().display()))?,
+        ),
+        false => None,
+    };
+    Ok(Looked { md, xattrs, target })
+}
+
+/// [`look`] at every item, on every core: a walk is a few system calls per path, each
+/// resolving the whole path again, and a root file system has tens of thousands.
+fn look_all(items: &[walkdir::DirEntry]) -> Vec<Result<Looked>> {
+    const CHUNK: usize = 256;
+    let chunks: Vec<&[walkdir::DirEntry]> = items.chunks(CHUNK).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(chunks.len());
+    if threads <= 1 {
+        return items.iter().map(look).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Vec<Result<Looked>>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = chunks.get(i) else {
+                            return out;
+                        };
+                        out.push((i, chunk.iter().map(look).collect()));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            // A thread that panicked leaves its chunks out: each of their items gets an error.
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    let mut out: Vec<Result<Looked>> = Vec::with_capacity(items.len());
+    let mut chunks_done = done.into_iter().peekable();
+    for (i, chunk) in chunks.iter().enumerate() {
+        match chunks_done.next_if(|(j, _)| *j == i) {
+            Some((_, looked)) => out.extend(looked),
+            None => out.extend(
+                chunk
+                    .iter()
+                    .map(|_| Err(anyhow::anyhow!("a walking thread panicked"))),
+            ),
+        }
+    }
+    out
+}
+
 /// The extended attributes of `p` itself (not a symlink's target), by name. A file
 /// system without xattr support has none.
 pub fn host_xattrs(p: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
@@ -184,6 +248,10 @@ pub fn host_xattrs(p: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8
         } else {
             Err(e.into())
         };
+    }
+    if size == 0 {
+        // Most files have none: no second call.
+        return Ok(out);
     }
     let mut names = vec![0u8; size as usize];
     // SAFETY: `names` has room for `size` bytes.

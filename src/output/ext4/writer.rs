@@ -57,6 +57,11 @@ pub struct Ext4Options {
     pub force_64bit: bool,
 }
 
+/// A reader thread sends the small files it read once it holds this many bytes of them,
+/// or this many files: few wake-ups, and a few MiB in flight at most.
+const BATCH_BYTES: usize = 256 << 10;
+const BATCH_FILES: usize = 64;
+
 /// What a written file system holds.
 #[derive(Debug)]
 pub struct Ext4Report {
@@ -248,18 +253,27 @@ impl Prepared<'_> {
             .unwrap_or(1)
             .clamp(1, 4);
         std::thread::scope(|scope| -> Result<()> {
+            // Files go out in batches: one wake-up per batch instead of one per file.
             let mut rxs = Vec::with_capacity(workers);
             for w in 0..workers {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Prefetched>>(8);
-                rxs.push(rx);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Prefetched>>>(4);
+                rxs.push((rx, std::collections::VecDeque::new()));
                 let small = &small;
                 scope.spawn(move || {
+                    let mut batch = Vec::new();
+                    let mut bytes = 0;
                     let mut i = w;
                     while i < small.len() {
-                        if tx.send(prefetch(small[i])).is_err() {
-                            return;
-                        }
+                        let p = prefetch(small[i]);
+                        bytes += p.as_ref().map_or(0, |p| p.bytes.len());
+                        batch.push(p);
                         i += workers;
+                        if bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES || i >= small.len() {
+                            if tx.send(std::mem::take(&mut batch)).is_err() {
+                                return;
+                            }
+                            bytes = 0;
+                        }
                     }
                 });
             }
@@ -270,9 +284,16 @@ impl Prepared<'_> {
                         kind: Kind::File(d),
                         ..
                     }) if n.what == What::File && d.len() <= PREFETCH_MAX => {
-                        let p = rxs[k % workers]
-                            .recv()
-                            .map_err(|_| anyhow::anyhow!("a reader thread stopped"))??;
+                        let (rx, ready) = &mut rxs[k % workers];
+                        if ready.is_empty() {
+                            ready.extend(
+                                rx.recv()
+                                    .map_err(|_| anyhow::anyhow!("a reader thread stopped"))?,
+                            );
+                        }
+                        let p = ready
+                            .pop_front()
+                            .ok_or_else(|| anyhow::anyhow!("a reader thread sent nothing"))??;
                         k += 1;
                         Some(p)
                     }

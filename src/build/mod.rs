@@ -119,28 +119,36 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     manifest.source_date_epoch = Some(plan.epoch);
     manifest.packages = pkgs.map(|p| sbom_packages(p, &tree)).unwrap_or_default();
     manifest.host_files = host_files(&tree);
-    atomic::write(
-        &staging.path(&plan.manifest)?,
-        manifest.to_json().as_bytes(),
-    )?;
-    atomic::write(
-        &staging.path(&plan.sbom)?,
-        crate::output::sbom::spdx(&manifest)?.as_bytes(),
-    )?;
-    if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
-        write_data(&k.vmlinuz, &staging.path(vmlinuz)?)?;
-        // Beside the kernel, where the preflight looks for a kernel's configuration.
-        if let Some(config) = &k.config {
-            write_data(config, &staging.path(&vmlinuz.with_extension("config"))?)?;
+    let (outputs, inputs) = std::thread::scope(|scope| -> Result<_> {
+        // The inputs' digests (one per overlay path) beside the writing of the rest.
+        let inputs = scope.spawn(|| Key::digest_inputs(inputs, &tree, &manifest));
+        atomic::write(
+            &staging.path(&plan.manifest)?,
+            manifest.to_json().as_bytes(),
+        )?;
+        atomic::write(
+            &staging.path(&plan.sbom)?,
+            crate::output::sbom::spdx(&manifest)?.as_bytes(),
+        )?;
+        if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
+            write_data(&k.vmlinuz, &staging.path(vmlinuz)?)?;
+            // Beside the kernel, where the preflight looks for a kernel's configuration.
+            if let Some(config) = &k.config {
+                write_data(config, &staging.path(&vmlinuz.with_extension("config"))?)?;
+            }
+            progress::step(format!("kernel {} → {}", k.release, vmlinuz.display()));
         }
-        progress::step(format!("kernel {} → {}", k.release, vmlinuz.display()));
-    }
-    if let (Some(initrd), Some(p), Some(k)) = (&plan.boot_initrd, pkgs, kernel) {
-        let staged = staging.path(initrd)?;
-        boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, &staged, &renderer)?;
-    }
-    let outputs = staging.commit()?;
-    key.record(&plan, inputs, &tree, &manifest, &outputs)?;
+        if let (Some(initrd), Some(p), Some(k)) = (&plan.boot_initrd, pkgs, kernel) {
+            let staged = staging.path(initrd)?;
+            boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, &staged, &renderer)?;
+        }
+        let outputs = staging.commit()?;
+        let inputs = inputs
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread digesting the build's inputs panicked"))?;
+        Ok((outputs, inputs))
+    })?;
+    key.record(&plan, inputs, &outputs)?;
     let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
     progress::step(format!(
         "built {} ({}, {}) in {:.1}s",

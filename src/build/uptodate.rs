@@ -284,16 +284,9 @@ impl Key {
         Ok(Inputs { hosts })
     }
 
-    /// Records the key of the outputs just committed, and the host inputs they were
-    /// made from, with the digests of their contents as the writer hashed them.
-    pub fn record(
-        &self,
-        plan: &Plan,
-        mut inputs: Inputs,
-        tree: &Tree,
-        manifest: &Manifest,
-        outputs: &[PathBuf],
-    ) -> Result<()> {
+    /// Finishes the stamps of the host inputs: the digests of their contents as the
+    /// writer hashed them (its `manifest` of `tree`), or as read now for the rest.
+    pub fn digest_inputs(mut inputs: Inputs, tree: &Tree, manifest: &Manifest) -> Digested {
         let by_image_path: HashMap<&str, FileDigest> = manifest
             .entries
             .iter()
@@ -327,6 +320,12 @@ impl Key {
             hosts.push(stamp);
         }
         hosts.sort_unstable_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
+        Digested(hosts)
+    }
+
+    /// Records the key of the outputs just committed, and the host inputs they were
+    /// made from.
+    pub fn record(&self, plan: &Plan, inputs: Digested, outputs: &[PathBuf]) -> Result<()> {
         let outputs = outputs
             .iter()
             .map(|o| stamp(o))
@@ -334,7 +333,7 @@ impl Key {
         let r = Record {
             format: FORMAT,
             key: self.digest.clone(),
-            hosts,
+            hosts: inputs.0,
             outputs,
         };
         let json = serde_json::to_vec(&r).context("encoding the build record")?;
@@ -346,6 +345,9 @@ impl Key {
 pub struct Inputs {
     hosts: Vec<Input>,
 }
+
+/// The host inputs of a build with their digests, ready to be recorded.
+pub struct Digested(Vec<Stamp>);
 
 /// One host input: its stamp, and what an overlay's walk read of it, if one did.
 struct Input {

@@ -57,13 +57,7 @@ pub fn add_overlay(
     let mut open: Vec<(usize, usize)> = Vec::new();
     // Host inode → first image path, so host hard links stay hard links.
     let mut links: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
-    let items = WalkDir::new(src)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading overlay {}", src.display()))?;
-    for (item, looked) in items.iter().zip(look_all(&items)) {
+    walk_looked(src, |item, looked| {
         let Looked { md, xattrs, target } = looked?;
         let rel = item.path().strip_prefix(src).unwrap_or(item.path());
         let rel = match rel.to_str() {
@@ -113,7 +107,7 @@ pub fn add_overlay(
                 if let Some(first) = links.get(&(md.dev(), md.ino())) {
                     tree.insert(&image_path, Entry::new(Kind::HardLink(first.clone()), meta))?;
                     count += 1;
-                    continue;
+                    return Ok(());
                 }
             }
             Kind::File(Data::Host {
@@ -148,7 +142,8 @@ pub fn add_overlay(
             links.insert((md.dev(), md.ino()), landed);
         }
         count += 1;
-    }
+        Ok(())
+    })?;
     Ok(count)
 }
 
@@ -182,54 +177,107 @@ fn look(item: &walkdir::DirEntry) -> Result<Looked> {
     Ok(Looked { md, xattrs, target })
 }
 
-/// [`look`] at every item, on every core: a walk is a few system calls per path, each
-/// resolving the whole path again, and a root file system has tens of thousands.
-fn look_all(items: &[walkdir::DirEntry]) -> Vec<Result<Looked>> {
+/// Walks `src` in name order and gives `each` every entry with what [`look`] read of
+/// it, in that order. A walk is a few system calls per path, each resolving the whole
+/// path again, and a root file system has tens of thousands: one thread lists the
+/// directories, the others look at what it found, and this one takes the results in order.
+fn walk_looked(
+    src: &Path,
+    mut each: impl FnMut(&walkdir::DirEntry, Result<Looked>) -> Result<()>,
+) -> Result<()> {
     const CHUNK: usize = 256;
-    let chunks: Vec<&[walkdir::DirEntry]> = items.chunks(CHUNK).collect();
-    let threads = std::thread::available_parallelism()
+    type Chunk = (usize, Result<Vec<walkdir::DirEntry>, walkdir::Error>);
+    let lookers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 4)
-        .min(chunks.len());
-    if threads <= 1 {
-        return items.iter().map(look).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, Vec<Result<Looked>>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(i) else {
-                            return out;
-                        };
-                        out.push((i, chunk.iter().map(look).collect()));
+        .clamp(1, 4);
+    std::thread::scope(|scope| -> Result<()> {
+        // Bounded, so that memory stays a few chunks ahead of the slowest stage.
+        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<Chunk>(4 * lookers);
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<(
+            usize,
+            Result<Vec<(walkdir::DirEntry, Result<Looked>)>, walkdir::Error>,
+        )>(4 * lookers);
+        scope.spawn(move || {
+            let mut walker = WalkDir::new(src)
+                .follow_links(false)
+                .sort_by_file_name()
+                .into_iter();
+            let mut n = 0;
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut failed = None;
+                for item in walker.by_ref() {
+                    match item {
+                        Ok(i) => chunk.push(i),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
                     }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            // A thread that panicked leaves its chunks out: each of their items gets an error.
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
-    done.sort_by_key(|(i, _)| *i);
-    let mut out: Vec<Result<Looked>> = Vec::with_capacity(items.len());
-    let mut chunks_done = done.into_iter().peekable();
-    for (i, chunk) in chunks.iter().enumerate() {
-        match chunks_done.next_if(|(j, _)| *j == i) {
-            Some((_, looked)) => out.extend(looked),
-            None => out.extend(
-                chunk
-                    .iter()
-                    .map(|_| Err(anyhow::anyhow!("a walking thread panicked"))),
-            ),
+                    if chunk.len() == CHUNK {
+                        break;
+                    }
+                }
+                let last = chunk.len() < CHUNK;
+                if !chunk.is_empty() && chunk_tx.send((n, Ok(chunk))).is_err() {
+                    return;
+                }
+                n += 1;
+                if let Some(e) = failed {
+                    let _ = chunk_tx.send((n, Err(e)));
+                    return;
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        // Shared, and dropped with the last looker: a walker still sending then stops.
+        let chunk_rx = std::sync::Arc::new(std::sync::Mutex::new(chunk_rx));
+        for _ in 0..lookers {
+            let (chunk_rx, done_tx) = (chunk_rx.clone(), done_tx.clone());
+            scope.spawn(move || loop {
+                let next = match chunk_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((n, chunk)) = next else { return };
+                let looked = chunk.map(|c| {
+                    c.into_iter()
+                        .map(|i| {
+                            let l = look(&i);
+                            (i, l)
+                        })
+                        .collect()
+                });
+                if done_tx.send((n, looked)).is_err() {
+                    return;
+                }
+            });
         }
-    }
-    out
+        drop((done_tx, chunk_rx));
+        // Chunks come back in any order; they are taken in the walk's.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0;
+        for (n, chunk) in done_rx.iter() {
+            waiting.insert(n, chunk);
+            while let Some(chunk) = waiting.remove(&next) {
+                for (item, looked) in
+                    chunk.with_context(|| format!("reading overlay {}", src.display()))?
+                {
+                    each(&item, looked)?;
+                }
+                next += 1;
+            }
+        }
+        if !waiting.is_empty() {
+            bail!(
+                "reading overlay {}: a walking thread stopped",
+                src.display()
+            );
+        }
+        Ok(())
+    })
 }
 
 /// The extended attributes of `p` itself (not a symlink's target), by name. A file

@@ -57,8 +57,17 @@ pub(super) struct Io<'a> {
 
 pub(super) const QUEUE_LIMIT: usize = 8 << 20;
 
+/// Runs of at least this many bytes are written straight from the caller's buffer.
+const DIRECT_MIN: usize = 64 << 10;
+
 impl Io<'_> {
     pub(super) fn write(&mut self, block: u64, data: &[u8]) -> Result<()> {
+        if data.len() >= DIRECT_MIN {
+            // Large enough to go out on its own: copying it into the queue costs more
+            // than the write call it would share.
+            self.flush()?;
+            return self.target.write_block(block, data);
+        }
         let end = self.queued_at + self.queued.len() as u64 / BLOCK;
         if !self.queued.is_empty() && (block != end || self.queued.len() + data.len() > QUEUE_LIMIT)
         {

@@ -39,6 +39,12 @@ def measured(cmd, env=None):
     return p.returncode == 0, wall, rss, (lines[-1] if lines else "")
 
 
+def rebuild(kiln):
+    """`--rebuild` for a kiln that has it; a kiln without no-op builds always builds in full."""
+    h = subprocess.run([kiln, "build", "--help"], capture_output=True, text=True).stdout
+    return ["--rebuild"] if "--rebuild" in h else []
+
+
 def median_builds(kiln, profile, out, runs, extra=(), between=None):
     """Median wall time of `runs` builds after a first one; or the error."""
     ok, _, _, last = measured([kiln, "build", profile, "-o", out, *extra])
@@ -113,8 +119,7 @@ def main():
         if os.path.exists(lock):
             os.unlink(lock)
         def full(k, out):
-            # The old kiln has no --rebuild, and always builds in full.
-            extra = ["--rebuild"] if k == KILN else []
+            extra = rebuild(k)
             measured([k, "build", p, "-o", out, *extra])
             ok, wall, rss, last = measured([k, "build", p, "-o", out, *extra])
             return f"{wall:.2f} s, {rss:.0f} MB" if ok else "fails: " + last[:40]
@@ -134,7 +139,7 @@ def main():
                     extra = ["--locked"]
 
                 def peak(k, out):
-                    extra_k = extra + (["--rebuild"] if k == KILN else [])
+                    extra_k = extra + rebuild(k)
                     measured([k, "build", p, "-o", out, *extra_k])
                     # Unlocked: resolved afresh, reading the index, not the kept resolution.
                     shutil.rmtree(os.path.join(CACHE, "resolved"), ignore_errors=True)

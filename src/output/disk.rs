@@ -183,12 +183,14 @@ pub fn write(
     );
     let (report, early) = std::thread::scope(|scope| -> Result<_> {
         let hasher = scope.spawn(|| watch.hash_behind(file, total));
-        let written = prepared.write(&Target {
-            file,
-            offset: root_part.first_lba * SECTOR,
-            watch: Some(&watch),
-        });
-        watch.finish();
+        let written = {
+            let _finishing = watch.finishing();
+            prepared.write(&Target {
+                file,
+                offset: root_part.first_lba * SECTOR,
+                watch: Some(&watch),
+            })
+        };
         let early = hasher
             .join()
             .map_err(|_| anyhow::anyhow!("the image hashing thread panicked"))?;

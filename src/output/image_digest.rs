@@ -5,7 +5,8 @@
 //! the segments it has moved past, reading them back from the page cache; every write
 //! counts up its segments' generations, so a segment written again after it was hashed
 //! (the file system's metadata, written last) is hashed again at the end. The segments
-//! left then are hashed on every core. The writer's own thread never hashes.
+//! left then are hashed on every core. An image with few holes gets its plain sha256
+//! instead: one chain, hashed at the end, for which the early segments go unused.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -30,6 +31,15 @@ pub struct WriteWatch {
     frontier: AtomicU64,
     finished: AtomicBool,
     wake: (Mutex<()>, Condvar),
+}
+
+/// Calls [`WriteWatch::finish`] when dropped.
+pub struct Finishing<'a>(&'a WriteWatch);
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
 }
 
 /// A segment's sha256 as hashed early, and the generation it was hashed at.
@@ -73,6 +83,12 @@ impl WriteWatch {
             let _guard = self.wake.0.lock();
             self.wake.1.notify_one();
         }
+    }
+
+    /// A guard that calls [`WriteWatch::finish`] when dropped, even by a panicking
+    /// writer: the hashing thread must not wait for a writer that is gone.
+    pub fn finishing(&self) -> Finishing<'_> {
+        Finishing(self)
     }
 
     /// The writer is done (or failed): the hashing thread stops.

@@ -8,6 +8,7 @@ pub mod elf;
 pub mod kernel;
 pub mod kernel_tree;
 pub mod overlay;
+mod overlay_walk;
 pub mod remove;
 
 use std::path::{Path, PathBuf};

@@ -5,14 +5,15 @@ use std::ffi::OsString;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use walkdir::WalkDir;
+use super::overlay_walk::{walk_looked, Looked};
+use anyhow::{bail, Result};
 
 use crate::tree::{path, Data, Entry, Kind, Meta, Tree};
 
-/// A host path below an overlay's source as the walk saw it, so that the build's record
-/// of its inputs needs no second look: the metadata was read before anything else of the
-/// path, so any later change to it shows in its change or modification time.
+/// A host path of an overlay (the source by its real path, and everything below it) as
+/// the walk saw it, so that the build's record of its inputs needs no second look. Its
+/// metadata was read before anything else of it (a directory's before its listing), so
+/// any later change to it shows in its change or modification time.
 #[derive(Debug)]
 pub struct Seen {
     /// The host path.
@@ -51,30 +52,34 @@ pub fn add_overlay(
     seen: &mut Vec<Seen>,
 ) -> Result<usize> {
     let mut count = 0;
-    // Indexes in `seen` of the directories being walked, by depth, for their names. The
-    // source itself is left to the build record's own look: it may be a symlink the
-    // walk follows.
+    // Indexes in `seen` of the directories being walked, by depth, for their names.
     let mut open: Vec<(usize, usize)> = Vec::new();
     // Host inode → first image path, so host hard links stay hard links.
     let mut links: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
     walk_looked(src, |item, looked| {
         let Looked { md, xattrs, target } = looked?;
-        let rel = item.path().strip_prefix(src).unwrap_or(item.path());
+        if md.is_dir() != item.walked_into() {
+            bail!(
+                "{} changed while the overlay was read; build again",
+                item.path.display()
+            );
+        }
+        let rel = item.path.strip_prefix(src).unwrap_or(&item.path);
         let rel = match rel.to_str() {
             Some(r) => r,
             None => bail!(
                 "overlay file name {:?} is not UTF-8; kiln stores image paths as UTF-8",
-                item.path()
+                item.path
             ),
         };
         let image_path = path::join(dest, &path::relative(rel).map_err(anyhow::Error::msg)?);
-        let depth = item.depth();
+        let depth = item.depth;
         while open.last().is_some_and(|&(d, _)| d >= depth) {
             open.pop();
         }
         if let Some(&(_, parent)) = open.last() {
             if let SeenWhat::Names(names) = &mut seen[parent].what {
-                names.push(item.file_name().to_os_string());
+                names.push(item.name.clone());
             }
         }
         let mut meta = Meta::new(md.mode(), mtime);
@@ -89,17 +94,15 @@ pub fn add_overlay(
             Some(t) => SeenWhat::Target(t.clone()),
             None => SeenWhat::Nothing,
         };
-        if depth > 0 {
-            if ft.is_dir() {
-                open.push((depth, seen.len()));
-            }
-            seen.push(Seen {
-                path: item.path().to_path_buf(),
-                md: md.clone(),
-                xattrs: meta.xattrs.clone(),
-                what,
-            });
+        if ft.is_dir() {
+            open.push((depth, seen.len()));
         }
+        seen.push(Seen {
+            path: item.record_path().to_path_buf(),
+            md: md.clone(),
+            xattrs: meta.xattrs.clone(),
+            what,
+        });
         let kind = if ft.is_dir() {
             Kind::Dir
         } else if ft.is_file() {
@@ -111,13 +114,13 @@ pub fn add_overlay(
                 }
             }
             Kind::File(Data::Host {
-                path: item.path().to_path_buf(),
+                path: item.path.clone(),
                 size: md.len(),
             })
         } else if let Some(target) = target {
             match target.to_str() {
                 Some(t) => Kind::Symlink(t.to_string()),
-                None => bail!("symlink target of {} is not UTF-8", item.path().display()),
+                None => bail!("symlink target of {} is not UTF-8", item.path.display()),
             }
         } else if ft.is_char_device() || ft.is_block_device() {
             let rdev = md.rdev();
@@ -132,10 +135,7 @@ pub fn add_overlay(
         } else if ft.is_socket() {
             Kind::Socket
         } else {
-            bail!(
-                "{} has a file type kiln cannot store",
-                item.path().display()
-            );
+            bail!("{} has a file type kiln cannot store", item.path.display());
         };
         let (landed, _) = tree.insert(&image_path, Entry::new(kind, meta))?;
         if ft.is_file() && md.nlink() > 1 {
@@ -145,139 +145,6 @@ pub fn add_overlay(
         Ok(())
     })?;
     Ok(count)
-}
-
-/// What the walk reads of one host path.
-struct Looked {
-    md: std::fs::Metadata,
-    xattrs: BTreeMap<String, Vec<u8>>,
-    /// A symlink's target.
-    target: Option<PathBuf>,
-}
-
-fn look(item: &walkdir::DirEntry) -> Result<Looked> {
-    let md = item
-        .metadata()
-        .with_context(|| format!("reading {}", item.path().display()))?;
-    // As mke2fs -d and tar --xattrs do: user.*, security.* (file capabilities),
-    // trusted.* when readable, and POSIX ACLs.
-    let xattrs = host_xattrs(item.path()).with_context(|| {
-        format!(
-            "reading the extended attributes of {}",
-            item.path().display()
-        )
-    })?;
-    let target = match md.file_type().is_symlink() {
-        true => Some(
-            std::fs::read_link(item.path())
-                .with_context(|| format!("reading {}", item.path().display()))?,
-        ),
-        false => None,
-    };
-    Ok(Looked { md, xattrs, target })
-}
-
-/// Walks `src` in name order and gives `each` every entry with what [`look`] read of
-/// it, in that order. A walk is a few system calls per path, each resolving the whole
-/// path again, and a root file system has tens of thousands: one thread lists the
-/// directories, the others look at what it found, and this one takes the results in order.
-fn walk_looked(
-    src: &Path,
-    mut each: impl FnMut(&walkdir::DirEntry, Result<Looked>) -> Result<()>,
-) -> Result<()> {
-    const CHUNK: usize = 256;
-    type Chunk = (usize, Result<Vec<walkdir::DirEntry>, walkdir::Error>);
-    let lookers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4);
-    std::thread::scope(|scope| -> Result<()> {
-        // Bounded, so that memory stays a few chunks ahead of the slowest stage.
-        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<Chunk>(4 * lookers);
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<(
-            usize,
-            Result<Vec<(walkdir::DirEntry, Result<Looked>)>, walkdir::Error>,
-        )>(4 * lookers);
-        scope.spawn(move || {
-            let mut walker = WalkDir::new(src)
-                .follow_links(false)
-                .sort_by_file_name()
-                .into_iter();
-            let mut n = 0;
-            loop {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                let mut failed = None;
-                for item in walker.by_ref() {
-                    match item {
-                        Ok(i) => chunk.push(i),
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                    if chunk.len() == CHUNK {
-                        break;
-                    }
-                }
-                let last = chunk.len() < CHUNK;
-                if !chunk.is_empty() && chunk_tx.send((n, Ok(chunk))).is_err() {
-                    return;
-                }
-                n += 1;
-                if let Some(e) = failed {
-                    let _ = chunk_tx.send((n, Err(e)));
-                    return;
-                }
-                if last {
-                    return;
-                }
-            }
-        });
-        // Shared, and dropped with the last looker: a walker still sending then stops.
-        let chunk_rx = std::sync::Arc::new(std::sync::Mutex::new(chunk_rx));
-        for _ in 0..lookers {
-            let (chunk_rx, done_tx) = (chunk_rx.clone(), done_tx.clone());
-            scope.spawn(move || loop {
-                let next = match chunk_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok((n, chunk)) = next else { return };
-                let looked = chunk.map(|c| {
-                    c.into_iter()
-                        .map(|i| {
-                            let l = look(&i);
-                            (i, l)
-                        })
-                        .collect()
-                });
-                if done_tx.send((n, looked)).is_err() {
-                    return;
-                }
-            });
-        }
-        drop((done_tx, chunk_rx));
-        // Chunks come back in any order; they are taken in the walk's.
-        let mut waiting = std::collections::BTreeMap::new();
-        let mut next = 0;
-        for (n, chunk) in done_rx.iter() {
-            waiting.insert(n, chunk);
-            while let Some(chunk) = waiting.remove(&next) {
-                for (item, looked) in
-                    chunk.with_context(|| format!("reading overlay {}", src.display()))?
-                {
-                    each(&item, looked)?;
-                }
-                next += 1;
-            }
-        }
-        if !waiting.is_empty() {
-            bail!(
-                "reading overlay {}: a walking thread stopped",
-                src.display()
-            );
-        }
-        Ok(())
-    })
 }
 
 /// The extended attributes of `p` itself (not a symlink's target), by name. A file

@@ -58,7 +58,7 @@ pub struct Ext4Options {
 }
 
 /// A reader thread sends the small files it read once it holds this many bytes of them,
-/// or this many files: few wake-ups, and a few MiB in flight at most.
+/// or this many files: few wake-ups, and some tens of MiB in flight at most.
 const BATCH_BYTES: usize = 256 << 10;
 const BATCH_FILES: usize = 64;
 

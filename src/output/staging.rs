@@ -132,7 +132,17 @@ fn roll_forward(out_dir: &Path, name: &str) -> Result<()> {
         let from = dir.join(f);
         // Already moved by an earlier, interrupted roll-forward.
         if from.exists() {
-            std::fs::rename(&from, out_dir.join(f))
+            let to = out_dir.join(f);
+            // The old file goes aside first, into the staging directory removed below:
+            // renamed over, ext4 (auto_da_alloc) would allocate and start writing every
+            // block of the new file before the rename returns, 0.13 s for a disk image.
+            match std::fs::rename(&to, dir.join(format!(".replaced-{f}"))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("moving the old {f} aside"));
+                }
+                _ => {}
+            }
+            std::fs::rename(&from, &to)
                 .with_context(|| format!("putting {f} in place in {}", out_dir.display()))?;
         }
     }
@@ -206,6 +216,24 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(out.join("x.manifest.json")).unwrap(),
             "new manifest"
+        );
+        assert!(!staged.exists() && !out.join(".kiln-commit-x").exists());
+    }
+
+    #[test]
+    fn a_commit_cut_short_with_an_old_output_moved_aside_is_finished_too() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path();
+        // Killed between moving the old image aside and putting the new one in place.
+        let staged = out.join(".kiln-staging-x-abc");
+        std::fs::create_dir(&staged).unwrap();
+        std::fs::write(staged.join(".replaced-x.raw"), "old image").unwrap();
+        std::fs::write(staged.join("x.raw"), "new image").unwrap();
+        std::fs::write(out.join(".kiln-commit-x"), ".kiln-staging-x-abc\nx.raw\n").unwrap();
+        recover(out, "x").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("x.raw")).unwrap(),
+            "new image"
         );
         assert!(!staged.exists() && !out.join(".kiln-commit-x").exists());
     }

@@ -13,9 +13,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use crate::tree::digest::{
-    aligned_ranges, segment_sha256, sparse_of_file, FileDigest, BLOCK, PLAIN_LIMIT, SEGMENT_BLOCKS,
-};
+use crate::tree::digest::{segment_sha256, FileDigest, BLOCK, SEGMENT_BLOCKS};
 
 const SEGMENT: u64 = SEGMENT_BLOCKS * BLOCK;
 
@@ -160,13 +158,7 @@ pub fn digest(
     watch: &WriteWatch,
     early: &Early,
 ) -> std::io::Result<FileDigest> {
-    let ranges = aligned_ranges(&crate::tree::data::host_data_ranges(file, len)?, len);
-    let data: u64 = ranges.iter().map(|&(a, b)| b.min(len) - a.min(len)).sum();
-    if len - data.min(len) <= PLAIN_LIMIT {
-        return FileDigest::of_file(file, len);
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    sparse_of_file(file, len, &ranges, threads, &|s| watch.known(early, s)).map(FileDigest::Sparse)
+    FileDigest::of_file_knowing(file, len, &|s| watch.known(early, s))
 }
 
 #[cfg(test)]

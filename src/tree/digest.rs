@@ -51,12 +51,22 @@ impl FileDigest {
 
     /// The digest of the first `len` bytes of a host file, reading only its data ranges.
     pub fn of_file(f: &File, len: u64) -> io::Result<FileDigest> {
+        FileDigest::of_file_knowing(f, len, &|_| None)
+    }
+
+    /// [`FileDigest::of_file`], taking the sparse digest's segments `known` gives (see
+    /// [`sparse_of_file`]) as they are instead of reading them.
+    pub fn of_file_knowing(
+        f: &File,
+        len: u64,
+        known: &dyn Fn(u64) -> Option<Option<[u8; 32]>>,
+    ) -> io::Result<FileDigest> {
         let ranges = aligned_ranges(&super::data::host_data_ranges(f, len)?, len);
         let data: u64 = ranges.iter().map(|&(a, b)| b.min(len) - a.min(len)).sum();
         if len - data.min(len) > PLAIN_LIMIT {
             // The sparse digest from the start: its segments on every core.
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            return sparse_of_file(f, len, &ranges, threads, &|_| None).map(FileDigest::Sparse);
+            return sparse_of_file(f, len, &ranges, threads, known).map(FileDigest::Sparse);
         }
         let reread = |buf: &mut [u8], at: u64| f.read_exact_at(buf, at);
         let mut h = FileHasher::new(len, &ranges);

@@ -402,7 +402,8 @@ pub struct BuildArgs {
     /// Build even when the outputs are up to date. Without it, a build whose inputs
     /// (profile, lock or resolved packages, host files, kernel, SOURCE_DATE_EPOCH, kiln
     /// itself) did not change and whose outputs are intact prints `up to date` and does
-    /// nothing else.
+    /// nothing else. With it, the package layers are made afresh too, not taken from
+    /// the layer cache.
     #[arg(long)]
     rebuild: bool,
 }

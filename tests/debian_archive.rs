@@ -264,9 +264,31 @@ fn a_locked_profile_builds_to_the_same_bytes_twice() {
 fn the_disk_profile_boots_systemd_from_kiln_ext4_and_brings_results_back() {
     let d = tempfile::tempdir().unwrap();
     let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/debian-minimal-disk.toml");
+    // Built twice, in two directories: the second build takes the package layers and the
+    // boot initramfs the first kept in the layer cache, and it is the one booted.
+    let first = tempfile::tempdir().unwrap();
+    let o = run(kiln()
+        .arg("build")
+        .arg(&profile)
+        .arg("-o")
+        .arg(first.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = run(kiln().arg("build").arg(&profile).arg("-o").arg(d.path()));
-    assert!(o.status.success());
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("package layers from the layer cache"), "{e}");
+    assert!(
+        e.contains("debian-minimal-disk.initrd.cpio.zst from the layer cache"),
+        "{e}"
+    );
     let img = d.path().join("debian-minimal-disk.raw");
+    for out in ["raw", "initrd.cpio.zst"] {
+        let name = format!("debian-minimal-disk.{out}");
+        assert_eq!(
+            sha256_file(&first.path().join(&name)),
+            sha256_file(&d.path().join(&name))
+        );
+    }
     let v = Command::new("sgdisk").arg("-v").arg(&img).output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).contains("No problems found"));
     let f = Command::new("e2fsck")

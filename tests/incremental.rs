@@ -436,3 +436,94 @@ fn sparse_files_cost_what_their_data_costs() {
     let o = bounded(120, &[&["build".as_ref()][..], &build].concat());
     assert!(stderr(&o).contains("is up to date"), "{}", stderr(&o));
 }
+
+#[test]
+fn late_layers_reuse_the_package_layers_and_make_the_same_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = Repo::create(
+        d.path(),
+        "kilntest",
+        &[
+            pkg(
+                "hello",
+                "1.0",
+                "",
+                vec![
+                    file("/usr/bin/hello", "#!/bin/sh\necho hello\n", 0o755),
+                    file("/usr/share/doc/hello/README", "read me\n", 0o644),
+                ],
+            ),
+            pkg(
+                "extra",
+                "2.0",
+                "",
+                vec![file("/usr/bin/extra", "#!/bin/sh\n", 0o755)],
+            ),
+        ],
+        "",
+    );
+    let server = Server::start(d.path().join("repo"), "");
+    write(d.path(), "overlay/etc/motd", "one\n");
+    let p = write(
+        d.path(),
+        "p.toml",
+        &format!(
+            "version = 1\nremove = [\"/usr/share/doc\"]\n[distribution]\nsuite = \"kilntest\"\nmirror = \"{}/debian\"\nkeyring = \"{}\"\npackages = [\"hello\"]\n[[overlay]]\nsource = \"overlay\"\ndestination = \"/\"\n[[file]]\npath = \"/init\"\ncontent = \"#!/bin/sh\\n\"\nmode = \"0755\"\n",
+            server.url(),
+            repo.keyring.display()
+        ),
+    );
+    let layers = d.path().join("cache/layers");
+    let build = |epoch: &str, extra: &[&str]| {
+        let o = run(kiln()
+            .env("KILN_CACHE_DIR", d.path().join("cache"))
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .arg("build")
+            .arg(&p)
+            .arg("-o")
+            .arg(d.path().join("out"))
+            .args(extra));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains("writing "), "{e}");
+        let image = std::fs::read(d.path().join("out/p.cpio.zst")).unwrap();
+        (e.contains("package layers from the layer cache"), image, e)
+    };
+    let (hit, _, _) = build("1000", &[]);
+    assert!(!hit, "a first build makes its package layers");
+    // One overlay file changed: the package layers come back from the cache, and the
+    // image is the one a build from scratch makes.
+    write(d.path(), "overlay/etc/motd", "two\n");
+    let (hit, cached, _) = build("1000", &[]);
+    assert!(hit, "only a late layer changed");
+    let (hit, afresh, _) = build("1000", &["--rebuild"]);
+    assert!(!hit, "--rebuild makes the package layers again");
+    assert_eq!(cached, afresh);
+    // Each input of the package layers makes them again: the epoch, the removals, the
+    // packages.
+    write(d.path(), "overlay/etc/motd", "three\n");
+    assert!(!build("2000", &[]).0, "another SOURCE_DATE_EPOCH");
+    edit(&p, "\"/usr/share/doc\"", "\"/usr/share/doc/hello\"");
+    assert!(!build("2000", &[]).0, "other removals");
+    edit(&p, "[\"hello\"]", "[\"hello\", \"extra\"]");
+    assert!(!build("2000", &[]).0, "other packages");
+    write(d.path(), "overlay/etc/motd", "four\n");
+    let (hit, image, _) = build("2000", &[]);
+    assert!(hit);
+    // A damaged entry is said so, and made again, to the same bytes.
+    for e in std::fs::read_dir(&layers).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    write(d.path(), "overlay/etc/motd", "five\n");
+    let (hit, _, e) = build("2000", &[]);
+    assert!(!hit);
+    assert!(e.contains("is damaged"), "{e}");
+    write(d.path(), "overlay/etc/motd", "four\n");
+    let (hit, again, _) = build("2000", &[]);
+    assert!(hit, "kept again after the damaged entry");
+    assert_eq!(image, again);
+}

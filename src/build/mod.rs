@@ -7,6 +7,7 @@
 
 pub mod boot_initrd;
 pub mod kernels;
+pub mod layer_cache;
 pub mod layers;
 pub mod modules;
 pub mod uptodate;
@@ -21,12 +22,14 @@ use crate::output::manifest::{Manifest, PackageRecord};
 use crate::output::staging::Staging;
 use crate::plan::{BuildOptions, KernelPlan, Plan};
 use crate::profile::{Format, LoadedProfile};
+use crate::source::kernel::KernelFiles;
 use crate::source::{self, FetchedPackages};
 use crate::template::Renderer;
 use crate::tree::{Data, Kind, Tree};
 use crate::util::atomic::{self, AtomicFile};
 use crate::util::progress;
 use crate::util::size::human_bytes;
+use layer_cache::{LayerKey, PackageLayers};
 use uptodate::Key;
 
 /// What a build produced.
@@ -84,20 +87,22 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         &plan,
         &modules::module_paths(&modules.all().cloned().collect::<Vec<_>>()),
     )?;
-    let mut tree = Tree::new(plan.epoch);
-    let mut units = Vec::new();
-    if let Some(p) = pkgs {
-        units = p.install(&mut tree, plan.epoch)?;
-        let removed = source::remove::remove(&mut tree, &lp.profile.remove)?;
-        if removed > 0 {
-            progress::step(format!("removed {removed} entries matching `remove`"));
+    let make = || package_layers(lp, &plan, pkgs, kernel, &modules);
+    let PackageLayers {
+        mut tree,
+        mut units,
+        depmod,
+    } = match pkgs {
+        Some(p) => {
+            let key = LayerKey::new(lp, &plan, p);
+            layer_cache::layers(key.as_ref(), opts.rebuild, make)?
         }
-    }
-    modules::insert_module_list(&mut tree, &modules, plan.epoch)?;
+        None => make()?,
+    };
     if plan.format == Format::Disk && !plan.tests.is_empty() {
         units.push("kiln-test.service".to_string());
     }
-    if modules::install_kernel_modules(&mut tree, lp, &plan, pkgs, kernel)? {
+    if depmod {
         units.push("kiln-depmod.service".to_string());
     }
     let seen = layers::assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
@@ -140,7 +145,14 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         }
         if let (Some(initrd), Some(p), Some(k)) = (&plan.boot_initrd, pkgs, kernel) {
             let staged = staging.path(initrd)?;
-            boot_initrd::build(lp, &plan, k, p as &dyn FetchedPackages, &staged, &renderer)?;
+            let key = LayerKey::boot_initrd(lp, &plan, p);
+            let make = || boot_initrd::build(lp, &plan, k, p, &staged, &renderer);
+            if layer_cache::file(&key, opts.rebuild, &staged, make)? {
+                progress::step(format!(
+                    "boot initramfs {} from the layer cache",
+                    initrd.display()
+                ));
+            }
         }
         let outputs = staging.commit()?;
         let inputs = inputs
@@ -162,6 +174,33 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         manifest: Some(manifest),
         outputs,
         elapsed: start.elapsed(),
+    })
+}
+
+/// The package layers: the packages, the `remove` patterns, the image's module list and
+/// the kernel's module tree.
+fn package_layers(
+    lp: &LoadedProfile,
+    plan: &Plan,
+    pkgs: Option<&dyn FetchedPackages>,
+    kernel: Option<&KernelFiles>,
+    modules: &modules::ImageModules,
+) -> Result<PackageLayers> {
+    let mut tree = Tree::new(plan.epoch);
+    let mut units = Vec::new();
+    if let Some(p) = pkgs {
+        units = p.install(&mut tree, plan.epoch)?;
+        let removed = source::remove::remove(&mut tree, &lp.profile.remove)?;
+        if removed > 0 {
+            progress::step(format!("removed {removed} entries matching `remove`"));
+        }
+    }
+    modules::insert_module_list(&mut tree, modules, plan.epoch)?;
+    let depmod = modules::install_kernel_modules(&mut tree, lp, plan, pkgs, kernel)?;
+    Ok(PackageLayers {
+        tree,
+        units,
+        depmod,
     })
 }
 

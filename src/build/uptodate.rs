@@ -151,7 +151,7 @@ fn host_executables(lp: &LoadedProfile) -> String {
 
 /// kiln's own identity: its version, and its executable's size and time, so that a
 /// rebuilt kiln (whose writers may have changed) rebuilds images.
-fn kiln_identity() -> String {
+pub(super) fn kiln_identity() -> String {
     let exe = std::env::current_exe()
         .and_then(std::fs::metadata)
         .map(|m| format!("{} {}.{}", m.len(), m.mtime(), m.mtime_nsec()))

@@ -94,6 +94,11 @@ pub trait FetchedPackages {
 
     /// A static shell and core utilities (busybox) for the initramfs that boots a disk.
     fn install_boot_shell(&self, tree: &mut Tree, epoch: i64) -> Result<()>;
+
+    /// Everything of these packages that the methods above read, as one string (which
+    /// packages, where their unpacked contents are, what is written about their
+    /// archive): the layer cache keeps what they made under it.
+    fn identity(&self) -> String;
 }
 
 /// The package source a profile's `[distribution]` names, if it has one.

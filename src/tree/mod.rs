@@ -8,6 +8,7 @@ pub mod mode;
 mod moved;
 pub mod path;
 pub mod sparse;
+pub mod stored;
 
 use std::collections::BTreeMap;
 use std::fmt;

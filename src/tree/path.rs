@@ -60,7 +60,9 @@ impl std::fmt::Display for ImagePath {
 }
 
 /// Whether `path` is already in stored form, so the common case allocates nothing.
-fn is_normal(path: &str) -> bool {
+/// Whether `path` is already in stored form: no empty, `.` or `..` component, none over
+/// 255 bytes, no NUL.
+pub(crate) fn is_normal(path: &str) -> bool {
     path.is_empty()
         || path
             .split('/')

@@ -248,4 +248,29 @@ impl FetchedPackages for DebianFetched {
         install::install(tree, &busybox, epoch)?;
         Ok(())
     }
+
+    fn identity(&self) -> String {
+        let unpacked = |u: &Unpacked| {
+            (
+                u.deb_sha256.clone(),
+                u.data_sha256.clone(),
+                u.data_tar.clone(),
+            )
+        };
+        format!(
+            "{:?}",
+            (
+                &self.lock,
+                &self.mirror,
+                &self.suite,
+                &self.components,
+                self.kernel_in_image,
+                self.image.iter().map(unpacked).collect::<Vec<_>>(),
+                self.boot
+                    .iter()
+                    .map(|(_, u)| unpacked(u))
+                    .collect::<Vec<_>>(),
+            )
+        )
+    }
 }

@@ -1,0 +1,387 @@
+//! The layer cache: what the package layers made, kept under a key of everything they
+//! read, so that a build whose later layers changed (an overlay file, a template, a test
+//! script, the system configuration) takes the packages' tree back instead of installing
+//! them again.
+//!
+//! The package layers are the packages with what their maintainer scripts would have set
+//! up, the `remove` patterns, the image's module list and the kernel's module tree. Their
+//! key is kiln itself, the packages (which ones, where their unpacked contents are, the
+//! archive written into apt's sources), `SOURCE_DATE_EPOCH`, the profile's
+//! `[distribution]`, `[kernel]` and `remove`, and what of the plan chooses modules (the
+//! format, a results disk, a network, a host run). A kernel build tree's modules come from
+//! the host, which no key of this kind can vouch for: those layers are always made.
+//!
+//! An entry is the tree in its stored form ([`crate::tree::stored`]) with the packages'
+//! units and a checksum; contents stay in the cached packages.
+//! The initramfs that boots a disk is made of the packages alone too (the kernel's
+//! modules, busybox) and is kept the same way, as its sha256 and its bytes. A damaged
+//! entry is said so and made again. `--rebuild` makes the layers afresh (and keeps the new
+//! entry). The newest [`KEEP`] entries are kept.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::plan::{KernelPlan, Plan};
+use crate::profile::LoadedProfile;
+use crate::source::FetchedPackages;
+use crate::tree::{stored, Tree};
+use crate::util::cache::Cache;
+use crate::util::{atomic, progress};
+
+/// Names the entries' form; bumped when it (or what a key covers) changes.
+const FORMAT: u32 = 1;
+
+/// Entries kept: a few profiles' worth, each a few hundred KiB.
+pub const KEEP: usize = 16;
+
+/// What the package layers made.
+pub struct PackageLayers {
+    /// The image tree after them.
+    pub tree: Tree,
+    /// Units the packages' scripts would have enabled.
+    pub units: Vec<String>,
+    /// Whether the kernel's modules went in with the unit that indexes them at first boot.
+    pub depmod: bool,
+}
+
+/// The key of one build's package layers.
+pub struct LayerKey(String);
+
+impl LayerKey {
+    /// The key of `plan`'s package layers from `pkgs`; None when they read the host.
+    pub fn new(lp: &LoadedProfile, plan: &Plan, pkgs: &dyn FetchedPackages) -> Option<LayerKey> {
+        let kernel = match &plan.kernel {
+            KernelPlan::Tree(_) => return None,
+            KernelPlan::Host(p) => format!("host {}", p.display()),
+            KernelPlan::Package { package, .. } => format!("package {package}"),
+            KernelPlan::None => "none".to_string(),
+        };
+        let p = &lp.profile;
+        let mut h = Sha256::new();
+        let mut put = |label: &str, value: &str| {
+            h.update(label.as_bytes());
+            h.update((value.len() as u64).to_le_bytes());
+            h.update(value.as_bytes());
+        };
+        put("format", &FORMAT.to_string());
+        put("kiln", &super::uptodate::kiln_identity());
+        put("packages", &pkgs.identity());
+        put("epoch", &plan.epoch.to_string());
+        put(
+            "profile",
+            &format!("{:?}", (&p.distribution, &p.kernel, &p.remove)),
+        );
+        put(
+            "plan",
+            &format!(
+                "{:?}",
+                (
+                    plan.format,
+                    kernel,
+                    plan.has_results(),
+                    plan.run.network.mode,
+                    plan.run.host.is_some()
+                )
+            ),
+        );
+        Some(LayerKey(hex::encode(h.finalize())))
+    }
+
+    /// The key of the initramfs that boots `plan`'s disk: the packages (its kernel and
+    /// busybox), the profile's `[kernel]` (its modules) and the image's name, which its
+    /// init prints.
+    pub fn boot_initrd(lp: &LoadedProfile, plan: &Plan, pkgs: &dyn FetchedPackages) -> LayerKey {
+        let mut h = Sha256::new();
+        for part in [
+            format!("boot initramfs {FORMAT}"),
+            super::uptodate::kiln_identity(),
+            pkgs.identity(),
+            plan.epoch.to_string(),
+            format!("{:?}", lp.profile.kernel),
+            plan.name.clone(),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        LayerKey(hex::encode(h.finalize()))
+    }
+
+    /// Where the cache keeps what the key names: `what` is `tree` or `file`.
+    fn path(&self, cache: &Cache, what: &str) -> PathBuf {
+        cache
+            .root()
+            .join("layers")
+            .join(format!("{}.{what}.v{FORMAT}", self.0))
+    }
+}
+
+/// The package layers `key` names: from the cache unless `fresh`, else made by `make`
+/// and kept. Without a key they are always made.
+pub fn layers(
+    key: Option<&LayerKey>,
+    fresh: bool,
+    make: impl FnOnce() -> Result<PackageLayers>,
+) -> Result<PackageLayers> {
+    let Some(key) = key else {
+        return make();
+    };
+    let cache = Cache::open()?;
+    let path = key.path(&cache, "tree");
+    if !fresh {
+        if let Some(l) = load(&path) {
+            progress::step(format!(
+                "package layers from the layer cache ({} entries, {} units; --rebuild makes them again)",
+                l.tree.len(),
+                l.units.len()
+            ));
+            return Ok(l);
+        }
+    }
+    let made = make()?;
+    // A cache that cannot be written costs the next build time, not this one its image.
+    if let Err(e) = store(&path, &made) {
+        progress::warn(format!(
+            "the layer cache could not keep the package layers: {e:#}"
+        ));
+    }
+    Ok(made)
+}
+
+/// Writes to `dest` the file `key` names: from the cache unless `fresh`, else made there
+/// by `make` and kept. Returns whether it came from the cache.
+pub fn file(
+    key: &LayerKey,
+    fresh: bool,
+    dest: &std::path::Path,
+    make: impl FnOnce() -> Result<()>,
+) -> Result<bool> {
+    let cache = Cache::open()?;
+    file_at(&key.path(&cache, "file"), fresh, dest, make)
+}
+
+fn file_at(
+    path: &std::path::Path,
+    fresh: bool,
+    dest: &std::path::Path,
+    make: impl FnOnce() -> Result<()>,
+) -> Result<bool> {
+    if !fresh {
+        if let Some(bytes) = load_file(path) {
+            atomic::write(dest, &bytes)?;
+            return Ok(true);
+        }
+    }
+    make()?;
+    let kept = std::fs::read(dest)
+        .with_context(|| format!("reading {}", dest.display()))
+        .and_then(|bytes| store_file(path, &bytes));
+    if let Err(e) = kept {
+        progress::warn(format!(
+            "the layer cache could not keep {}: {e:#}",
+            dest.display()
+        ));
+    }
+    Ok(false)
+}
+
+/// A kept file is its sha256 and its bytes: it is not compressed again (a boot
+/// initramfs already is), and a damaged one is found by its digest.
+fn load_file(path: &std::path::Path) -> Option<Vec<u8>> {
+    let mut bytes = std::fs::read(path).ok()?;
+    let sound = bytes.len() >= 32 && Sha256::digest(&bytes[32..]).as_slice() == &bytes[..32];
+    if !sound {
+        progress::warn(format!("{} is damaged; making it again", path.display()));
+        return None;
+    }
+    touch(path);
+    bytes.drain(..32);
+    Some(bytes)
+}
+
+fn store_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let mut entry = Sha256::digest(bytes).to_vec();
+    entry.extend_from_slice(bytes);
+    keep(path, &entry)
+}
+
+/// Marks an entry used: the pruning keeps the most recently modified.
+fn touch(path: &std::path::Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Writes an entry and prunes the others.
+fn keep(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("the layer cache has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    atomic::write(path, bytes)?;
+    prune(dir, KEEP);
+    Ok(())
+}
+
+/// The entry at `path`; None when there is none, or (with a warning) when it is damaged.
+fn load(path: &std::path::Path) -> Option<PackageLayers> {
+    let bytes = std::fs::read(path).ok()?;
+    match decode(&bytes) {
+        Ok(l) => {
+            touch(path);
+            Some(l)
+        }
+        Err(e) => {
+            progress::warn(format!(
+                "{} is damaged ({e:#}); installing the packages again",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// An entry is its bytes' CRC-32C, then the units, then the tree. Not compressed: the
+/// tree of a disk profile is a few MiB, most of it the package database, read from the
+/// page cache in about a millisecond where zstd took six.
+fn decode(bytes: &[u8]) -> Result<PackageLayers> {
+    anyhow::ensure!(bytes.len() >= 4, "cut short");
+    let (sum, plain) = bytes.split_at(4);
+    anyhow::ensure!(
+        crc32c::crc32c(plain).to_le_bytes() == sum,
+        "its checksum does not match"
+    );
+    let mut r = plain;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        anyhow::ensure!(n <= r.len(), "cut short");
+        let (a, b) = r.split_at(n);
+        r = b;
+        Ok(a)
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into()?) as usize;
+    let mut units = Vec::new();
+    for _ in 0..count {
+        let len = u32::from_le_bytes(take(4)?.try_into()?) as usize;
+        units.push(String::from_utf8(take(len)?.to_vec())?);
+    }
+    let depmod = take(1)?[0] != 0;
+    let tree = stored::decode(r)?;
+    Ok(PackageLayers {
+        tree,
+        units,
+        depmod,
+    })
+}
+
+fn store(path: &std::path::Path, l: &PackageLayers) -> Result<()> {
+    let mut plain = Vec::new();
+    plain.extend_from_slice(&(l.units.len() as u32).to_le_bytes());
+    for u in &l.units {
+        plain.extend_from_slice(&(u.len() as u32).to_le_bytes());
+        plain.extend_from_slice(u.as_bytes());
+    }
+    plain.push(u8::from(l.depmod));
+    plain.extend_from_slice(&stored::encode(&l.tree));
+    let mut entry = crc32c::crc32c(&plain).to_le_bytes().to_vec();
+    entry.extend_from_slice(&plain);
+    keep(path, &entry)
+}
+
+/// Removes all but the `keep` most recently used entries of `dir`.
+fn prune(dir: &std::path::Path, keep: usize) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(SystemTime, PathBuf)> = read
+        .flatten()
+        // Not the temporaries of writes under way.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, p) in entries.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Data, Entry, Kind, Meta};
+
+    fn layers_of(n: usize) -> PackageLayers {
+        let mut tree = Tree::new(1);
+        for i in 0..n {
+            let e = Entry::new(Kind::File(Data::bytes(vec![i as u8])), Meta::new(0o644, 1));
+            tree.insert(&format!("etc/f{i}"), e).unwrap();
+        }
+        PackageLayers {
+            tree,
+            units: vec!["a.service".into(), "b.timer".into()],
+            depmod: true,
+        }
+    }
+
+    #[test]
+    fn an_entry_comes_back_and_a_damaged_one_is_a_miss() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k.v1.zst");
+        store(&p, &layers_of(3)).unwrap();
+        let back = load(&p).unwrap();
+        assert_eq!(back.units, ["a.service", "b.timer"]);
+        assert!(back.depmod);
+        assert_eq!(
+            format!("{:?}", back.tree),
+            format!("{:?}", layers_of(3).tree)
+        );
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&p, bytes).unwrap();
+        assert!(load(&p).is_none());
+    }
+
+    #[test]
+    fn a_kept_file_is_copied_and_a_damaged_one_made_again() {
+        let d = tempfile::tempdir().unwrap();
+        let entry = d.path().join("layers/k.file.v1");
+        let dest = d.path().join("initrd");
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            std::fs::write(&dest, b"cpio bytes").map_err(anyhow::Error::from)
+        };
+        assert!(!file_at(&entry, false, &dest, make).unwrap());
+        std::fs::remove_file(&dest).unwrap();
+        assert!(file_at(&entry, false, &dest, make).unwrap());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"cpio bytes");
+        assert!(!file_at(&entry, true, &dest, make).unwrap(), "fresh");
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&entry, bytes).unwrap();
+        assert!(!file_at(&entry, false, &dest, make).unwrap(), "damaged");
+        assert_eq!(made.get(), 3);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"cpio bytes");
+    }
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used() {
+        let d = tempfile::tempdir().unwrap();
+        let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for i in 0..5u64 {
+            let p = d.path().join(format!("{i}.v1.zst"));
+            std::fs::write(&p, b"x").unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(old + std::time::Duration::from_secs(i))
+                .unwrap();
+        }
+        prune(d.path(), 2);
+        let mut left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["3.v1.zst", "4.v1.zst"]);
+    }
+}

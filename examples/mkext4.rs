@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
         "",
         true,
         1_700_000_000,
+        &|_, _| None,
         &mut Vec::new(),
     )?;
     let opts = Ext4Options {

@@ -403,7 +403,7 @@ pub struct BuildArgs {
     /// (profile, lock or resolved packages, host files, kernel, SOURCE_DATE_EPOCH, kiln
     /// itself) did not change and whose outputs are intact prints `up to date` and does
     /// nothing else. With it, the package layers are made afresh too, not taken from
-    /// the layer cache.
+    /// the layer cache, and every host file is hashed, none taken from the last build.
     #[arg(long)]
     rebuild: bool,
 }

@@ -109,6 +109,7 @@ fn corpus(dir: &std::path::Path) -> Tree {
             Kind::File(Data::Host {
                 path: sparse,
                 size: 4 << 30,
+                digest: None,
             }),
             m(0o600),
         ),
@@ -369,6 +370,7 @@ fn the_manifest_digests_are_those_of_the_files_bytes() {
                 Kind::File(Data::Host {
                     path: path.clone(),
                     size,
+                    digest: None,
                 }),
                 m(0o644),
             ),

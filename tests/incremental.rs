@@ -527,3 +527,75 @@ fn late_layers_reuse_the_package_layers_and_make_the_same_bytes() {
     assert!(hit, "kept again after the damaged entry");
     assert_eq!(image, again);
 }
+
+#[test]
+fn unchanged_overlay_files_keep_their_digests_and_changed_ones_are_hashed() {
+    let c = Case::new();
+    // A file that changed within a second of a build's start is hashed again by the
+    // next one (a write in the same clock tick would leave its stamp as it was): these
+    // settle first.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert!(c.rebuilt(), "the first build");
+    let record = c.path("out/.p.kiln-build");
+    let manifest = c.path("out/p.manifest.json");
+    let digest_of = |image_path: &str| -> String {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == image_path)
+            .and_then(|e| e["sha256"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    let real = digest_of("/srv/a.txt");
+    // The record says what the last build hashed; a different word there shows which
+    // digests the next build took from it without reading the files.
+    let forged = "ab".repeat(32);
+    let forge = || {
+        let text = std::fs::read_to_string(&record).unwrap();
+        assert!(text.contains(&format!("sha256:{real}")), "{text}");
+        std::fs::write(&record, text.replace(&real, &forged)).unwrap();
+    };
+    forge();
+    edit(&c.path("motd.txt"), "hello", "hello again");
+    let e = c.build_with(kiln().env_remove("SOURCE_DATE_EPOCH"));
+    assert!(
+        e.contains("2 host files unchanged since the last build, not hashed again"),
+        "{e}"
+    );
+    assert_eq!(digest_of("/srv/a.txt"), forged, "taken from the record");
+    // --rebuild trusts no record: every file is hashed.
+    let o = run(kiln()
+        .env_remove("SOURCE_DATE_EPOCH")
+        .arg("build")
+        .arg(&c.profile)
+        .arg("-o")
+        .arg(c.path("out"))
+        .arg("--rebuild"));
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("not hashed again"), "{}", stderr(&o));
+    assert_eq!(digest_of("/srv/a.txt"), real);
+    // A file written again (the same bytes, a new change time) is hashed again.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    edit(&c.path("motd.txt"), "again", "once more");
+    c.build_with(kiln().env_remove("SOURCE_DATE_EPOCH"));
+    forge();
+    touch(&c.path("overlay/a.txt"));
+    edit(&c.path("motd.txt"), "once more", "and more");
+    let e = c.build_with(kiln().env_remove("SOURCE_DATE_EPOCH"));
+    assert!(e.contains("1 host files unchanged"), "{e}");
+    assert_eq!(digest_of("/srv/a.txt"), real);
+    // Its stamp as recorded, but changed just before that build began: hashed again.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    touch(&c.path("overlay/a.txt"));
+    edit(&c.path("motd.txt"), "and more", "and still more");
+    c.build_with(kiln().env_remove("SOURCE_DATE_EPOCH"));
+    forge();
+    edit(&c.path("motd.txt"), "still", "yet");
+    let e = c.build_with(kiln().env_remove("SOURCE_DATE_EPOCH"));
+    assert!(e.contains("1 host files unchanged"), "{e}");
+    assert_eq!(digest_of("/srv/a.txt"), real);
+}

@@ -32,7 +32,7 @@ use crate::util::cache::Cache;
 use crate::util::{atomic, progress};
 
 /// Names the entries' form; bumped when it (or what a key covers) changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Entries kept: a few profiles' worth, each a few hundred KiB.
 pub const KEEP: usize = 16;

@@ -10,7 +10,7 @@ use crate::configure::{self, ConfigureInput};
 use crate::plan::Plan;
 use crate::profile::{Format, LoadedProfile, Located, Test};
 use crate::source::declared::{add_declared, DeclaredContext};
-use crate::source::overlay::Seen;
+use crate::source::overlay::{Known, Seen};
 use crate::template::{self, Renderer};
 use crate::tree::{Data, Entry, Kind, Meta, Tree};
 use crate::util::progress;
@@ -51,8 +51,9 @@ fn p_tests(lp: &LoadedProfile) -> Vec<Option<String>> {
     lp.profile.tests().iter().map(|t| t.unit.clone()).collect()
 }
 
-/// Adds the layers after packages. `units` are those packages and kiln enable. Returns
-/// what the overlays' walks read of the host, for the build's record.
+/// Adds the layers after packages. `units` are those packages and kiln enable; `known`
+/// gives the content digests of unchanged overlay files. Returns what the overlays'
+/// walks read of the host, for the build's record.
 pub fn assemble(
     tree: &mut Tree,
     lp: &LoadedProfile,
@@ -60,6 +61,7 @@ pub fn assemble(
     renderer: &Renderer,
     data: &Value,
     units: Vec<String>,
+    known: &Known<'_>,
 ) -> Result<Vec<Seen>> {
     let p = &lp.profile;
     let input = ConfigureInput {
@@ -73,6 +75,7 @@ pub fn assemble(
         mtime: plan.epoch,
         renderer,
         data,
+        known,
     };
     let mut seen = Vec::new();
     add_declared(tree, p, &cx, &mut seen)?;
@@ -138,6 +141,7 @@ fn add_host_boot(tree: &mut Tree, plan: &Plan) -> Result<()> {
             let data = Data::Host {
                 path: f.clone(),
                 size: md.len(),
+                digest: None,
             };
             tree.insert(&dest, exe(data, plan.epoch))?;
         }
@@ -185,6 +189,7 @@ fn add_test_body(
             Data::Host {
                 path: script.0.clone(),
                 size: md.len(),
+                digest: None,
             }
         }
         (None, None, Some(_)) => return Ok(()),

@@ -105,12 +105,32 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     if depmod {
         units.push("kiln-depmod.service".to_string());
     }
-    let seen = layers::assemble(&mut tree, lp, &plan, &renderer, &data, units)?;
+    // Without --rebuild, overlay files unchanged since the last build keep the digests it
+    // computed, and are not hashed again.
+    let known = key.known_contents(&plan, opts.rebuild);
+    let known = |p: &Path, md: &std::fs::Metadata| known.get(p, md);
+    let seen = layers::assemble(&mut tree, lp, &plan, &renderer, &data, units, &known)?;
+    let reused = tree
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                &e.kind,
+                Kind::File(Data::Host {
+                    digest: Some(_),
+                    ..
+                })
+            )
+        })
+        .count();
     progress::step(format!(
-        "writing {} ({} entries, {})",
+        "writing {} ({} entries, {}{})",
         plan.image.display(),
         tree.len(),
-        human_bytes(tree.content_bytes())
+        human_bytes(tree.content_bytes()),
+        match reused {
+            0 => String::new(),
+            n => format!("; {n} host files unchanged since the last build, not hashed again"),
+        }
     ));
     // Everything is written aside and committed as one set: a build that fails or is
     // killed leaves the previous image, manifest, kernel and boot initramfs together.

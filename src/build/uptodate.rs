@@ -17,6 +17,10 @@
 //! The record (`OUT/.NAME.kiln-build`) is removed before new outputs are committed and
 //! written after, so it always describes the outputs beside it. A build killed in
 //! between leaves none, and the next build runs in full.
+//!
+//! The record also keeps the content digest the writer computed for each host file, so
+//! that a build that is not a no-op need not hash again the overlay files that did not
+//! change: see [`Key::known_contents`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -37,11 +41,20 @@ use crate::tree::{Data, Kind, Tree};
 use crate::util::atomic;
 
 /// What the record says; a record of another format is a rebuild.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
+
+/// How long before a build began a host file must have last changed for the content
+/// digest that build computed to be reused (see [`Key::known_contents`]): well over the
+/// granularity of the kernel's file timestamps, which are taken from a clock that
+/// advances in ticks of a few milliseconds.
+const SETTLED_NS: i64 = 1_000_000_000;
 
 /// The key of one build and the host paths it names.
 pub struct Key {
     digest: String,
+    /// When this build began, in nanoseconds since the Unix epoch: before it read any
+    /// host file.
+    began_ns: i64,
     /// Host files and directories the profile or the command line names.
     named: Vec<PathBuf>,
     /// Directories whose whole contents become image files: overlays.
@@ -59,12 +72,19 @@ struct Stamp {
     /// Content, mode, owner and xattrs (host inputs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     digest: Option<String>,
+    /// The content's digest as the image writer computed it (files it wrote only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Record {
     format: u32,
     key: String,
+    /// The kiln that wrote it: another kiln's content digests are not reused.
+    kiln: String,
+    /// When the build began (see [`Key::began_ns`]).
+    began_ns: i64,
     hosts: Vec<Stamp>,
     outputs: Vec<Stamp>,
 }
@@ -204,17 +224,41 @@ impl Key {
             .collect();
         Key {
             digest: hex::encode(h.finalize()),
+            began_ns: now_ns(),
             named,
             walked,
         }
     }
 
+    /// The content digests the last build of `plan` computed for host files it wrote
+    /// into the image (none with `rebuild`, or from another kiln). [`KnownContents::get`]
+    /// gives one only for a file whose stamp is still the recorded one and that had last
+    /// changed over a second before that build began: any write since would have given
+    /// it a later change time, which nobody can set back.
+    pub fn known_contents(&self, plan: &Plan, rebuild: bool) -> KnownContents {
+        let record = (!rebuild)
+            .then(|| read_record(plan))
+            .flatten()
+            .filter(|r| r.format == FORMAT && r.kiln == kiln_identity());
+        let Some(r) = record else {
+            return KnownContents(HashMap::new());
+        };
+        let known = r
+            .hosts
+            .into_iter()
+            .filter(|s| s.ctime_ns < r.began_ns - SETTLED_NS)
+            .filter_map(|s| {
+                let content = parse_digest(s.content.as_deref()?)?;
+                Some((s.path.clone(), (s, content)))
+            })
+            .collect();
+        KnownContents(known)
+    }
+
     /// The outputs of `plan`, when they are those a build with this key made and nothing
     /// they were made from changed since; None when a build is due.
     pub fn up_to_date(&self, plan: &Plan) -> Option<Vec<PathBuf>> {
-        let r = std::fs::read(record_path(plan))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())?;
+        let r = read_record(plan)?;
         let current = r.format == FORMAT
             && r.key == self.digest
             && !r.outputs.is_empty()
@@ -312,6 +356,7 @@ impl Key {
         for Input { mut stamp, seen } in inputs.hosts.drain(..) {
             if stamp.digest.is_none() {
                 let content = by_host_path.get(stamp.path.as_os_str()).copied();
+                stamp.content = content.map(|c| c.to_string());
                 stamp.digest = Some(match seen {
                     Some(seen) => seen_digest(seen, content),
                     None => host_digest(&stamp.path, content).unwrap_or_default(),
@@ -333,12 +378,57 @@ impl Key {
         let r = Record {
             format: FORMAT,
             key: self.digest.clone(),
+            kiln: kiln_identity(),
+            began_ns: self.began_ns,
             hosts: inputs.0,
             outputs,
         };
         let json = serde_json::to_vec(&r).context("encoding the build record")?;
         atomic::write(&record_path(plan), &json)
     }
+}
+
+/// Content digests of host files from the last build's record; see
+/// [`Key::known_contents`].
+pub struct KnownContents(HashMap<PathBuf, (Stamp, FileDigest)>);
+
+impl KnownContents {
+    /// The content digest of the file at `path`, whose metadata is now `md`, if the last
+    /// build computed it and the file cannot have changed since.
+    pub fn get(&self, path: &Path, md: &Metadata) -> Option<FileDigest> {
+        let (recorded, content) = self.0.get(path)?;
+        let now = stamp_of(path, md);
+        let same = (now.size, now.mtime_ns, now.ctime_ns, now.ino)
+            == (
+                recorded.size,
+                recorded.mtime_ns,
+                recorded.ctime_ns,
+                recorded.ino,
+            );
+        (same && md.is_file()).then(|| content.clone())
+    }
+}
+
+fn read_record(plan: &Plan) -> Option<Record> {
+    let bytes = std::fs::read(record_path(plan)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A digest as [`FileDigest`]'s `Display` writes it.
+fn parse_digest(s: &str) -> Option<FileDigest> {
+    let hex_ok = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    match s.split_once(':')? {
+        ("sha256", h) if hex_ok(h) => Some(FileDigest::Sha256(h.to_string())),
+        ("sparse_sha256", h) if hex_ok(h) => Some(FileDigest::Sparse(h.to_string())),
+        _ => None,
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// The host inputs of a build, stamped before the image was written.
@@ -363,6 +453,7 @@ fn missing(p: &Path) -> Stamp {
         ctime_ns: 0,
         ino: 0,
         digest: None,
+        content: None,
     }
 }
 
@@ -379,6 +470,7 @@ fn stamp_of(p: &Path, m: &Metadata) -> Stamp {
         ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
         ino: m.ino(),
         digest: None,
+        content: None,
     }
 }
 
@@ -387,6 +479,7 @@ fn unchanged(recorded: &Stamp) -> bool {
     let now = stamp(&recorded.path).unwrap_or_else(|_| missing(&recorded.path));
     let same_stamp = Stamp {
         digest: recorded.digest.clone(),
+        content: recorded.content.clone(),
         ..now
     } == *recorded;
     same_stamp

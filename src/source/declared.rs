@@ -17,6 +17,9 @@ pub struct DeclaredContext<'a> {
     pub renderer: &'a Renderer,
     /// The variables templates are rendered with.
     pub data: &'a Value,
+    /// Content digests of overlay files an earlier build computed (see
+    /// [`overlay::Known`]): the writer need not hash those files again.
+    pub known: &'a overlay::Known<'a>,
 }
 
 fn xattr_value(v: &str) -> Vec<u8> {
@@ -79,6 +82,7 @@ fn binaries(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
                 Kind::File(Data::Host {
                     path: f.clone(),
                     size: md.len(),
+                    digest: None,
                 }),
                 Meta::new(mode, cx.mtime),
             );
@@ -101,7 +105,7 @@ fn overlays(
             None => String::new(),
         };
         let keep = o.owner.unwrap_or_default() == Owner::Host;
-        overlay::add_overlay(tree, &o.source, &dest, keep, cx.mtime, seen)
+        overlay::add_overlay(tree, &o.source, &dest, keep, cx.mtime, cx.known, seen)
             .with_context(|| format!("{}: overlay {}", loc_str(&o.loc), o.source.display()))?;
     }
     Ok(())
@@ -140,6 +144,7 @@ fn files(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
                 Data::Host {
                     path: src.0.clone(),
                     size: md.len(),
+                    digest: None,
                 }
             }
             (None, Some(text)) if render => Data::bytes(

@@ -189,6 +189,7 @@ pub fn installed_modules(image: &std::path::Path) -> Result<Option<KernelFiles>>
                     Data::Host {
                         path: p.to_path_buf(),
                         size,
+                        digest: None,
                     },
                 ),
             );
@@ -203,6 +204,7 @@ pub fn installed_modules(image: &std::path::Path) -> Result<Option<KernelFiles>>
         vmlinuz: Data::Host {
             path: image.to_path_buf(),
             size,
+            digest: None,
         },
         modules,
         builtin,

@@ -141,7 +141,11 @@ impl KernelTree {
                     module_name(&rel),
                     (
                         format!("lib/modules/{}/kernel/{rel}", self.release),
-                        Data::Host { path, size },
+                        Data::Host {
+                            path,
+                            size,
+                            digest: None,
+                        },
                     ),
                 );
             }
@@ -156,12 +160,14 @@ impl KernelTree {
             vmlinuz: Data::Host {
                 path: self.image.clone(),
                 size,
+                digest: None,
             },
             modules,
             builtin,
             config: Some(Data::Host {
                 path: self.config.clone(),
                 size: config_size,
+                digest: None,
             }),
         })
     }

@@ -39,6 +39,11 @@ pub enum SeenWhat {
     Nothing,
 }
 
+/// The content digest of a host file as its metadata is now, when an earlier build
+/// computed it and the file cannot have changed since.
+pub type Known<'a> =
+    dyn Fn(&Path, &std::fs::Metadata) -> Option<crate::tree::digest::FileDigest> + 'a;
+
 /// Adds every entry below `src` to the tree under `dest` (a stored path), and what it
 /// read of every host path below `src` to `seen`. Owners are root unless `keep_owner`;
 /// timestamps are `mtime`, because host timestamps would make the image differ from one
@@ -49,6 +54,7 @@ pub fn add_overlay(
     dest: &str,
     keep_owner: bool,
     mtime: i64,
+    known: &Known<'_>,
     seen: &mut Vec<Seen>,
 ) -> Result<usize> {
     let mut count = 0;
@@ -116,6 +122,7 @@ pub fn add_overlay(
             Kind::File(Data::Host {
                 path: item.path.clone(),
                 size: md.len(),
+                digest: known(item.record_path(), &md),
             })
         } else if let Some(target) = target {
             match target.to_str() {

@@ -20,6 +20,9 @@ pub enum Data {
         path: PathBuf,
         /// Its length in bytes when planned; a different length when written is an error.
         size: u64,
+        /// Its contents' digest when known without reading them: an overlay file whose
+        /// stamp is as the last build recorded it, with the digest that build computed.
+        digest: Option<FileDigest>,
     },
     /// A byte range of a larger file, e.g. a member of an uncompressed package archive in the cache.
     Slice {
@@ -53,8 +56,8 @@ impl Data {
     /// The contents' digest when known without reading them.
     pub fn known_digest(&self) -> Option<&FileDigest> {
         match self {
-            Data::Slice { digest, .. } => digest.as_ref(),
-            _ => None,
+            Data::Slice { digest, .. } | Data::Host { digest, .. } => digest.as_ref(),
+            Data::Bytes(_) => None,
         }
     }
 
@@ -80,7 +83,7 @@ impl Data {
                 data: b.clone(),
                 pos: 0,
             },
-            Data::Host { path, size } => {
+            Data::Host { path, size, .. } => {
                 let f = File::open(path)?;
                 let actual = f.metadata()?.len();
                 if actual != *size {

@@ -15,7 +15,7 @@ use super::digest::FileDigest;
 use super::{path, Data, Entry, Kind, Meta, Tree, TreeError};
 
 /// Names the form; bumped when it changes.
-const MAGIC: &[u8; 8] = b"kilntre1";
+const MAGIC: &[u8; 8] = b"kilntre2";
 
 /// The stored form of `tree`.
 pub fn encode(tree: &Tree) -> Vec<u8> {
@@ -47,10 +47,11 @@ pub fn encode(tree: &Tree) -> Vec<u8> {
                 w.u8(1);
                 w.bytes(b);
             }
-            Kind::File(Data::Host { path, size }) => {
+            Kind::File(Data::Host { path, size, digest }) => {
                 w.u8(2);
                 w.bytes(path.as_os_str().as_encoded_bytes());
                 w.u64(*size);
+                w.digest(digest);
             }
             Kind::File(Data::Slice {
                 file,
@@ -62,17 +63,7 @@ pub fn encode(tree: &Tree) -> Vec<u8> {
                 w.u32(files[&Arc::as_ptr(file)]);
                 w.u64(*offset);
                 w.u64(*len);
-                match digest {
-                    None => w.u8(0),
-                    Some(FileDigest::Sha256(h)) => {
-                        w.u8(1);
-                        w.bytes(h.as_bytes());
-                    }
-                    Some(FileDigest::Sparse(h)) => {
-                        w.u8(2);
-                        w.bytes(h.as_bytes());
-                    }
-                }
+                w.digest(digest);
             }
             Kind::Symlink(t) => {
                 w.u8(4);
@@ -123,6 +114,7 @@ pub fn decode(bytes: &[u8]) -> Result<Tree, TreeError> {
             2 => Kind::File(Data::Host {
                 path: PathBuf::from(r.os_string()?),
                 size: r.u64()?,
+                digest: r.digest()?,
             }),
             3 => {
                 let file = files
@@ -131,12 +123,7 @@ pub fn decode(bytes: &[u8]) -> Result<Tree, TreeError> {
                     .ok_or_else(|| bad("a range of an unnamed file"))?;
                 let offset = r.u64()?;
                 let len = r.u64()?;
-                let digest = match r.u8()? {
-                    0 => None,
-                    1 => Some(FileDigest::Sha256(r.string()?)),
-                    2 => Some(FileDigest::Sparse(r.string()?)),
-                    _ => return Err(bad("an unknown digest")),
-                };
+                let digest = r.digest()?;
                 Kind::File(Data::Slice {
                     file,
                     offset,
@@ -214,6 +201,19 @@ impl Writer {
         self.u64(b.len() as u64);
         self.0.extend_from_slice(b);
     }
+    fn digest(&mut self, d: &Option<FileDigest>) {
+        match d {
+            None => self.u8(0),
+            Some(FileDigest::Sha256(h)) => {
+                self.u8(1);
+                self.bytes(h.as_bytes());
+            }
+            Some(FileDigest::Sparse(h)) => {
+                self.u8(2);
+                self.bytes(h.as_bytes());
+            }
+        }
+    }
     fn meta(&mut self, m: &Meta) {
         self.u32(m.mode);
         self.u32(m.uid);
@@ -276,6 +276,14 @@ impl<'a> Reader<'a> {
         use std::os::unix::ffi::OsStrExt;
         Ok(std::ffi::OsStr::from_bytes(self.take_len()?).to_os_string())
     }
+    fn digest(&mut self) -> Result<Option<FileDigest>, TreeError> {
+        Ok(match self.u8()? {
+            0 => None,
+            1 => Some(FileDigest::Sha256(self.string()?)),
+            2 => Some(FileDigest::Sparse(self.string()?)),
+            _ => return Err(bad("an unknown digest")),
+        })
+    }
     fn meta(&mut self) -> Result<Meta, TreeError> {
         let mut m = Meta::new(0, 0);
         m.mode = self.u32()? & 0o7777;
@@ -329,6 +337,7 @@ mod tests {
                 Kind::File(Data::Host {
                     path: "/etc/hostname".into(),
                     size: 4,
+                    digest: Some(FileDigest::Sparse("cd".repeat(32))),
                 }),
             ),
             ("usr/bin/d", Kind::HardLink("usr/bin/a".into())),

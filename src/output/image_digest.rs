@@ -13,7 +13,8 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use crate::tree::digest::{segment_sha256, FileDigest, BLOCK, SEGMENT_BLOCKS};
+use crate::tree::data::host_data_ranges_in;
+use crate::tree::digest::{aligned_ranges, segment_sha256, FileDigest, BLOCK, SEGMENT_BLOCKS};
 
 const SEGMENT: u64 = SEGMENT_BLOCKS * BLOCK;
 
@@ -117,9 +118,14 @@ impl WriteWatch {
                     break;
                 };
                 let at = g.load(Ordering::Acquire);
-                let whole = [(next * SEGMENT, (next + 1) * SEGMENT)];
-                // A failed read is left to the final pass, which reports it.
-                if let Ok(sha) = segment_sha256(file, len, next, &whole, &mut buf) {
+                // Only the segment's data: a hole read would be zeroed by the kernel,
+                // copied out and found zero, for nothing. A failed read is left to
+                // the final pass, which reports it.
+                let (lo, hi) = (next * SEGMENT, ((next + 1) * SEGMENT).min(len));
+                let data = host_data_ranges_in(file, lo, hi)
+                    .map(|r| aligned_ranges(&r, len))
+                    .unwrap_or_else(|_| vec![(lo, hi)]);
+                if let Ok(sha) = segment_sha256(file, len, next, &data, &mut buf) {
                     early.insert(next, (at, sha));
                 }
                 next += 1;

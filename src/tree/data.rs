@@ -137,10 +137,15 @@ const SMALL: u64 = 256 * 1024;
 /// The data ranges of the first `len` bytes of an open file (SEEK_DATA/SEEK_HOLE); the
 /// rest reads as zeros.
 pub fn host_data_ranges(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    host_data_ranges_in(f, 0, len)
+}
+
+/// The data ranges of the bytes `from..len` of an open file, as [`host_data_ranges`].
+pub fn host_data_ranges_in(f: &File, from: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
     use std::os::fd::AsRawFd;
     let fd = f.as_raw_fd();
     let mut ranges = Vec::new();
-    let mut pos: u64 = 0;
+    let mut pos: u64 = from;
     while pos < len {
         // SAFETY: lseek on a file descriptor we own; no memory is passed.
         let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
@@ -150,7 +155,9 @@ pub fn host_data_ranges(f: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
                 // No more data after pos: the rest is a hole.
                 Some(libc::ENXIO) => Ok(ranges),
                 // File system without SEEK_DATA: treat the whole file as data.
-                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(vec![(0, len)]),
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+                    Ok(vec![(from, len.saturating_sub(from))])
+                }
                 _ => Err(err),
             };
         }

@@ -7,16 +7,18 @@
 //! up, the `remove` patterns, the image's module list and the kernel's module tree. Their
 //! key is kiln itself, the packages (which ones, where their unpacked contents are, the
 //! archive written into apt's sources), `SOURCE_DATE_EPOCH`, the profile's
-//! `[distribution]`, `[kernel]` and `remove`, and what of the plan chooses modules (the
-//! format, a results disk, a network, a host run). A kernel build tree's modules come from
-//! the host, which no key of this kind can vouch for: those layers are always made.
+//! `[distribution]` and `remove`, what of `[kernel]` chooses the kernel and its modules,
+//! and what of the plan chooses modules (the format, a results disk, a network, a host
+//! run). A kernel build tree's modules come from the host, which no key of this kind can
+//! vouch for: those layers are always made.
 //!
 //! An entry is the tree in its stored form ([`crate::tree::stored`]) with the packages'
-//! units and a checksum; contents stay in the cached packages.
-//! The initramfs that boots a disk is made of the packages alone too (the kernel's
-//! modules, busybox) and is kept the same way, as its sha256 and its bytes. A damaged
-//! entry is said so and made again. `--rebuild` makes the layers afresh (and keeps the new
-//! entry). The newest [`KEEP`] entries are kept.
+//! units, what making them told the user (told again when taken back) and a checksum;
+//! contents stay in the cached packages. The initramfs that boots a disk is made of the
+//! packages alone too (the kernel's modules, busybox) and is kept the same way, as its
+//! sha256 and its bytes. A damaged entry is said so and made again. `--rebuild` makes
+//! the layers afresh (and keeps the new entry). The [`KEEP`] most recently used entries
+//! are kept.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -25,16 +27,17 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::plan::{KernelPlan, Plan};
-use crate::profile::LoadedProfile;
+use crate::profile::{Kernel, LoadedProfile};
 use crate::source::FetchedPackages;
 use crate::tree::{stored, Tree};
+use crate::util::atomic;
 use crate::util::cache::Cache;
-use crate::util::{atomic, progress};
+use crate::util::progress::{self, Line};
 
 /// Names the entries' form; bumped when it (or what a key covers) changes.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
-/// Entries kept: a few profiles' worth, each a few hundred KiB.
+/// Entries kept: a few profiles' worth, each up to a few MiB.
 pub const KEEP: usize = 16;
 
 /// What the package layers made.
@@ -45,6 +48,8 @@ pub struct PackageLayers {
     pub units: Vec<String>,
     /// Whether the kernel's modules went in with the unit that indexes them at first boot.
     pub depmod: bool,
+    /// What making them told the user, told again when they are taken back.
+    pub told: Vec<Line>,
 }
 
 /// The key of one build's package layers.
@@ -53,12 +58,7 @@ pub struct LayerKey(String);
 impl LayerKey {
     /// The key of `plan`'s package layers from `pkgs`; None when they read the host.
     pub fn new(lp: &LoadedProfile, plan: &Plan, pkgs: &dyn FetchedPackages) -> Option<LayerKey> {
-        let kernel = match &plan.kernel {
-            KernelPlan::Tree(_) => return None,
-            KernelPlan::Host(p) => format!("host {}", p.display()),
-            KernelPlan::Package { package, .. } => format!("package {package}"),
-            KernelPlan::None => "none".to_string(),
-        };
+        let kernel = kernel_plan(plan)?;
         let p = &lp.profile;
         let mut h = Sha256::new();
         let mut put = |label: &str, value: &str| {
@@ -72,7 +72,10 @@ impl LayerKey {
         put("epoch", &plan.epoch.to_string());
         put(
             "profile",
-            &format!("{:?}", (&p.distribution, &p.kernel, &p.remove)),
+            &format!(
+                "{:?}",
+                (&p.distribution, kernel_meaning(&p.kernel), &p.remove)
+            ),
         );
         put(
             "plan",
@@ -92,21 +95,26 @@ impl LayerKey {
 
     /// The key of the initramfs that boots `plan`'s disk: the packages (its kernel and
     /// busybox), the profile's `[kernel]` (its modules) and the image's name, which its
-    /// init prints.
-    pub fn boot_initrd(lp: &LoadedProfile, plan: &Plan, pkgs: &dyn FetchedPackages) -> LayerKey {
+    /// init prints. None when its modules come from a kernel build tree.
+    pub fn boot_initrd(
+        lp: &LoadedProfile,
+        plan: &Plan,
+        pkgs: &dyn FetchedPackages,
+    ) -> Option<LayerKey> {
         let mut h = Sha256::new();
         for part in [
             format!("boot initramfs {FORMAT}"),
             super::uptodate::kiln_identity(),
             pkgs.identity(),
             plan.epoch.to_string(),
-            format!("{:?}", lp.profile.kernel),
+            kernel_plan(plan)?,
+            kernel_meaning(&lp.profile.kernel),
             plan.name.clone(),
         ] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
-        LayerKey(hex::encode(h.finalize()))
+        Some(LayerKey(hex::encode(h.finalize())))
     }
 
     /// Where the cache keeps what the key names: `what` is `tree` or `file`.
@@ -116,6 +124,38 @@ impl LayerKey {
             .join("layers")
             .join(format!("{}.{what}.v{FORMAT}", self.0))
     }
+}
+
+/// Where the plan's kernel comes from; None for a build tree, whose modules are the
+/// host's and which no key of this kind can vouch for.
+fn kernel_plan(plan: &Plan) -> Option<String> {
+    Some(match &plan.kernel {
+        KernelPlan::Tree(_) => return None,
+        KernelPlan::Host(p) => format!("host {}", p.display()),
+        KernelPlan::Package { package, .. } => format!("package {package}"),
+        KernelPlan::None => "none".to_string(),
+    })
+}
+
+/// What of `[kernel]` the package layers and the boot initramfs read. Destructured field
+/// by field, so that a new key cannot be forgotten here; the command line, vmlinux and
+/// debug symbols only shape runs.
+fn kernel_meaning(k: &Kernel) -> String {
+    let Kernel {
+        path,
+        package,
+        tree,
+        cmdline: _,
+        modules,
+        install,
+        install_modules,
+        vmlinux: _,
+        debug_symbols: _,
+    } = k;
+    format!(
+        "{:?}",
+        (path, package, tree, modules, install, install_modules)
+    )
 }
 
 /// The package layers `key` names: from the cache unless `fresh`, else made by `make`
@@ -137,10 +177,12 @@ pub fn layers(
                 l.tree.len(),
                 l.units.len()
             ));
+            progress::replay(&l.told);
             return Ok(l);
         }
     }
-    let made = make()?;
+    let (made, told) = progress::capture(make);
+    let made = PackageLayers { told, ..made? };
     // A cache that cannot be written costs the next build time, not this one its image.
     if let Err(e) = store(&path, &made) {
         progress::warn(format!(
@@ -241,7 +283,7 @@ fn load(path: &std::path::Path) -> Option<PackageLayers> {
     }
 }
 
-/// An entry is its bytes' CRC-32C, then the units, then the tree. Not compressed: the
+/// An entry is its bytes' CRC-32C, then the units, what making them told, then the tree. Not compressed: the
 /// tree of a disk profile is a few MiB, most of it the package database, read from the
 /// page cache in about a millisecond where zstd took six.
 fn decode(bytes: &[u8]) -> Result<PackageLayers> {
@@ -265,11 +307,24 @@ fn decode(bytes: &[u8]) -> Result<PackageLayers> {
         units.push(String::from_utf8(take(len)?.to_vec())?);
     }
     let depmod = take(1)?[0] != 0;
+    let count = u32::from_le_bytes(take(4)?.try_into()?) as usize;
+    let mut told = Vec::new();
+    for _ in 0..count {
+        let kind = take(1)?[0];
+        let len = u32::from_le_bytes(take(4)?.try_into()?) as usize;
+        let text = String::from_utf8(take(len)?.to_vec())?;
+        told.push(if kind == 0 {
+            Line::Step(text)
+        } else {
+            Line::Warn(text)
+        });
+    }
     let tree = stored::decode(r)?;
     Ok(PackageLayers {
         tree,
         units,
         depmod,
+        told,
     })
 }
 
@@ -281,6 +336,16 @@ fn store(path: &std::path::Path, l: &PackageLayers) -> Result<()> {
         plain.extend_from_slice(u.as_bytes());
     }
     plain.push(u8::from(l.depmod));
+    plain.extend_from_slice(&(l.told.len() as u32).to_le_bytes());
+    for line in &l.told {
+        let (kind, text) = match line {
+            Line::Step(t) => (0u8, t),
+            Line::Warn(t) => (1u8, t),
+        };
+        plain.push(kind);
+        plain.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        plain.extend_from_slice(text.as_bytes());
+    }
     plain.extend_from_slice(&stored::encode(&l.tree));
     let mut entry = crc32c::crc32c(&plain).to_le_bytes().to_vec();
     entry.extend_from_slice(&plain);
@@ -319,17 +384,19 @@ mod tests {
             tree,
             units: vec!["a.service".into(), "b.timer".into()],
             depmod: true,
+            told: vec![Line::Step("made".into()), Line::Warn("mind".into())],
         }
     }
 
     #[test]
     fn an_entry_comes_back_and_a_damaged_one_is_a_miss() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("k.v1.zst");
+        let p = d.path().join("k.tree.v2");
         store(&p, &layers_of(3)).unwrap();
         let back = load(&p).unwrap();
         assert_eq!(back.units, ["a.service", "b.timer"]);
         assert!(back.depmod);
+        assert_eq!(back.told, layers_of(3).told);
         assert_eq!(
             format!("{:?}", back.tree),
             format!("{:?}", layers_of(3).tree)

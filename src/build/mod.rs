@@ -92,6 +92,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         mut tree,
         mut units,
         depmod,
+        ..
     } = match pkgs {
         Some(p) => {
             let key = LayerKey::new(lp, &plan, p);
@@ -107,8 +108,8 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     }
     // Without --rebuild, overlay files unchanged since the last build keep the digests it
     // computed, and are not hashed again.
-    let known = key.known_contents(&plan, opts.rebuild);
-    let known = |p: &Path, md: &std::fs::Metadata| known.get(p, md);
+    let known_contents = key.known_contents(&plan, opts.rebuild);
+    let known = |p: &Path, md: &std::fs::Metadata| known_contents.get(p, md);
     let seen = layers::assemble(&mut tree, lp, &plan, &renderer, &data, units, &known)?;
     let reused = tree
         .iter()
@@ -147,6 +148,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     let (outputs, inputs) = std::thread::scope(|scope| -> Result<_> {
         // The inputs' digests (one per overlay path) beside the writing of the rest.
         let inputs = scope.spawn(|| Key::digest_inputs(inputs, &tree, &manifest));
+        let unchanged = scope.spawn(|| known_contents.check_unchanged());
         atomic::write(
             &staging.path(&plan.manifest)?,
             manifest.to_json().as_bytes(),
@@ -165,15 +167,24 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         }
         if let (Some(initrd), Some(p), Some(k)) = (&plan.boot_initrd, pkgs, kernel) {
             let staged = staging.path(initrd)?;
-            let key = LayerKey::boot_initrd(lp, &plan, p);
             let make = || boot_initrd::build(lp, &plan, k, p, &staged, &renderer);
-            if layer_cache::file(&key, opts.rebuild, &staged, make)? {
+            let cached = match LayerKey::boot_initrd(lp, &plan, p) {
+                Some(key) => layer_cache::file(&key, opts.rebuild, &staged, make)?,
+                None => {
+                    make()?;
+                    false
+                }
+            };
+            if cached {
                 progress::step(format!(
                     "boot initramfs {} from the layer cache",
                     initrd.display()
                 ));
             }
         }
+        unchanged
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread checking the overlay files panicked"))??;
         let outputs = staging.commit()?;
         let inputs = inputs
             .join()
@@ -221,6 +232,7 @@ fn package_layers(
         tree,
         units,
         depmod,
+        told: Vec::new(),
     })
 }
 

@@ -45,9 +45,9 @@ const FORMAT: u32 = 3;
 
 /// How long before a build began a host file must have last changed for the content
 /// digest that build computed to be reused (see [`Key::known_contents`]): well over the
-/// granularity of the kernel's file timestamps, which are taken from a clock that
-/// advances in ticks of a few milliseconds.
-const SETTLED_NS: i64 = 1_000_000_000;
+/// granularity of file timestamps (the kernel's clock ticks every few milliseconds; FAT
+/// keeps modification times to 2 s).
+const SETTLED_NS: i64 = 3_000_000_000;
 
 /// The key of one build and the host paths it names.
 pub struct Key {
@@ -85,6 +85,9 @@ struct Record {
     kiln: String,
     /// When the build began (see [`Key::began_ns`]).
     began_ns: i64,
+    /// The image it wrote: a record of another format's build (the same name) gives
+    /// no digests, whose kind (plain or sparse) could differ.
+    image: PathBuf,
     hosts: Vec<Stamp>,
     outputs: Vec<Stamp>,
 }
@@ -233,15 +236,15 @@ impl Key {
     /// The content digests the last build of `plan` computed for host files it wrote
     /// into the image (none with `rebuild`, or from another kiln). [`KnownContents::get`]
     /// gives one only for a file whose stamp is still the recorded one and that had last
-    /// changed over a second before that build began: any write since would have given
-    /// it a later change time, which nobody can set back.
+    /// changed over [`SETTLED_NS`] before that build began: any write since would have
+    /// given it a later change time, which nobody can set back.
     pub fn known_contents(&self, plan: &Plan, rebuild: bool) -> KnownContents {
         let record = (!rebuild)
             .then(|| read_record(plan))
             .flatten()
-            .filter(|r| r.format == FORMAT && r.kiln == kiln_identity());
+            .filter(|r| r.format == FORMAT && r.kiln == kiln_identity() && r.image == plan.image);
         let Some(r) = record else {
-            return KnownContents(HashMap::new());
+            return KnownContents::new(HashMap::new());
         };
         let known = r
             .hosts
@@ -252,7 +255,7 @@ impl Key {
                 Some((s.path.clone(), (s, content)))
             })
             .collect();
-        KnownContents(known)
+        KnownContents::new(known)
     }
 
     /// The outputs of `plan`, when they are those a build with this key made and nothing
@@ -380,6 +383,7 @@ impl Key {
             key: self.digest.clone(),
             kiln: kiln_identity(),
             began_ns: self.began_ns,
+            image: plan.image.clone(),
             hosts: inputs.0,
             outputs,
         };
@@ -390,22 +394,56 @@ impl Key {
 
 /// Content digests of host files from the last build's record; see
 /// [`Key::known_contents`].
-pub struct KnownContents(HashMap<PathBuf, (Stamp, FileDigest)>);
+pub struct KnownContents {
+    known: HashMap<PathBuf, (Stamp, FileDigest)>,
+    /// The stamps of the files whose digests were given out, as they were then.
+    given: std::sync::Mutex<Vec<Stamp>>,
+}
+
+fn same_file(a: &Stamp, b: &Stamp) -> bool {
+    (a.size, a.mtime_ns, a.ctime_ns, a.ino) == (b.size, b.mtime_ns, b.ctime_ns, b.ino)
+}
 
 impl KnownContents {
+    fn new(known: HashMap<PathBuf, (Stamp, FileDigest)>) -> KnownContents {
+        KnownContents {
+            known,
+            given: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
     /// The content digest of the file at `path`, whose metadata is now `md`, if the last
     /// build computed it and the file cannot have changed since.
     pub fn get(&self, path: &Path, md: &Metadata) -> Option<FileDigest> {
-        let (recorded, content) = self.0.get(path)?;
+        let (recorded, content) = self.known.get(path)?;
         let now = stamp_of(path, md);
-        let same = (now.size, now.mtime_ns, now.ctime_ns, now.ino)
-            == (
-                recorded.size,
-                recorded.mtime_ns,
-                recorded.ctime_ns,
-                recorded.ino,
-            );
-        (same && md.is_file()).then(|| content.clone())
+        if !(same_file(&now, recorded) && md.is_file()) {
+            return None;
+        }
+        if let Ok(mut given) = self.given.lock() {
+            given.push(now);
+        }
+        Some(content.clone())
+    }
+
+    /// Fails when a file whose digest was given out changed since: the writer copied
+    /// bytes it did not hash, so the manifest would not describe them. Before the
+    /// outputs are committed.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let given = self
+            .given
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a thread panicked while given known digests"))?;
+        for then in given.iter() {
+            let now = stamp(&then.path).unwrap_or_else(|_| missing(&then.path));
+            if !same_file(&now, then) {
+                anyhow::bail!(
+                    "{} changed while the image was being written; build again",
+                    then.path.display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -563,4 +601,31 @@ fn digest_of(
         SeenWhat::Nothing => {}
     }
     Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_changed_after_its_digest_was_given_out_fails_the_build() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a");
+        std::fs::write(&f, "one").unwrap();
+        let md = std::fs::metadata(&f).unwrap();
+        let digest = FileDigest::Sha256("00".repeat(32));
+        let known = HashMap::from([(f.clone(), (stamp_of(&f, &md), digest.clone()))]);
+        let k = KnownContents::new(known);
+        assert_eq!(k.get(&f, &md), Some(digest));
+        k.check_unchanged().unwrap();
+        // The same size, written a clock tick later.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&f, "two").unwrap();
+        let e = k.check_unchanged().unwrap_err().to_string();
+        assert!(
+            e.contains("changed while the image was being written"),
+            "{e}"
+        );
+        assert_eq!(k.get(&f, &std::fs::metadata(&f).unwrap()), None);
+    }
 }

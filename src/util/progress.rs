@@ -19,8 +19,50 @@ pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
+/// A step or a warning, as told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// From [`step`].
+    Step(String),
+    /// From [`warn`].
+    Warn(String),
+}
+
+thread_local! {
+    /// What [`capture`] is collecting on this thread.
+    static CAPTURED: std::cell::RefCell<Option<Vec<Line>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn captured(line: Line) {
+    CAPTURED.with(|c| {
+        if let Some(lines) = c.borrow_mut().as_mut() {
+            lines.push(line);
+        }
+    });
+}
+
+/// Runs `f`, telling what it tells as usual, and returns what it told on this thread too:
+/// work kept in a cache tells it again when taken back ([`replay`]).
+pub fn capture<T>(f: impl FnOnce() -> T) -> (T, Vec<Line>) {
+    let outer = CAPTURED.with(|c| c.borrow_mut().replace(Vec::new()));
+    let out = f();
+    let lines = CAPTURED.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    (out, lines.unwrap_or_default())
+}
+
+/// Tells again what [`capture`] collected.
+pub fn replay(lines: &[Line]) {
+    for l in lines {
+        match l {
+            Line::Step(m) => step(m),
+            Line::Warn(m) => warn(m),
+        }
+    }
+}
+
 /// A step of work the user is told about: `kiln: <message>`.
 pub fn step(msg: impl AsRef<str>) {
+    captured(Line::Step(msg.as_ref().to_string()));
     if !quiet() {
         eprintln!("kiln: {}", msg.as_ref());
     }
@@ -28,6 +70,7 @@ pub fn step(msg: impl AsRef<str>) {
 
 /// Something the user should act on: `kiln: warning: <message>`, printed even when quiet.
 pub fn warn(msg: impl AsRef<str>) {
+    captured(Line::Warn(msg.as_ref().to_string()));
     eprintln!("kiln: warning: {}", msg.as_ref());
 }
 

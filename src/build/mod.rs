@@ -149,14 +149,16 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         // The inputs' digests (one per overlay path) beside the writing of the rest.
         let inputs = scope.spawn(|| Key::digest_inputs(inputs, &tree, &manifest));
         let unchanged = scope.spawn(|| known_contents.check_unchanged());
+        // The SBOM (an entry per file) beside the manifest.
+        let sbom = scope.spawn(|| crate::output::sbom::spdx(&manifest));
         atomic::write(
             &staging.path(&plan.manifest)?,
             manifest.to_json().as_bytes(),
         )?;
-        atomic::write(
-            &staging.path(&plan.sbom)?,
-            crate::output::sbom::spdx(&manifest)?.as_bytes(),
-        )?;
+        let sbom = sbom
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread writing the SBOM panicked"))??;
+        atomic::write(&staging.path(&plan.sbom)?, sbom.as_bytes())?;
         if let (KernelPlan::Package { vmlinuz, .. }, Some(k)) = (&plan.kernel, kernel) {
             write_data(&k.vmlinuz, &staging.path(vmlinuz)?)?;
             // Beside the kernel, where the preflight looks for a kernel's configuration.

@@ -29,7 +29,10 @@ pub const TIMEOUT_ENV: &str = "KILN_HTTP_TIMEOUT";
 /// request is an error that says what was not in the cache.
 #[derive(Clone)]
 pub struct Http {
-    client: reqwest::blocking::Client,
+    /// Made at the first request: making one reads every certificate the host trusts
+    /// (on a thread of its own, which dropping the client waits for), about 10 ms that
+    /// a build from the cache has no use for.
+    client: std::sync::Arc<std::sync::OnceLock<reqwest::blocking::Client>>,
     idle: Duration,
     offline: bool,
 }
@@ -41,8 +44,8 @@ struct Failure {
 }
 
 impl Http {
-    /// Builds the client, identifying as `kiln/<version>`; proxies are taken from the
-    /// environment, and `$KILN_HTTP_TIMEOUT` replaces the connect and idle timeouts.
+    /// A client identifying as `kiln/<version>`; proxies are taken from the environment,
+    /// and `$KILN_HTTP_TIMEOUT` replaces the connect and idle timeouts.
     pub fn new() -> Result<Http> {
         let idle = match std::env::var(TIMEOUT_ENV) {
             Ok(v) => Duration::from_secs_f64(
@@ -53,19 +56,26 @@ impl Http {
             ),
             Err(_) => IDLE_TIMEOUT,
         };
-        let client = reqwest::blocking::Client::builder()
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(idle.min(CONNECT_TIMEOUT))
-            // Blocking reqwest applies this to the response's head and to each read of
-            // its body: an idle timeout, not a limit on a long download.
-            .timeout(idle)
-            .build()
-            .context("setting up the HTTP client")?;
         Ok(Http {
-            client,
+            client: Default::default(),
             idle,
             offline: false,
         })
+    }
+
+    fn client(&self) -> Result<&reqwest::blocking::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = reqwest::blocking::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.idle.min(CONNECT_TIMEOUT))
+            // Blocking reqwest applies this to the response's head and to each read of
+            // its body: an idle timeout, not a limit on a long download.
+            .timeout(self.idle)
+            .build()
+            .context("setting up the HTTP client")?;
+        Ok(self.client.get_or_init(|| c))
     }
 
     /// This client, refusing every request (`--offline`).
@@ -125,7 +135,7 @@ impl Http {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(500 << attempt));
             }
-            let failure = match self.client.get(url).send() {
+            let failure = match self.client()?.get(url).send() {
                 Ok(r) if r.status().is_success() => match body(Attempt {
                     response: r,
                     url,
@@ -313,12 +323,8 @@ mod tests {
 
     fn quick() -> Http {
         let mut h = Http::new().unwrap();
+        // Before the first request, which makes the client with it.
         h.idle = Duration::from_millis(300);
-        h.client = reqwest::blocking::Client::builder()
-            .connect_timeout(h.idle)
-            .timeout(h.idle)
-            .build()
-            .unwrap();
         h
     }
 

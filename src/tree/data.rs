@@ -95,7 +95,7 @@ impl Data {
                     )));
                 }
                 DataReader::File {
-                    file: f,
+                    file: Arc::new(f),
                     start: 0,
                     pos: 0,
                     len: *size,
@@ -104,7 +104,7 @@ impl Data {
             Data::Slice {
                 file, offset, len, ..
             } => {
-                let f = File::open(file.as_ref())?;
+                let f = shared(file)?;
                 DataReader::File {
                     file: f,
                     start: *offset,
@@ -128,6 +128,35 @@ impl Data {
             _ => Ok(vec![(0, len)]),
         }
     }
+}
+
+/// The files ranges are read from (a package's data.tar holds hundreds of members),
+/// opened once and shared: opening one again for every member walked its path in the
+/// cache each time, thousands of times a build. Keyed by the `Arc` a tree's members of
+/// one file share (kept alive here, so its address names nothing else): a tree made later
+/// (after a damaged cache entry was unpacked again under the same path) opens afresh.
+/// Bounded, so that a long run of builds (a matrix) cannot run out of file descriptors.
+fn shared(path: &Arc<PathBuf>) -> io::Result<Arc<File>> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Open = HashMap<usize, (Arc<PathBuf>, Arc<File>)>;
+    static OPEN: Mutex<Option<Open>> = Mutex::new(None);
+    const MAX: usize = 256;
+    let key = Arc::as_ptr(path) as usize;
+    if let Ok(open) = OPEN.lock() {
+        if let Some((_, f)) = open.as_ref().and_then(|m| m.get(&key)) {
+            return Ok(f.clone());
+        }
+    }
+    let f = Arc::new(File::open(path.as_path())?);
+    if let Ok(mut open) = OPEN.lock() {
+        let map = open.get_or_insert_with(HashMap::new);
+        if map.len() >= MAX {
+            map.clear();
+        }
+        map.insert(key, (path.clone(), f.clone()));
+    }
+    Ok(f)
 }
 
 /// Files up to this size are read whole: asking the file system for their holes costs
@@ -190,7 +219,7 @@ pub enum DataReader {
     /// A host file, or a byte range of one.
     File {
         /// The open file.
-        file: File,
+        file: Arc<File>,
         /// Offset in `file` where the contents begin.
         start: u64,
         /// Read position, relative to `start`.
@@ -311,5 +340,37 @@ impl Seek for DataReader {
             DataReader::File { pos, .. } => *pos = new,
         }
         Ok(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(file: &Arc<PathBuf>) -> String {
+        let d = Data::Slice {
+            file: file.clone(),
+            offset: 1,
+            len: 3,
+            digest: None,
+        };
+        let mut s = String::new();
+        d.open().unwrap().read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn a_tree_made_after_its_file_was_replaced_reads_the_new_one() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("data.tar");
+        std::fs::write(&path, "xoldx").unwrap();
+        let first = Arc::new(path.clone());
+        assert_eq!(slice(&first), "old");
+        // Unpacked again under the same name, as a damaged cache entry is.
+        std::fs::write(d.path().join("new"), "xnewx").unwrap();
+        std::fs::rename(d.path().join("new"), &path).unwrap();
+        // The tree that opened it reads what it opened; a new tree opens afresh.
+        assert_eq!(slice(&first), "old");
+        assert_eq!(slice(&Arc::new(path)), "new");
     }
 }

@@ -277,7 +277,8 @@ pub fn write_data(data: &Data, dest: &Path) -> Result<()> {
     let mut src = data
         .open()
         .with_context(|| format!("reading {}", data.describe()))?;
-    std::io::copy(&mut src, out.file())?;
+    src.copy_to(out.file())
+        .with_context(|| format!("copying {} to {}", data.describe(), dest.display()))?;
     out.commit()?;
     Ok(())
 }

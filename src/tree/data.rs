@@ -230,6 +230,60 @@ pub enum DataReader {
 }
 
 impl DataReader {
+    /// Copies the rest of the contents to `out` at its position: a range of a file is
+    /// copied by the kernel (`copy_file_range`, a reflink where the file system shares
+    /// blocks), not through a buffer here.
+    pub fn copy_to(&mut self, out: &mut File) -> io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        let DataReader::File {
+            file,
+            start,
+            pos,
+            len,
+        } = self
+        else {
+            return io::copy(self, out);
+        };
+        let mut copied = 0u64;
+        while *pos < *len {
+            let mut from = (*start + *pos) as libc::loff_t;
+            let want = (*len - *pos).min(1 << 30) as usize;
+            // SAFETY: both descriptors are open for the call; `from` outlives it, and
+            // a null output offset writes at (and moves) `out`'s position.
+            let n = unsafe {
+                libc::copy_file_range(
+                    file.as_raw_fd(),
+                    &mut from,
+                    out.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    want,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    // Across file systems on older kernels, or where it is not offered.
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+                        if copied == 0 =>
+                    {
+                        io::copy(self, out)
+                    }
+                    _ => Err(e),
+                };
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before its planned length",
+                ));
+            }
+            *pos += n as u64;
+            copied += n as u64;
+        }
+        Ok(copied)
+    }
+
     /// Like `Data::data_ranges`, on the already open source.
     pub fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
         match self {
@@ -357,6 +411,30 @@ mod tests {
         let mut s = String::new();
         d.open().unwrap().read_to_string(&mut s).unwrap();
         s
+    }
+
+    #[test]
+    fn a_range_and_bytes_are_copied_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("data.tar");
+        let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &big).unwrap();
+        let range = Data::Slice {
+            file: Arc::new(path),
+            offset: 7,
+            len: (2 << 20) + 5,
+            digest: None,
+        };
+        for (data, want) in [
+            (range, &big[7..(2 << 20) + 12]),
+            (Data::bytes(b"inline".to_vec()), &b"inline"[..]),
+        ] {
+            let out = d.path().join("out");
+            let mut f = File::create(&out).unwrap();
+            let n = data.open().unwrap().copy_to(&mut f).unwrap();
+            assert_eq!(n, want.len() as u64);
+            assert_eq!(std::fs::read(&out).unwrap(), want);
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::uptodate::KeyHasher;
 use crate::plan::{KernelPlan, Plan};
 use crate::profile::{Kernel, LoadedProfile};
 use crate::source::FetchedPackages;
@@ -60,12 +61,8 @@ impl LayerKey {
     pub fn new(lp: &LoadedProfile, plan: &Plan, pkgs: &dyn FetchedPackages) -> Option<LayerKey> {
         let kernel = kernel_plan(plan)?;
         let p = &lp.profile;
-        let mut h = Sha256::new();
-        let mut put = |label: &str, value: &str| {
-            h.update(label.as_bytes());
-            h.update((value.len() as u64).to_le_bytes());
-            h.update(value.as_bytes());
-        };
+        let mut h = KeyHasher::default();
+        let mut put = |label: &str, value: &str| h.put(label, value);
         put("format", &FORMAT.to_string());
         put("kiln", &super::uptodate::kiln_identity());
         put("packages", &pkgs.identity());
@@ -90,7 +87,7 @@ impl LayerKey {
                 )
             ),
         );
-        Some(LayerKey(hex::encode(h.finalize())))
+        Some(LayerKey(h.finish()))
     }
 
     /// The key of the initramfs that boots `plan`'s disk: the packages (its kernel and
@@ -101,20 +98,15 @@ impl LayerKey {
         plan: &Plan,
         pkgs: &dyn FetchedPackages,
     ) -> Option<LayerKey> {
-        let mut h = Sha256::new();
-        for part in [
-            format!("boot initramfs {FORMAT}"),
-            super::uptodate::kiln_identity(),
-            pkgs.identity(),
-            plan.epoch.to_string(),
-            kernel_plan(plan)?,
-            kernel_meaning(&lp.profile.kernel),
-            plan.name.clone(),
-        ] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        Some(LayerKey(hex::encode(h.finalize())))
+        let mut h = KeyHasher::default();
+        h.put("boot initramfs", &FORMAT.to_string());
+        h.put("kiln", &super::uptodate::kiln_identity());
+        h.put("packages", &pkgs.identity());
+        h.put("epoch", &plan.epoch.to_string());
+        h.put("kernel", &kernel_plan(plan)?);
+        h.put("[kernel]", &kernel_meaning(&lp.profile.kernel));
+        h.put("name", &plan.name);
+        Some(LayerKey(h.finish()))
     }
 
     /// Where the cache keeps what the key names: `what` is `tree` or `file`.

@@ -22,7 +22,7 @@
 //! that a build that is not a no-op need not hash again the overlay files that did not
 //! change: see [`Key::known_contents`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -35,10 +35,17 @@ use sha2::{Digest, Sha256};
 use crate::output::manifest::Manifest;
 use crate::plan::{BuildOptions, Plan};
 use crate::profile::{LoadedProfile, Profile};
-use crate::source::overlay::{host_xattrs, Seen, SeenWhat};
+use crate::source::overlay::Seen;
 use crate::tree::digest::FileDigest;
 use crate::tree::{Data, Kind, Tree};
 use crate::util::atomic;
+
+mod host_digest;
+mod known;
+
+use host_digest::{host_digest, seen_digest};
+use known::parse_digest;
+pub use known::KnownContents;
 
 /// What the record says; a record of another format is a rebuild.
 const FORMAT: u32 = 3;
@@ -172,6 +179,24 @@ fn host_executables(lp: &LoadedProfile) -> String {
     format!("{resolved:?}")
 }
 
+/// A digest of labelled values, each told from the next by its label and length.
+#[derive(Default)]
+pub(super) struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    /// Adds `value`, under `label`.
+    pub(super) fn put(&mut self, label: &str, value: &str) {
+        self.0.update(label.as_bytes());
+        self.0.update((value.len() as u64).to_le_bytes());
+        self.0.update(value.as_bytes());
+    }
+
+    /// The digest, hex.
+    pub(super) fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
 /// kiln's own identity: its version, and its executable's size and time, so that a
 /// rebuilt kiln (whose writers may have changed) rebuilds images.
 pub(super) fn kiln_identity() -> String {
@@ -191,12 +216,8 @@ impl Key {
         plan: &Plan,
         selection: Option<&str>,
     ) -> Key {
-        let mut h = Sha256::new();
-        let mut put = |label: &str, value: &str| {
-            h.update(label.as_bytes());
-            h.update((value.len() as u64).to_le_bytes());
-            h.update(value.as_bytes());
-        };
+        let mut h = KeyHasher::default();
+        let mut put = |label: &str, value: &str| h.put(label, value);
         put("format", &FORMAT.to_string());
         put("kiln", &kiln_identity());
         put("profile", &image_meaning(&lp.profile));
@@ -226,7 +247,7 @@ impl Key {
             .map(|o| o.source.0.clone())
             .collect();
         Key {
-            digest: hex::encode(h.finalize()),
+            digest: h.finish(),
             began_ns: now_ns(),
             named,
             walked,
@@ -392,74 +413,9 @@ impl Key {
     }
 }
 
-/// Content digests of host files from the last build's record; see
-/// [`Key::known_contents`].
-pub struct KnownContents {
-    known: HashMap<PathBuf, (Stamp, FileDigest)>,
-    /// The stamps of the files whose digests were given out, as they were then.
-    given: std::sync::Mutex<Vec<Stamp>>,
-}
-
-fn same_file(a: &Stamp, b: &Stamp) -> bool {
-    (a.size, a.mtime_ns, a.ctime_ns, a.ino) == (b.size, b.mtime_ns, b.ctime_ns, b.ino)
-}
-
-impl KnownContents {
-    fn new(known: HashMap<PathBuf, (Stamp, FileDigest)>) -> KnownContents {
-        KnownContents {
-            known,
-            given: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The content digest of the file at `path`, whose metadata is now `md`, if the last
-    /// build computed it and the file cannot have changed since.
-    pub fn get(&self, path: &Path, md: &Metadata) -> Option<FileDigest> {
-        let (recorded, content) = self.known.get(path)?;
-        let now = stamp_of(path, md);
-        if !(same_file(&now, recorded) && md.is_file()) {
-            return None;
-        }
-        if let Ok(mut given) = self.given.lock() {
-            given.push(now);
-        }
-        Some(content.clone())
-    }
-
-    /// Fails when a file whose digest was given out changed since: the writer copied
-    /// bytes it did not hash, so the manifest would not describe them. Before the
-    /// outputs are committed.
-    pub fn check_unchanged(&self) -> Result<()> {
-        let given = self
-            .given
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a thread panicked while given known digests"))?;
-        for then in given.iter() {
-            let now = stamp(&then.path).unwrap_or_else(|_| missing(&then.path));
-            if !same_file(&now, then) {
-                anyhow::bail!(
-                    "{} changed while the image was being written; build again",
-                    then.path.display()
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
 fn read_record(plan: &Plan) -> Option<Record> {
     let bytes = std::fs::read(record_path(plan)).ok()?;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// A digest as [`FileDigest`]'s `Display` writes it.
-fn parse_digest(s: &str) -> Option<FileDigest> {
-    let hex_ok = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
-    match s.split_once(':')? {
-        ("sha256", h) if hex_ok(h) => Some(FileDigest::Sha256(h.to_string())),
-        ("sparse_sha256", h) if hex_ok(h) => Some(FileDigest::Sparse(h.to_string())),
-        _ => None,
-    }
 }
 
 fn now_ns() -> i64 {
@@ -523,109 +479,4 @@ fn unchanged(recorded: &Stamp) -> bool {
     same_stamp
         || host_digest(&recorded.path, None).unwrap_or_default()
             == recorded.digest.clone().unwrap_or_default()
-}
-
-/// What of a host path can reach an image: its kind, mode, owner and extended
-/// attributes, and its content (a file), target (a symlink) or names (a directory).
-/// Empty for a path that does not exist. A file's content digest is computed here
-/// (without reading holes) unless the writer's is given.
-fn host_digest(p: &Path, content: Option<&FileDigest>) -> Result<String> {
-    let m = match std::fs::symlink_metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
-    };
-    let xattrs = host_xattrs(p).unwrap_or_default();
-    let ft = m.file_type();
-    let what = if ft.is_file() {
-        SeenWhat::Content
-    } else if ft.is_symlink() {
-        SeenWhat::Target(std::fs::read_link(p)?)
-    } else if ft.is_dir() {
-        SeenWhat::Names(
-            std::fs::read_dir(p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .flatten()
-                .map(|e| e.file_name())
-                .collect(),
-        )
-    } else {
-        SeenWhat::Nothing
-    };
-    digest_of(p, &m, &xattrs, what, content)
-}
-
-/// [`host_digest`] of a path from what an overlay's walk read of it; an error (a file
-/// gone since) gives an empty digest, which no later look matches.
-fn seen_digest(s: Seen, content: Option<&FileDigest>) -> String {
-    digest_of(&s.path, &s.md, &s.xattrs, s.what, content).unwrap_or_default()
-}
-
-fn digest_of(
-    p: &Path,
-    m: &Metadata,
-    xattrs: &BTreeMap<String, Vec<u8>>,
-    what: SeenWhat,
-    content: Option<&FileDigest>,
-) -> Result<String> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut h = Sha256::new();
-    h.update(format!("{} {} {}\n", m.mode(), m.uid(), m.gid()));
-    for (name, value) in xattrs {
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update((value.len() as u64).to_le_bytes());
-        h.update(value);
-    }
-    match what {
-        SeenWhat::Content => {
-            let content = match content {
-                Some(c) => c.clone(),
-                None => {
-                    let f = std::fs::File::open(p)
-                        .with_context(|| format!("opening {}", p.display()))?;
-                    FileDigest::of_file(&f, m.len())
-                        .with_context(|| format!("reading {}", p.display()))?
-                }
-            };
-            h.update(content.to_string());
-        }
-        SeenWhat::Target(t) => h.update(t.as_os_str().as_bytes()),
-        SeenWhat::Names(mut names) => {
-            names.sort();
-            for n in names {
-                h.update(n.as_bytes());
-                h.update([0]);
-            }
-        }
-        SeenWhat::Nothing => {}
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_changed_after_its_digest_was_given_out_fails_the_build() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("a");
-        std::fs::write(&f, "one").unwrap();
-        let md = std::fs::metadata(&f).unwrap();
-        let digest = FileDigest::Sha256("00".repeat(32));
-        let known = HashMap::from([(f.clone(), (stamp_of(&f, &md), digest.clone()))]);
-        let k = KnownContents::new(known);
-        assert_eq!(k.get(&f, &md), Some(digest));
-        k.check_unchanged().unwrap();
-        // The same size, written a clock tick later.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&f, "two").unwrap();
-        let e = k.check_unchanged().unwrap_err().to_string();
-        assert!(
-            e.contains("changed while the image was being written"),
-            "{e}"
-        );
-        assert_eq!(k.get(&f, &std::fs::metadata(&f).unwrap()), None);
-    }
 }

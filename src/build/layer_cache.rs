@@ -15,8 +15,8 @@
 //! An entry is the tree in its stored form ([`crate::tree::stored`]) with the packages'
 //! units, what making them told the user (told again when taken back) and a checksum;
 //! contents stay in the cached packages. The initramfs that boots a disk is made of the
-//! packages alone too (the kernel's modules, busybox) and is kept the same way, as its
-//! sha256 and its bytes. A damaged entry is said so and made again. `--rebuild` makes
+//! packages alone too (the kernel's modules, busybox) and is kept the same way. Every
+//! entry carries a CRC-32C of its bytes; a damaged entry is said so and made again. `--rebuild` makes
 //! the layers afresh (and keeps the new entry). The [`KEEP`] most recently used entries
 //! are kept.
 
@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::uptodate::KeyHasher;
 use crate::plan::{KernelPlan, Plan};
@@ -36,7 +35,7 @@ use crate::util::cache::Cache;
 use crate::util::progress::{self, Line};
 
 /// Names the entries' form; bumped when it (or what a key covers) changes.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 /// Entries kept: a few profiles' worth, each up to a few MiB.
 pub const KEEP: usize = 16;
@@ -203,7 +202,7 @@ fn file_at(
     make: impl FnOnce() -> Result<()>,
 ) -> Result<bool> {
     if !fresh {
-        if let Some(bytes) = load_file(path) {
+        if let Some(bytes) = read_kept(path) {
             atomic::write(dest, &bytes)?;
             return Ok(true);
         }
@@ -211,7 +210,7 @@ fn file_at(
     make()?;
     let kept = std::fs::read(dest)
         .with_context(|| format!("reading {}", dest.display()))
-        .and_then(|bytes| store_file(path, &bytes));
+        .and_then(|bytes| keep(path, &bytes));
     if let Err(e) = kept {
         progress::warn(format!(
             "the layer cache could not keep {}: {e:#}",
@@ -221,50 +220,43 @@ fn file_at(
     Ok(false)
 }
 
-/// A kept file is its sha256 and its bytes: it is not compressed again (a boot
-/// initramfs already is), and a damaged one is found by its digest.
-fn load_file(path: &std::path::Path) -> Option<Vec<u8>> {
+/// The bytes of the entry at `path`, marked used; None when there is none, or (said so)
+/// when it is damaged. An entry is its bytes' CRC-32C, then its bytes: not compressed
+/// (a boot initramfs already is; a tree of a few MiB is read from the page cache in
+/// about a millisecond, where zstd took six).
+fn read_kept(path: &std::path::Path) -> Option<Vec<u8>> {
     let mut bytes = std::fs::read(path).ok()?;
-    let sound = bytes.len() >= 32 && Sha256::digest(&bytes[32..]).as_slice() == &bytes[..32];
+    let sound = bytes.len() >= 4 && crc32c::crc32c(&bytes[4..]).to_le_bytes() == bytes[..4];
     if !sound {
         progress::warn(format!("{} is damaged; making it again", path.display()));
         return None;
     }
-    touch(path);
-    bytes.drain(..32);
-    Some(bytes)
-}
-
-fn store_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let mut entry = Sha256::digest(bytes).to_vec();
-    entry.extend_from_slice(bytes);
-    keep(path, &entry)
-}
-
-/// Marks an entry used: the pruning keeps the most recently modified.
-fn touch(path: &std::path::Path) {
+    // Used: the pruning keeps the most recently modified.
     if let Ok(f) = std::fs::File::options().write(true).open(path) {
         let _ = f.set_modified(SystemTime::now());
     }
+    bytes.drain(..4);
+    Some(bytes)
 }
 
-/// Writes an entry and prunes the others.
+/// Writes an entry of `bytes` (see [`read_kept`]) and prunes the others.
 fn keep(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("the layer cache has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    atomic::write(path, bytes)?;
+    let mut entry = Vec::with_capacity(bytes.len() + 4);
+    entry.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
+    entry.extend_from_slice(bytes);
+    atomic::write(path, &entry)?;
     prune(dir, KEEP);
     Ok(())
 }
 
-/// The entry at `path`; None when there is none, or (with a warning) when it is damaged.
+/// The package layers kept at `path`; None when there are none, or (said so) when the
+/// entry is damaged.
 fn load(path: &std::path::Path) -> Option<PackageLayers> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = read_kept(path)?;
     match decode(&bytes) {
-        Ok(l) => {
-            touch(path);
-            Some(l)
-        }
+        Ok(l) => Some(l),
         Err(e) => {
             progress::warn(format!(
                 "{} is damaged ({e:#}); installing the packages again",
@@ -275,16 +267,8 @@ fn load(path: &std::path::Path) -> Option<PackageLayers> {
     }
 }
 
-/// An entry is its bytes' CRC-32C, then the units, what making them told, then the tree. Not compressed: the
-/// tree of a disk profile is a few MiB, most of it the package database, read from the
-/// page cache in about a millisecond where zstd took six.
-fn decode(bytes: &[u8]) -> Result<PackageLayers> {
-    anyhow::ensure!(bytes.len() >= 4, "cut short");
-    let (sum, plain) = bytes.split_at(4);
-    anyhow::ensure!(
-        crc32c::crc32c(plain).to_le_bytes() == sum,
-        "its checksum does not match"
-    );
+/// A tree entry's bytes: the units, what making them told, then the tree.
+fn decode(plain: &[u8]) -> Result<PackageLayers> {
     let mut r = plain;
     let mut take = |n: usize| -> Result<&[u8]> {
         anyhow::ensure!(n <= r.len(), "cut short");
@@ -339,9 +323,7 @@ fn store(path: &std::path::Path, l: &PackageLayers) -> Result<()> {
         plain.extend_from_slice(text.as_bytes());
     }
     plain.extend_from_slice(&stored::encode(&l.tree));
-    let mut entry = crc32c::crc32c(&plain).to_le_bytes().to_vec();
-    entry.extend_from_slice(&plain);
-    keep(path, &entry)
+    keep(path, &plain)
 }
 
 /// Removes all but the `keep` most recently used entries of `dir`.

@@ -111,18 +111,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
     let known_contents = key.known_contents(&plan, opts.rebuild);
     let known = |p: &Path, md: &std::fs::Metadata| known_contents.get(p, md);
     let seen = layers::assemble(&mut tree, lp, &plan, &renderer, &data, units, &known)?;
-    let reused = tree
-        .iter()
-        .filter(|(_, e)| {
-            matches!(
-                &e.kind,
-                Kind::File(Data::Host {
-                    digest: Some(_),
-                    ..
-                })
-            )
-        })
-        .count();
+    let reused = known_contents.given();
     progress::step(format!(
         "writing {} ({} entries, {}{})",
         plan.image.display(),

@@ -62,6 +62,8 @@ pub struct Key {
     /// When this build began, in nanoseconds since the Unix epoch: before it read any
     /// host file.
     began_ns: i64,
+    /// The last build's record, once read.
+    previous: std::cell::OnceCell<Option<Record>>,
     /// Host files and directories the profile or the command line names.
     named: Vec<PathBuf>,
     /// Directories whose whole contents become image files: overlays.
@@ -249,6 +251,7 @@ impl Key {
         Key {
             digest: h.finish(),
             began_ns: now_ns(),
+            previous: std::cell::OnceCell::new(),
             named,
             walked,
         }
@@ -261,7 +264,7 @@ impl Key {
     /// given it a later change time, which nobody can set back.
     pub fn known_contents(&self, plan: &Plan, rebuild: bool) -> KnownContents {
         let record = (!rebuild)
-            .then(|| read_record(plan))
+            .then(|| self.previous(plan))
             .flatten()
             .filter(|r| r.format == FORMAT && r.kiln == kiln_identity() && r.image == plan.image);
         let Some(r) = record else {
@@ -269,11 +272,11 @@ impl Key {
         };
         let known = r
             .hosts
-            .into_iter()
+            .iter()
             .filter(|s| s.ctime_ns < r.began_ns - SETTLED_NS)
             .filter_map(|s| {
                 let content = parse_digest(s.content.as_deref()?)?;
-                Some((s.path.clone(), (s, content)))
+                Some((s.path.clone(), (s.clone(), content)))
             })
             .collect();
         KnownContents::new(known)
@@ -282,7 +285,7 @@ impl Key {
     /// The outputs of `plan`, when they are those a build with this key made and nothing
     /// they were made from changed since; None when a build is due.
     pub fn up_to_date(&self, plan: &Plan) -> Option<Vec<PathBuf>> {
-        let r = read_record(plan)?;
+        let r = self.previous(plan)?;
         let current = r.format == FORMAT
             && r.key == self.digest
             && !r.outputs.is_empty()
@@ -290,7 +293,13 @@ impl Key {
                 .iter()
                 .all(|o| stamp(&o.path).ok().as_ref() == Some(o))
             && r.hosts.iter().all(unchanged);
-        current.then(|| r.outputs.into_iter().map(|o| o.path).collect())
+        current.then(|| r.outputs.iter().map(|o| o.path.clone()).collect())
+    }
+
+    /// The record of `plan`'s last build, read once: the up-to-date check and the known
+    /// contents both need it, and it holds a stamp per overlay path.
+    fn previous(&self, plan: &Plan) -> Option<&Record> {
+        self.previous.get_or_init(|| read_record(plan)).as_ref()
     }
 
     /// Forgets the record of `plan`'s outputs, before they are replaced.

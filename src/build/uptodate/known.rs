@@ -45,6 +45,11 @@ impl KnownContents {
         Some(content.clone())
     }
 
+    /// How many digests were given out.
+    pub fn given(&self) -> usize {
+        self.given.lock().map_or(0, |g| g.len())
+    }
+
     /// Fails when a file whose digest was given out changed since: the writer copied
     /// bytes it did not hash, so the manifest would not describe them. Before the
     /// outputs are committed.

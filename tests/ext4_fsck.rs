@@ -105,14 +105,7 @@ fn corpus(dir: &std::path::Path) -> Tree {
     }
     t.insert(
         "sparse/4g",
-        Entry::new(
-            Kind::File(Data::Host {
-                path: sparse,
-                size: 4 << 30,
-                digest: None,
-            }),
-            m(0o600),
-        ),
+        Entry::new(Kind::File(Data::host(sparse, 4 << 30)), m(0o600)),
     )
     .unwrap();
     // A file of alternating data and zero blocks: many extents, an extent tree.
@@ -366,14 +359,7 @@ fn the_manifest_digests_are_those_of_the_files_bytes() {
         expected.insert(format!("/{name}"), format!("sparse:{h}"));
         t.insert(
             name,
-            Entry::new(
-                Kind::File(Data::Host {
-                    path: path.clone(),
-                    size,
-                    digest: None,
-                }),
-                m(0o644),
-            ),
+            Entry::new(Kind::File(Data::host(path.clone(), size)), m(0o644)),
         )
         .unwrap();
     }

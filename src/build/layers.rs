@@ -138,11 +138,7 @@ fn add_host_boot(tree: &mut Tree, plan: &Plan) -> Result<()> {
             } else {
                 f.to_string_lossy().trim_start_matches('/').to_string()
             };
-            let data = Data::Host {
-                path: f.clone(),
-                size: md.len(),
-                digest: None,
-            };
+            let data = Data::host(f.clone(), md.len());
             tree.insert(&dest, exe(data, plan.epoch))?;
         }
     }
@@ -186,11 +182,7 @@ fn add_test_body(
         (None, Some(script), _) => {
             let md = std::fs::metadata(script as &Path)
                 .with_context(|| format!("reading test script {}", script.display()))?;
-            Data::Host {
-                path: script.0.clone(),
-                size: md.len(),
-                digest: None,
-            }
+            Data::host(script.0.clone(), md.len())
         }
         (None, None, Some(_)) => return Ok(()),
         (None, None, None) => bail!(

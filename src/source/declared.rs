@@ -79,11 +79,7 @@ fn binaries(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
             use std::os::unix::fs::PermissionsExt;
             let mode = md.permissions().mode() & 0o7777;
             let entry = Entry::new(
-                Kind::File(Data::Host {
-                    path: f.clone(),
-                    size: md.len(),
-                    digest: None,
-                }),
+                Kind::File(Data::host(f.clone(), md.len())),
                 Meta::new(mode, cx.mtime),
             );
             tree.insert(&dest, entry)?;
@@ -141,11 +137,7 @@ fn files(tree: &mut Tree, p: &Profile, cx: &DeclaredContext) -> Result<()> {
             (Some(src), _) => {
                 let md = std::fs::metadata(src.as_ref() as &std::path::Path)
                     .map_err(|e| f.error(format!("cannot read `{}`: {e}", src.display())))?;
-                Data::Host {
-                    path: src.0.clone(),
-                    size: md.len(),
-                    digest: None,
-                }
+                Data::host(src.0.clone(), md.len())
             }
             (None, Some(text)) if render => Data::bytes(
                 cx.renderer

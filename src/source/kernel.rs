@@ -186,11 +186,7 @@ pub fn installed_modules(image: &std::path::Path) -> Result<Option<KernelFiles>>
                 module_name(&rel),
                 (
                     format!("lib/modules/{release}/{rel}"),
-                    Data::Host {
-                        path: p.to_path_buf(),
-                        size,
-                        digest: None,
-                    },
+                    Data::host(p.to_path_buf(), size),
                 ),
             );
         }
@@ -201,11 +197,7 @@ pub fn installed_modules(image: &std::path::Path) -> Result<Option<KernelFiles>>
     let size = std::fs::metadata(image)?.len();
     Ok(Some(KernelFiles {
         release: release.to_string(),
-        vmlinuz: Data::Host {
-            path: image.to_path_buf(),
-            size,
-            digest: None,
-        },
+        vmlinuz: Data::host(image.to_path_buf(), size),
         modules,
         builtin,
         config: None,

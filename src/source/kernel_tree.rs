@@ -141,11 +141,7 @@ impl KernelTree {
                     module_name(&rel),
                     (
                         format!("lib/modules/{}/kernel/{rel}", self.release),
-                        Data::Host {
-                            path,
-                            size,
-                            digest: None,
-                        },
+                        Data::host(path, size),
                     ),
                 );
             }
@@ -157,18 +153,10 @@ impl KernelTree {
         let config_size = std::fs::metadata(&self.config)?.len();
         Ok(KernelFiles {
             release: self.release.clone(),
-            vmlinuz: Data::Host {
-                path: self.image.clone(),
-                size,
-                digest: None,
-            },
+            vmlinuz: Data::host(self.image.clone(), size),
             modules,
             builtin,
-            config: Some(Data::Host {
-                path: self.config.clone(),
-                size: config_size,
-                digest: None,
-            }),
+            config: Some(Data::host(self.config.clone(), config_size)),
         })
     }
 

@@ -44,6 +44,15 @@ impl Data {
         Data::Bytes(Arc::from(b.into().into_boxed_slice()))
     }
 
+    /// A host file of `size` bytes (as planned), its digest not known ahead.
+    pub fn host(path: impl Into<PathBuf>, size: u64) -> Data {
+        Data::Host {
+            path: path.into(),
+            size,
+            digest: None,
+        }
+    }
+
     /// Length of the contents in bytes (for a host file, as planned).
     pub fn len(&self) -> u64 {
         match self {

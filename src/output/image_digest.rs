@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use crate::tree::data::host_data_ranges_in;
-use crate::tree::digest::{aligned_ranges, segment_sha256, FileDigest, BLOCK, SEGMENT_BLOCKS};
+use crate::tree::digest::{
+    aligned_ranges, segment_sha256, FileDigest, Reader, Reading, BLOCK, SEGMENT_BLOCKS,
+};
 
 const SEGMENT: u64 = SEGMENT_BLOCKS * BLOCK;
 
@@ -109,7 +111,7 @@ impl WriteWatch {
         }
         let mut early = HashMap::new();
         let mut next = self.lo / SEGMENT;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut reader = Reader::new(Reading::Mapped);
         loop {
             let finished = self.finished.load(Ordering::Acquire);
             let frontier = self.frontier.load(Ordering::Acquire).min(self.hi);
@@ -125,7 +127,7 @@ impl WriteWatch {
                 let data = host_data_ranges_in(file, lo, hi)
                     .map(|r| aligned_ranges(&r, len))
                     .unwrap_or_else(|_| vec![(lo, hi)]);
-                if let Ok(sha) = segment_sha256(file, len, next, &data, &mut buf) {
+                if let Ok(sha) = segment_sha256(file, len, next, &data, &mut reader) {
                     early.insert(next, (at, sha));
                 }
                 next += 1;
@@ -164,7 +166,7 @@ pub fn digest(
     watch: &WriteWatch,
     early: &Early,
 ) -> std::io::Result<FileDigest> {
-    FileDigest::of_file_knowing(file, len, &|s| watch.known(early, s))
+    FileDigest::of_file_knowing(file, len, &|s| watch.known(early, s), Reading::Mapped)
 }
 
 #[cfg(test)]

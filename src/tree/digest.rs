@@ -24,7 +24,7 @@ use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
-pub use super::sparse::{segment_sha256, sparse_of_file, Sparse, SEGMENT_BLOCKS};
+pub use super::sparse::{segment_sha256, sparse_of_file, Reader, Reading, Sparse, SEGMENT_BLOCKS};
 
 /// The block size the sparse digest counts in (the ext4 block size kiln writes).
 pub const BLOCK: u64 = 4096;
@@ -51,38 +51,33 @@ impl FileDigest {
 
     /// The digest of the first `len` bytes of a host file, reading only its data ranges.
     pub fn of_file(f: &File, len: u64) -> io::Result<FileDigest> {
-        FileDigest::of_file_knowing(f, len, &|_| None)
+        FileDigest::of_file_knowing(f, len, &|_| None, Reading::Copied)
     }
 
     /// [`FileDigest::of_file`], taking the sparse digest's segments `known` gives (see
-    /// [`sparse_of_file`]) as they are instead of reading them.
+    /// [`sparse_of_file`]) as they are instead of reading them, and reading the rest as
+    /// `how` says.
     pub fn of_file_knowing(
         f: &File,
         len: u64,
         known: &dyn Fn(u64) -> Option<Option<[u8; 32]>>,
+        how: Reading,
     ) -> io::Result<FileDigest> {
         let ranges = aligned_ranges(&super::data::host_data_ranges(f, len)?, len);
         let data: u64 = ranges.iter().map(|&(a, b)| b.min(len) - a.min(len)).sum();
         if len - data.min(len) > PLAIN_LIMIT {
             // The sparse digest from the start: its segments on every core.
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            return sparse_of_file(f, len, &ranges, threads, known).map(FileDigest::Sparse);
+            return sparse_of_file(f, len, &ranges, threads, known, how).map(FileDigest::Sparse);
         }
         let reread = |buf: &mut [u8], at: u64| f.read_exact_at(buf, at);
         let mut h = FileHasher::new(len, &ranges);
-        // Sized to the file: checks of many small files must not clear a megabyte each.
-        let mut buf = vec![0u8; len.clamp(1, 1 << 20) as usize];
+        let mut reader = Reader::new(how);
         let mut pos = 0;
         for &(a, b) in &ranges {
             h.hole(a - pos, &reread)?;
             let b = b.min(len);
-            let mut at = a;
-            while at < b {
-                let n = (b - at).min(buf.len() as u64) as usize;
-                f.read_exact_at(&mut buf[..n], at)?;
-                h.data(&buf[..n], &[], &reread)?;
-                at += n as u64;
-            }
+            reader.pieces(f, a, b, &mut |_, piece| h.data(piece, &[], &reread))?;
             pos = b;
         }
         h.hole(len - pos, &reread)?;
@@ -350,27 +345,27 @@ mod tests {
             &crate::tree::data::host_data_ranges(&f, len as u64).unwrap(),
             len as u64,
         );
-        for threads in [1, 3] {
-            let got = sparse_of_file(&f, len as u64, &data, threads, &|_| None).unwrap();
-            assert_eq!(got, want, "{threads} threads");
+        for (threads, how) in [(1, Reading::Copied), (3, Reading::Mapped)] {
+            let got = sparse_of_file(&f, len as u64, &data, threads, &|_| None, how).unwrap();
+            assert_eq!(got, want, "{threads} threads, {how:?}");
         }
         // A segment known ahead is taken as given, not read: a wrong one shows.
-        let mut buf = vec![0u8; 1 << 20];
-        let s3 = segment_sha256(&f, len as u64, 3, &data, &mut buf).unwrap();
+        let s3 =
+            segment_sha256(&f, len as u64, 3, &data, &mut Reader::new(Reading::Copied)).unwrap();
         let known = |s: u64| (s == 3).then_some(s3);
         assert_eq!(
-            sparse_of_file(&f, len as u64, &data, 2, &known).unwrap(),
+            sparse_of_file(&f, len as u64, &data, 2, &known, Reading::Mapped).unwrap(),
             want
         );
         let wrong = |s: u64| (s == 3).then_some(Some([0u8; 32]));
         assert_ne!(
-            sparse_of_file(&f, len as u64, &data, 2, &wrong).unwrap(),
+            sparse_of_file(&f, len as u64, &data, 2, &wrong, Reading::Copied).unwrap(),
             want
         );
         // With fewer zeros than the limit, a file's digest stays the plain one.
-        assert_eq!(
-            FileDigest::of_file(&f, len as u64).unwrap(),
-            FileDigest::of_bytes(&content)
-        );
+        let plain = FileDigest::of_bytes(&content);
+        assert_eq!(FileDigest::of_file(&f, len as u64).unwrap(), plain);
+        let mapped = FileDigest::of_file_knowing(&f, len as u64, &|_| None, Reading::Mapped);
+        assert_eq!(mapped.unwrap(), plain);
     }
 }

@@ -70,6 +70,82 @@ impl Sparse {
     }
 }
 
+/// How a digest gets at a file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Copied out with `pread`: safe whatever happens to the file meanwhile.
+    Copied,
+    /// Mapped from the page cache, without the copy (on a disk build, a copy of every
+    /// byte of the image). A file truncated under a mapping kills the process with
+    /// SIGBUS, so this is only for a file no one else writes: the image kiln is writing,
+    /// in its own locked temporary file.
+    Mapped,
+}
+
+/// At most this much of a file is mapped at once: its page tables stay small.
+const MAPPED_PIECE: u64 = 16 << 20;
+
+/// Where [`Reading`] puts the bytes: a buffer reused from range to range, or nothing.
+pub struct Reader {
+    how: Reading,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    /// A reader that reads the way `how` says.
+    pub fn new(how: Reading) -> Reader {
+        Reader {
+            how,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Calls `each` with the bytes `a..b` of `f`, front to back, in pieces of whole
+    /// blocks (the last one as far as `b`), with each piece's offset.
+    pub fn pieces(
+        &mut self,
+        f: &File,
+        a: u64,
+        b: u64,
+        each: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if a >= b {
+            return Ok(());
+        }
+        if self.how == Reading::Mapped {
+            let mut at = a;
+            while at < b {
+                let n = (b - at).min(MAPPED_PIECE);
+                // SAFETY: a mapping of bytes below the file's size, of a file only this
+                // process writes (see `Reading::Mapped`); its bytes are only read.
+                let map = unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(at)
+                        .len(n as usize)
+                        .populate()
+                        .map(f)?
+                };
+                each(at, &map)?;
+                at += n;
+            }
+            return Ok(());
+        }
+        // Sized to what is read: checks of many small files must not clear a megabyte each.
+        let want = (b - a).min(1 << 20) as usize;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let mut at = a;
+        while at < b {
+            let n = (b - at).min(self.buf.len() as u64) as usize;
+            f.read_exact_at(&mut self.buf[..n], at)?;
+            each(at, &self.buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
 /// The sha256 of one segment of the first `len` bytes of `f`, as the sparse digest takes
 /// it, reading only `data` (the file's data ranges, as [`aligned_ranges`](super::digest::aligned_ranges) gives them);
 /// None when the segment holds no non-zero byte.
@@ -78,26 +154,22 @@ pub fn segment_sha256(
     len: u64,
     segment: u64,
     data: &[(u64, u64)],
-    buf: &mut [u8],
+    reader: &mut Reader,
 ) -> io::Result<Option<[u8; 32]>> {
     let bytes = SEGMENT_BLOCKS * BLOCK;
     let (lo, hi) = (segment * bytes, ((segment + 1) * bytes).min(len));
     let mut h: Option<Sha256> = None;
     for &(a, b) in data {
-        let (a, b) = (a.max(lo), b.min(hi));
-        let mut at = a;
-        while at < b {
-            let n = (b - at).min(buf.len() as u64) as usize;
-            f.read_exact_at(&mut buf[..n], at)?;
-            for (k, block) in buf[..n].chunks(BLOCK as usize).enumerate() {
+        reader.pieces(f, a.max(lo), b.min(hi), &mut |at, piece| {
+            for (k, block) in piece.chunks(BLOCK as usize).enumerate() {
                 if !is_zero(block) {
                     let h = h.get_or_insert_with(Sha256::new);
                     h.update((at / BLOCK + k as u64).to_le_bytes());
                     h.update(block);
                 }
             }
-            at += n as u64;
-        }
+            Ok(())
+        })?;
     }
     Ok(h.map(|h| h.finalize().into()))
 }
@@ -111,6 +183,7 @@ pub fn sparse_of_file(
     data: &[(u64, u64)],
     threads: usize,
     done: &dyn Fn(u64) -> Option<Option<[u8; 32]>>,
+    how: Reading,
 ) -> io::Result<String> {
     let seg_bytes = SEGMENT_BLOCKS * BLOCK;
     // The segments holding data ranges, each once, in order.
@@ -128,7 +201,7 @@ pub fn sparse_of_file(
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 scope.spawn(|| -> io::Result<Vec<(usize, Option<[u8; 32]>)>> {
-                    let mut buf = vec![0u8; 1 << 20];
+                    let mut reader = Reader::new(how);
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -136,7 +209,7 @@ pub fn sparse_of_file(
                             return Ok(out);
                         };
                         if sums[i].is_none() {
-                            out.push((i, segment_sha256(f, len, s, data, &mut buf)?));
+                            out.push((i, segment_sha256(f, len, s, data, &mut reader)?));
                         }
                     }
                 })

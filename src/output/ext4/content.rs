@@ -11,42 +11,37 @@ use crate::tree::Data;
 
 pub(super) const CHUNK: usize = 1 << 20;
 
-/// Collects consecutive non-zero blocks and writes them as runs.
-struct Pending {
-    data: Vec<u8>,
+/// Writes the non-zero blocks of `data` (whole blocks, the first of them logical block
+/// `logical` of the file) in runs straight from `data`, without a copy; all-zero blocks
+/// stay holes. Pushes each block's zero flag to `zero`; returns the blocks written.
+fn put_data(
+    io: &mut Io,
     logical: u64,
-    written: u64,
-}
-
-impl Pending {
-    fn flush(&mut self, io: &mut Io, runs: &mut Vec<(u64, u64, u64)>) -> Result<()> {
-        if !self.data.is_empty() {
-            io.put_blocks(self.logical, &self.data, runs)?;
-            self.written += self.data.len() as u64 / BLOCK;
-            self.data.clear();
+    data: &[u8],
+    runs: &mut Vec<(u64, u64, u64)>,
+    zero: &mut Vec<bool>,
+) -> Result<u64> {
+    let bs = BLOCK as usize;
+    let blocks = data.len() / bs;
+    let mut written = 0u64;
+    let mut run_start: Option<usize> = None;
+    for k in 0..=blocks {
+        let data_block = k < blocks && {
+            let z = is_zero(&data[k * bs..(k + 1) * bs]);
+            zero.push(z);
+            !z
+        };
+        match (data_block, run_start) {
+            (true, None) => run_start = Some(k),
+            (false, Some(s)) => {
+                io.put_blocks(logical + s as u64, &data[s * bs..k * bs], runs)?;
+                written += (k - s) as u64;
+                run_start = None;
+            }
+            _ => {}
         }
-        Ok(())
     }
-
-    fn push(
-        &mut self,
-        io: &mut Io,
-        runs: &mut Vec<(u64, u64, u64)>,
-        logical: u64,
-        block: &[u8],
-    ) -> Result<()> {
-        if !self.data.is_empty() && self.logical + self.data.len() as u64 / BLOCK != logical {
-            self.flush(io, runs)?;
-        }
-        if self.data.is_empty() {
-            self.logical = logical;
-        }
-        self.data.extend_from_slice(block);
-        if self.data.len() >= CHUNK {
-            self.flush(io, runs)?;
-        }
-        Ok(())
-    }
+    Ok(written)
 }
 
 /// Files at most this large are read whole, ahead of time, by worker threads.
@@ -82,20 +77,7 @@ pub(super) fn write_bytes(
     let mut runs = Vec::new();
     let bs = BLOCK as usize;
     let full = data.len() / bs;
-    let mut written = 0u64;
-    let mut run_start: Option<usize> = None;
-    for k in 0..=full {
-        let data_block = k < full && !is_zero(&data[k * bs..(k + 1) * bs]);
-        match (data_block, run_start) {
-            (true, None) => run_start = Some(k),
-            (false, Some(s)) => {
-                io.put_blocks(s as u64, &data[s * bs..k * bs], &mut runs)?;
-                written += (k - s) as u64;
-                run_start = None;
-            }
-            _ => {}
-        }
-    }
+    let mut written = put_data(io, 0, &data[..full * bs], &mut runs, &mut Vec::new())?;
     let tail = &data[full * bs..];
     if !tail.is_empty() && !is_zero(tail) {
         let last = &mut bufs.read[..bs];
@@ -115,14 +97,12 @@ pub(super) fn write_bytes(
 /// Buffers reused from file to file.
 pub(super) struct Buffers {
     read: Vec<u8>,
-    pending: Vec<u8>,
 }
 
 impl Buffers {
     pub(super) fn new() -> Buffers {
         Buffers {
             read: vec![0u8; CHUNK],
-            pending: Vec::with_capacity(CHUNK + BLOCK as usize),
         }
     }
 }
@@ -235,12 +215,7 @@ pub(super) fn write_file(
             Some(_) => None,
         };
         let mut runs = Vec::new();
-        bufs.pending.clear();
-        let mut pending = Pending {
-            data: std::mem::take(&mut bufs.pending),
-            logical: 0,
-            written: 0,
-        };
+        let mut written = 0u64;
         let reading = || format!("reading {}", d.describe());
         let mut pos = 0u64;
         for (a, b) in ranges.iter().copied() {
@@ -265,15 +240,9 @@ pub(super) fn write_file(
                     .read_exact_at(&mut chunk[..real], at)
                     .with_context(reading)?;
                 let mut zero = Vec::with_capacity(CHUNK / BLOCK as usize);
-                for (k, block) in chunk.chunks(BLOCK as usize).enumerate() {
-                    let z = is_zero(block);
-                    zero.push(z);
-                    if !z {
-                        pending.push(io, &mut runs, at / BLOCK + k as u64, block)?;
-                    } else {
-                        pending.flush(io, &mut runs)?;
-                    }
-                }
+                // Runs split at a chunk's end are allocated back to back and merged
+                // into one extent.
+                written += put_data(io, at / BLOCK, chunk, &mut runs, &mut zero)?;
                 if let Some(h) = &hasher {
                     h.send(ToHash::Data {
                         buf: std::mem::take(buf),
@@ -285,11 +254,9 @@ pub(super) fn write_file(
             }
             pos = b.min(size);
         }
-        pending.flush(io, &mut runs)?;
         if let Some(h) = &hasher {
             h.send(ToHash::Hole(size - pos))?;
         }
-        bufs.pending = std::mem::take(&mut pending.data);
         let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
         let digest = match (hasher, known) {
             (Some(h), _) => h.finish()?,
@@ -299,7 +266,7 @@ pub(super) fn write_file(
         Ok((
             Written {
                 i_block,
-                blocks: pending.written + tree_blocks,
+                blocks: written + tree_blocks,
                 flags: EXTENTS_FL,
             },
             digest,

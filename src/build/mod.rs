@@ -183,6 +183,7 @@ pub fn build(lp: &LoadedProfile, opts: &BuildOptions) -> Result<Built> {
         Ok((outputs, inputs))
     })?;
     key.record(&plan, inputs, &outputs)?;
+    crate::util::background::drop_in_background((tree, key, known_contents));
     let size = std::fs::metadata(&plan.image).map(|m| m.len()).unwrap_or(0);
     progress::step(format!(
         "built {} ({}, {}) in {:.1}s",

@@ -18,6 +18,7 @@ pub fn build(a: &ProfileArgs, json: bool, printer: &Printer) -> Result<ExitStatu
         let report = BuildReport::of(&a.profile, &built)?;
         printer.out(serde_json::to_string(&report)?);
     }
+    crate::util::background::drop_in_background(built);
     Ok(ExitStatus::SUCCESS)
 }
 

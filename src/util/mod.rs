@@ -3,6 +3,7 @@
 //! about profiles, images or VMs.
 
 pub mod atomic;
+pub mod background;
 pub mod cache;
 pub mod cycle;
 pub mod decompress;

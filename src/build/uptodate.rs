@@ -22,7 +22,7 @@
 //! that a build that is not a no-op need not hash again the overlay files that did not
 //! change: see [`Key::known_contents`].
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;

@@ -5,7 +5,7 @@
 //! links sharing one inode number with the data carried by the last name (as GNU cpio
 //! does, and as the kernel accepts), timestamps from the tree.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 

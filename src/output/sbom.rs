@@ -313,7 +313,7 @@ pub fn spdx(manifest: &Manifest) -> Result<String> {
         packages.push(pkg);
     }
     // By path once: an overlay of the host's files can name every entry of the image.
-    let by_path: std::collections::HashMap<&str, &crate::output::manifest::ManifestEntry> =
+    let by_path: foldhash::HashMap<&str, &crate::output::manifest::ManifestEntry> =
         manifest
             .entries
             .iter()

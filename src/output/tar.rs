@@ -1,7 +1,7 @@
 //! Uncompressed tar writer (GNU format, numeric owners, PAX records for xattrs): for
 //! importing an image elsewhere, or comparing with tools that emit tar.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::io::{BufWriter, Read};
 use std::path::Path;
 

@@ -61,7 +61,7 @@ pub fn add_overlay(
     // Indexes in `seen` of the directories being walked, by depth, for their names.
     let mut open: Vec<(usize, usize)> = Vec::new();
     // Host inode → first image path, so host hard links stay hard links.
-    let mut links: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
+    let mut links: foldhash::HashMap<(u64, u64), String> = Default::default();
     walk_looked(src, |item, looked| {
         let Looked { md, xattrs, target } = looked?;
         if md.is_dir() != item.walked_into() {

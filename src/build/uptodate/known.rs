@@ -2,7 +2,7 @@
 //! files that cannot have changed since, so that they are not hashed again; and the
 //! check, before the outputs are committed, that none of those changed meanwhile.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
@@ -92,7 +92,7 @@ mod tests {
         std::fs::write(&f, "one").unwrap();
         let md = std::fs::metadata(&f).unwrap();
         let digest = FileDigest::Sha256("00".repeat(32));
-        let known = HashMap::from([(f.clone(), (stamp_of(&f, &md), digest.clone()))]);
+        let known = HashMap::from_iter([(f.clone(), (stamp_of(&f, &md), digest.clone()))]);
         let k = KnownContents::new(known);
         assert_eq!(k.get(&f, &md), Some(digest));
         k.check_unchanged().unwrap();

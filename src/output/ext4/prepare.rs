@@ -1,7 +1,7 @@
 //! Before a byte is written: inode numbers in path order, directory contents and their
 //! blocks, link counts, and a geometry large enough for it all.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use anyhow::{bail, Context, Result};
 

@@ -7,7 +7,7 @@
 //! are held in memory. The target must read as zeros where nothing is written (a new
 //! sparse file), which is why unused inode tables and journal blocks are never written.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 

@@ -313,12 +313,11 @@ pub fn spdx(manifest: &Manifest) -> Result<String> {
         packages.push(pkg);
     }
     // By path once: an overlay of the host's files can name every entry of the image.
-    let by_path: foldhash::HashMap<&str, &crate::output::manifest::ManifestEntry> =
-        manifest
-            .entries
-            .iter()
-            .map(|e| (e.path.as_str(), e))
-            .collect();
+    let by_path: foldhash::HashMap<&str, &crate::output::manifest::ManifestEntry> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
     for (i, path) in manifest.host_files.iter().enumerate() {
         let mut file = Package::new(format!("SPDXRef-HostFile-{}", i + 1), path);
         file.primary_package_purpose = Some("FILE");

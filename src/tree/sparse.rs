@@ -112,23 +112,27 @@ impl Reader {
         if a >= b {
             return Ok(());
         }
-        if self.how == Reading::Mapped {
-            let mut at = a;
-            while at < b {
-                let n = (b - at).min(MAPPED_PIECE);
-                // SAFETY: a mapping of bytes below the file's size, of a file only this
-                // process writes (see `Reading::Mapped`); its bytes are only read.
-                let map = unsafe {
-                    memmap2::MmapOptions::new()
-                        .offset(at)
-                        .len(n as usize)
-                        .populate()
-                        .map(f)?
-                };
-                each(at, &map)?;
-                at += n;
+        let mut a = a;
+        while self.how == Reading::Mapped && a < b {
+            let n = (b - a).min(MAPPED_PIECE);
+            // SAFETY: a mapping of bytes below the file's size, of a file only this
+            // process writes (see `Reading::Mapped`); its bytes are only read.
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(a)
+                    .len(n as usize)
+                    .populate()
+                    .map(f)
+            };
+            match map {
+                Ok(map) => each(a, &map)?,
+                // A file system that cannot map files (some FUSE ones): read instead.
+                Err(_) => {
+                    self.how = Reading::Copied;
+                    break;
+                }
             }
-            return Ok(());
+            a += n;
         }
         // Sized to what is read: checks of many small files must not clear a megabyte each.
         let want = (b - a).min(1 << 20) as usize;
@@ -235,4 +239,44 @@ pub fn sparse_of_file(
         }
     }
     Ok(h.finish(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(how: Reading, f: &File, a: u64, b: u64) -> (Vec<u8>, Reading) {
+        let mut r = Reader::new(how);
+        let mut got = Vec::new();
+        r.pieces(f, a, b, &mut |at, piece| {
+            assert_eq!(at, a + got.len() as u64);
+            got.extend_from_slice(piece);
+            Ok(())
+        })
+        .unwrap();
+        (got, r.how)
+    }
+
+    #[test]
+    fn a_mapped_read_gives_the_bytes_a_copied_one_does() {
+        let f = tempfile::tempfile().unwrap();
+        let bytes: Vec<u8> = (0..3 * MAPPED_PIECE + 5000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        f.write_all_at(&bytes, 0).unwrap();
+        let (a, b) = (4096, bytes.len() as u64);
+        let (mapped, how) = read(Reading::Mapped, &f, a, b);
+        assert_eq!(how, Reading::Mapped);
+        assert_eq!(mapped, read(Reading::Copied, &f, a, b).0);
+        assert_eq!(mapped, &bytes[a as usize..]);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_mapped_is_read() {
+        // The kernel's files cannot be mapped, but can be read at an offset.
+        let f = File::open("/proc/self/cmdline").unwrap();
+        let (got, how) = read(Reading::Mapped, &f, 0, 4);
+        assert_eq!(how, Reading::Copied);
+        assert_eq!(got, read(Reading::Copied, &f, 0, 4).0);
+    }
 }

@@ -76,9 +76,10 @@ pub enum Reading {
     /// Copied out with `pread`: safe whatever happens to the file meanwhile.
     Copied,
     /// Mapped from the page cache, without the copy (on a disk build, a copy of every
-    /// byte of the image). A file truncated under a mapping kills the process with
-    /// SIGBUS, so this is only for a file no one else writes: the image kiln is writing,
-    /// in its own locked temporary file.
+    /// byte of the image). A file truncated under a mapping, or a page the kernel fails
+    /// to read back from the disk, kills the process with SIGBUS instead of returning an
+    /// error, so this is only for a file no one else writes: the image kiln is writing,
+    /// in its own locked temporary file, whose pages it has just written.
     Mapped,
 }
 
@@ -113,10 +114,18 @@ impl Reader {
             return Ok(());
         }
         let mut a = a;
+        if self.how == Reading::Mapped && b > f.metadata()?.len() {
+            // Past the end, a mapping's pages would fault: the copy reports it instead.
+            self.how = Reading::Copied;
+        }
         while self.how == Reading::Mapped && a < b {
             let n = (b - a).min(MAPPED_PIECE);
-            // SAFETY: a mapping of bytes below the file's size, of a file only this
-            // process writes (see `Reading::Mapped`); its bytes are only read.
+            // SAFETY: the bytes lie below the file's size (checked above), and only this
+            // process writes the file (see `Reading::Mapped`). Its writer may rewrite a
+            // segment the thread hashing behind it has mapped (the file system's
+            // metadata comes last): the bytes are then only compared with zero and
+            // hashed, with no length or index taken from them, and that segment's hash
+            // is thrown away by its generation count (`output::image_digest`).
             let map = unsafe {
                 memmap2::MmapOptions::new()
                     .offset(a)

@@ -13,13 +13,14 @@ pub(super) const CHUNK: usize = 1 << 20;
 
 /// Writes the non-zero blocks of `data` (whole blocks, the first of them logical block
 /// `logical` of the file) in runs straight from `data`, without a copy; all-zero blocks
-/// stay holes. Pushes each block's zero flag to `zero`; returns the blocks written.
+/// stay holes. Pushes each block's zero flag to `zero`, if given; returns the blocks
+/// written.
 fn put_data(
     io: &mut Io,
     logical: u64,
     data: &[u8],
     runs: &mut Vec<(u64, u64, u64)>,
-    zero: &mut Vec<bool>,
+    mut zero: Option<&mut Vec<bool>>,
 ) -> Result<u64> {
     let bs = BLOCK as usize;
     let blocks = data.len() / bs;
@@ -28,7 +29,9 @@ fn put_data(
     for k in 0..=blocks {
         let data_block = k < blocks && {
             let z = is_zero(&data[k * bs..(k + 1) * bs]);
-            zero.push(z);
+            if let Some(zero) = zero.as_deref_mut() {
+                zero.push(z);
+            }
             !z
         };
         match (data_block, run_start) {
@@ -77,7 +80,7 @@ pub(super) fn write_bytes(
     let mut runs = Vec::new();
     let bs = BLOCK as usize;
     let full = data.len() / bs;
-    let mut written = put_data(io, 0, &data[..full * bs], &mut runs, &mut Vec::new())?;
+    let mut written = put_data(io, 0, &data[..full * bs], &mut runs, None)?;
     let tail = &data[full * bs..];
     if !tail.is_empty() && !is_zero(tail) {
         let last = &mut bufs.read[..bs];
@@ -242,7 +245,7 @@ pub(super) fn write_file(
                 let mut zero = Vec::with_capacity(CHUNK / BLOCK as usize);
                 // Runs split at a chunk's end are allocated back to back and merged
                 // into one extent.
-                written += put_data(io, at / BLOCK, chunk, &mut runs, &mut zero)?;
+                written += put_data(io, at / BLOCK, chunk, &mut runs, Some(&mut zero))?;
                 if let Some(h) = &hasher {
                     h.send(ToHash::Data {
                         buf: std::mem::take(buf),

@@ -288,11 +288,10 @@ impl ImageWriter for DiskOptions {
 /// The sha256 of the first `len` bytes of `file`, as `sha256sum` gives it, with its
 /// holes hashed as the zeros they read as, without reading them.
 fn sparse_sha256(file: &File, len: u64) -> Result<String> {
+    use crate::tree::digest::{Reader, Reading};
     use sha2::{Digest, Sha256};
-    use std::os::unix::fs::FileExt;
     const CHUNK: usize = 1 << 20;
     let zeros = vec![0u8; CHUNK];
-    let mut buf = vec![0u8; CHUNK];
     let mut h = Sha256::new();
     let mut at = 0u64;
     let zero_run = |h: &mut Sha256, mut n: u64| {
@@ -302,15 +301,14 @@ fn sparse_sha256(file: &File, len: u64) -> Result<String> {
             n -= k as u64;
         }
     };
+    // kiln's own image, written and closed to other writers: mapped, not copied out.
+    let mut reader = Reader::new(Reading::Mapped);
     for (start, n) in crate::tree::data::host_data_ranges(file, len)? {
         zero_run(&mut h, start - at);
-        let mut done = 0u64;
-        while done < n {
-            let k = (n - done).min(CHUNK as u64) as usize;
-            file.read_exact_at(&mut buf[..k], start + done)?;
-            h.update(&buf[..k]);
-            done += k as u64;
-        }
+        reader.pieces(file, start, start + n, &mut |_, piece| {
+            h.update(piece);
+            Ok(())
+        })?;
         at = start + n;
     }
     zero_run(&mut h, len - at);

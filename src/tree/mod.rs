@@ -164,11 +164,26 @@ impl std::error::Error for TreeError {}
 const MAX_SYMLINK_HOPS: usize = 40;
 
 /// The image's entries keyed by normalised path ("" is the root directory).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Tree {
     entries: BTreeMap<String, Entry>,
     /// Metadata given to directories created because something was put inside them.
     pub implicit_dir: Meta,
+    /// A path stored as a directory now, where the last insert landed or went into.
+    /// Every stored entry's ancestors are stored directories, so a path inside it needs
+    /// neither symlinks resolved nor parents made: a walk inserting a directory's entries
+    /// one after another skips a lookup per ancestor for each of them.
+    dir_hint: Option<String>,
+}
+
+// Without the insert hint: two trees with the same entries print the same.
+impl fmt::Debug for Tree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tree")
+            .field("entries", &self.entries)
+            .field("implicit_dir", &self.implicit_dir)
+            .finish()
+    }
 }
 
 impl Tree {
@@ -180,6 +195,7 @@ impl Tree {
         Tree {
             entries,
             implicit_dir,
+            dir_hint: None,
         }
     }
 
@@ -313,10 +329,36 @@ impl Tree {
             }
             return Ok((String::new(), replaced));
         }
-        let path = self.resolve_parent(path)?;
-        if let Some(parent) = path::parent(&path) {
-            self.ensure_dirs(parent, &mut replaced);
-        }
+        let path = match (&self.dir_hint, path::parent(path)) {
+            (Some(hint), Some(parent)) if hint == parent => path.to_string(),
+            _ => {
+                let path = self.resolve_parent(path)?;
+                if let Some(parent) = path::parent(&path) {
+                    self.ensure_dirs(parent, &mut replaced);
+                }
+                path
+            }
+        };
+        let is_dir = entry.is_dir();
+        let parent = path::parent(&path).map(str::to_string);
+        let (landed, replaced) = self.place(path, entry, replaced)?;
+        // Its parent is a directory now (made so above), and so is a directory that
+        // landed where it was asked to (not through a symlink).
+        self.dir_hint = match is_dir {
+            true if parent.as_deref() == path::parent(&landed) => Some(landed.clone()),
+            true => None,
+            false => parent,
+        };
+        Ok((landed, replaced))
+    }
+
+    /// Stores `entry` at `path`, whose parent is a stored directory.
+    fn place(
+        &mut self,
+        path: String,
+        entry: Entry,
+        mut replaced: Vec<Replaced>,
+    ) -> Result<(String, Vec<Replaced>), TreeError> {
         match (self.entries.get(&path), &entry.kind) {
             (Some(old), Kind::Dir) if old.is_dir() => {
                 if let Some(old) = self.entries.get_mut(&path) {
@@ -362,6 +404,7 @@ impl Tree {
 
     /// Removes an entry and, for a directory, everything below it. Returns how many entries went.
     pub fn remove_tree(&mut self, path: &str) -> usize {
+        self.dir_hint = None;
         if path.is_empty() {
             let n = self.entries.len() - 1;
             let root = self.entries.remove("");
@@ -447,6 +490,36 @@ mod tests {
             Kind::File(Data::Bytes(b)) => assert_eq!(&b[..], b"b"),
             _ => panic!(),
         }
+    }
+
+    /// Inserts one after another, as a walk makes them, where what the last insert went
+    /// into has since been replaced, removed or reached through a symlink.
+    #[test]
+    fn inserts_after_the_last_directory_changed_land_where_they_should() {
+        let dir = || Entry::new(Kind::Dir, Meta::new(0o755, 0));
+        let mut t = Tree::new(0);
+        t.insert("a", dir()).unwrap();
+        t.insert("a/x", file("1")).unwrap();
+        t.insert("a", file("2")).unwrap();
+        let (landed, rep) = t.insert("a/y", file("3")).unwrap();
+        assert_eq!(landed, "a/y");
+        assert!(t.get("a").unwrap().is_dir());
+        assert!(!t.contains("a/x"));
+        assert_eq!((rep[0].old, rep[0].new), ("file", "directory"));
+
+        t.insert("usr/lib", dir()).unwrap();
+        let link = Entry::new(Kind::Symlink("usr/lib".into()), Meta::new(0o777, 0));
+        t.insert("lib", link).unwrap();
+        assert_eq!(t.insert("lib/z", file("4")).unwrap().0, "usr/lib/z");
+        assert_eq!(t.insert("lib/w", file("5")).unwrap().0, "usr/lib/w");
+        assert_eq!(t.insert("lib", dir()).unwrap().0, "usr/lib");
+        assert_eq!(t.insert("lib/v", file("6")).unwrap().0, "usr/lib/v");
+
+        t.remove_tree("usr");
+        assert_eq!(t.insert("usr/lib/r", file("7")).unwrap().0, "usr/lib/r");
+        assert!(t.get("usr").unwrap().is_dir());
+        assert!(t.get("usr/lib").unwrap().is_dir());
+        assert!(!t.contains("usr/lib/z"));
     }
 
     #[test]

@@ -178,6 +178,7 @@ pub fn decode(bytes: &[u8]) -> Result<Tree, TreeError> {
     Ok(Tree {
         entries,
         implicit_dir,
+        dir_hint: None,
     })
 }
 

@@ -59,8 +59,8 @@ pub(super) fn prefetch(d: &Data) -> Result<Prefetched> {
     let r = d
         .open()
         .with_context(|| format!("reading {}", d.describe()))?;
-    let mut bytes = vec![0u8; d.len() as usize];
-    r.read_exact_at(&mut bytes, 0)
+    let bytes = r
+        .read_all()
         .with_context(|| format!("reading {}", d.describe()))?;
     let digest = match d.known_digest() {
         Some(k) => k.clone(),
@@ -100,12 +100,15 @@ pub(super) fn write_bytes(
 /// Buffers reused from file to file.
 pub(super) struct Buffers {
     read: Vec<u8>,
+    /// Buffers a file's hashing thread is done with, for the next large file's.
+    pool: Vec<Vec<u8>>,
 }
 
 impl Buffers {
     pub(super) fn new() -> Buffers {
         Buffers {
             read: vec![0u8; CHUNK],
+            pool: Vec::new(),
         }
     }
 }
@@ -177,17 +180,26 @@ impl<'scope> BesideHasher<'scope> {
             .map_err(|_| anyhow::anyhow!("the hashing thread stopped"))
     }
 
-    /// A buffer of `CHUNK` bytes: one the hasher is done with, else a new one.
-    fn buffer(&self) -> Vec<u8> {
-        self.spare.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK])
+    /// A buffer of `CHUNK` bytes: one the hasher is done with, else one kept from an
+    /// earlier file, else a new one.
+    fn buffer(&self, pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .ok()
+            .or_else(|| pool.pop())
+            .unwrap_or_else(|| vec![0u8; CHUNK])
     }
 
-    fn finish(self) -> Result<FileDigest> {
+    /// The file's digest; the buffers go back to `pool` for the next file, since a new
+    /// one has to be cleared before its first use.
+    fn finish(self, pool: &mut Vec<Vec<u8>>) -> Result<FileDigest> {
         drop(self.tx);
-        match self.thread.join() {
+        let r = match self.thread.join() {
             Ok(r) => r,
             Err(_) => anyhow::bail!("the hashing thread panicked"),
-        }
+        };
+        pool.extend(self.spare.try_iter());
+        r
     }
 }
 
@@ -232,7 +244,7 @@ pub(super) fn write_file(
                 let mut fresh;
                 let buf: &mut Vec<u8> = match &hasher {
                     Some(h) => {
-                        fresh = h.buffer();
+                        fresh = h.buffer(&mut bufs.pool);
                         &mut fresh
                     }
                     None => &mut bufs.read,
@@ -262,7 +274,7 @@ pub(super) fn write_file(
         }
         let (i_block, tree_blocks) = io.finish_extents(&runs, seed)?;
         let digest = match (hasher, known) {
-            (Some(h), _) => h.finish()?,
+            (Some(h), _) => h.finish(&mut bufs.pool)?,
             (None, Some(k)) => k,
             (None, None) => unreachable!("a hasher unless the digest is known"),
         };

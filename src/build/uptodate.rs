@@ -319,51 +319,48 @@ impl Key {
     /// from its manifest, in [`Key::record`].
     pub fn stamp_inputs(&self, tree: &Tree, seen: Vec<Seen>) -> Result<Inputs> {
         // Keyed by the paths' bytes: hashing a Path walks its components, which is slow.
+        let walked: HashSet<&OsStr> = seen.iter().map(|s| s.path.as_os_str()).collect();
+        // The host files the writer reads that no walk looked at ([[file]] sources).
         let written: HashSet<&OsStr> = tree
             .iter()
             .filter_map(|(_, e)| match &e.kind {
                 Kind::File(Data::Host { path, .. }) => Some(path.as_os_str()),
                 _ => None,
             })
+            .filter(|p| !walked.contains(p))
             .collect();
-        let mut others: Vec<PathBuf> = {
-            let walked: HashSet<&OsStr> = seen.iter().map(|s| s.path.as_os_str()).collect();
-            self.named
-                .iter()
-                .chain(&self.walked)
-                .map(|p| p.as_os_str())
-                .chain(written.iter().copied())
-                .filter(|p| !walked.contains(p))
-                .map(PathBuf::from)
-                .collect()
-        };
+        let mut others: Vec<&OsStr> = self
+            .named
+            .iter()
+            .chain(&self.walked)
+            .map(|p| p.as_os_str())
+            .filter(|p| !walked.contains(p))
+            .chain(written.iter().copied())
+            .collect();
         others.sort();
         others.dedup();
-        let mut hosts: Vec<Input> = seen
-            .into_iter()
-            .map(|s| Input {
-                stamp: stamp_of(&s.path, &s.md),
-                seen: Some(s),
-            })
-            .collect();
+        let mut stamped = Vec::with_capacity(others.len());
         for p in others {
+            let p = Path::new(p);
             // A path the profile names but the build did not need (a keyring of an
             // offline build) may be missing: its appearing is a change too.
-            let mut s = stamp(&p).unwrap_or_else(|_| missing(&p));
+            let mut s = stamp(p).unwrap_or_else(|_| missing(p));
             if !written.contains(p.as_os_str()) {
-                s.digest = Some(host_digest(&p, None).unwrap_or_default());
+                s.digest = Some(host_digest(p, None).unwrap_or_default());
             }
-            hosts.push(Input {
-                stamp: s,
-                seen: None,
-            });
+            stamped.push(s);
         }
-        Ok(Inputs { hosts })
+        // What the walks saw is stamped from what they read, off the build's serial path,
+        // in digest_inputs.
+        Ok(Inputs {
+            seen,
+            others: stamped,
+        })
     }
 
     /// Finishes the stamps of the host inputs: the digests of their contents as the
     /// writer hashed them (its `manifest` of `tree`), or as read now for the rest.
-    pub fn digest_inputs(mut inputs: Inputs, tree: &Tree, manifest: &Manifest) -> Digested {
+    pub fn digest_inputs(inputs: Inputs, tree: &Tree, manifest: &Manifest) -> Digested {
         let by_image_path: HashMap<&str, FileDigest> = manifest
             .entries
             .iter()
@@ -385,15 +382,19 @@ impl Key {
                 _ => None,
             })
             .collect();
-        let mut hosts = Vec::with_capacity(inputs.hosts.len());
-        for Input { mut stamp, seen } in inputs.hosts.drain(..) {
+        let mut hosts = Vec::with_capacity(inputs.seen.len() + inputs.others.len());
+        for seen in inputs.seen {
+            let mut stamp = stamp_of(&seen.path, &seen.md);
+            let content = by_host_path.get(stamp.path.as_os_str()).copied();
+            stamp.content = content.map(|c| c.to_string());
+            stamp.digest = Some(seen_digest(seen, content));
+            hosts.push(stamp);
+        }
+        for mut stamp in inputs.others {
             if stamp.digest.is_none() {
                 let content = by_host_path.get(stamp.path.as_os_str()).copied();
                 stamp.content = content.map(|c| c.to_string());
-                stamp.digest = Some(match seen {
-                    Some(seen) => seen_digest(seen, content),
-                    None => host_digest(&stamp.path, content).unwrap_or_default(),
-                });
+                stamp.digest = Some(host_digest(&stamp.path, content).unwrap_or_default());
             }
             hosts.push(stamp);
         }
@@ -436,17 +437,14 @@ fn now_ns() -> i64 {
 
 /// The host inputs of a build, stamped before the image was written.
 pub struct Inputs {
-    hosts: Vec<Input>,
+    /// What the overlays' walks read, stamped from that.
+    seen: Vec<Seen>,
+    /// The other host inputs, stamped before the image was written.
+    others: Vec<Stamp>,
 }
 
 /// The host inputs of a build with their digests, ready to be recorded.
 pub struct Digested(Vec<Stamp>);
-
-/// One host input: its stamp, and what an overlay's walk read of it, if one did.
-struct Input {
-    stamp: Stamp,
-    seen: Option<Seen>,
-}
 
 fn missing(p: &Path) -> Stamp {
     Stamp {

@@ -15,7 +15,10 @@ use crate::output::options::FreeSpace;
 use crate::tree::{path, Data, Entry, Kind, Tree};
 
 /// Built directory blocks by inode, and whether each is hashed (htree).
-pub(super) type DirBlocks = HashMap<u32, (Vec<Vec<u8>>, bool)>;
+pub(super) type DirBlocks = HashMap<u32, DirContent>;
+
+/// A directory's blocks, and whether they are hash-indexed.
+pub(super) type DirContent = (Vec<Vec<u8>>, bool);
 
 /// What an inode holds, as far as writing it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,50 +299,69 @@ fn directory_entries(
 /// of the blocks all content needs.
 fn content_blocks(
     nodes: &[Node],
-    mut children: HashMap<u32, Vec<DirEntry>>,
+    children: HashMap<u32, Vec<DirEntry>>,
     ino_of: &HashMap<&str, u32>,
     hash_seed: &[u32; 4],
     fs_seed: u32,
 ) -> Result<(DirBlocks, u64)> {
-    let mut dir_blocks = HashMap::new();
-    let mut content: u64 = 0;
-    for n in nodes {
-        let seed = inode_seed(fs_seed, n.ino, 0);
-        match n.what {
-            What::Dir => {
-                let kids = children.remove(&n.ino).unwrap_or_default();
-                let parent_ino = match path::parent(n.path) {
-                    None => ROOT_INO,
-                    Some(pp) => ino_of.get(pp).copied().unwrap_or(ROOT_INO),
-                };
-                let (mut blocks, indexed) = dir::build(n.ino, parent_ino, &kids, hash_seed, seed)?;
-                if n.ino == FIRST_INO && !indexed {
-                    // mke2fs gives lost+found 16 KiB so e2fsck can reconnect files without allocating.
-                    while blocks.len() < 4 {
-                        blocks.push(dir::empty_block(seed));
+    // Two halves on two threads: directories are built block by block and large files'
+    // holes are looked up with a system call each, thousands of them before any writing.
+    let part = |part: &[Node]| -> Result<(Vec<(u32, DirContent)>, u64)> {
+        let mut dirs = Vec::new();
+        let mut content: u64 = 0;
+        for n in part {
+            let seed = inode_seed(fs_seed, n.ino, 0);
+            match n.what {
+                What::Dir => {
+                    let kids = children.get(&n.ino).map(Vec::as_slice).unwrap_or_default();
+                    let parent_ino = match path::parent(n.path) {
+                        None => ROOT_INO,
+                        Some(pp) => ino_of.get(pp).copied().unwrap_or(ROOT_INO),
+                    };
+                    let (mut blocks, indexed) =
+                        dir::build(n.ino, parent_ino, kids, hash_seed, seed)?;
+                    if n.ino == FIRST_INO && !indexed {
+                        // mke2fs gives lost+found 16 KiB so e2fsck can reconnect files without allocating.
+                        while blocks.len() < 4 {
+                            blocks.push(dir::empty_block(seed));
+                        }
+                    }
+                    content += blocks.len() as u64 + inode::tree_blocks_for(blocks.len());
+                    dirs.push((n.ino, (blocks, indexed)));
+                }
+                What::File => {
+                    if let Some(Entry {
+                        kind: Kind::File(d),
+                        ..
+                    }) = n.entry
+                    {
+                        let b = data_blocks_upper_bound(d)?;
+                        content += b + inode::tree_blocks_for(b as usize);
                     }
                 }
-                content += blocks.len() as u64 + inode::tree_blocks_for(blocks.len());
-                dir_blocks.insert(n.ino, (blocks, indexed));
+                What::SlowLink => content += 1,
+                _ => {}
             }
-            What::File => {
-                if let Some(Entry {
-                    kind: Kind::File(d),
-                    ..
-                }) = n.entry
-                {
-                    let b = data_blocks_upper_bound(d)?;
-                    content += b + inode::tree_blocks_for(b as usize);
+            if let Some(e) = n.entry {
+                if !e.meta.xattrs.is_empty() && xattr::inline_area(&e.meta.xattrs)?.is_none() {
+                    content += 1;
                 }
             }
-            What::SlowLink => content += 1,
-            _ => {}
         }
-        if let Some(e) = n.entry {
-            if !e.meta.xattrs.is_empty() && xattr::inline_area(&e.meta.xattrs)?.is_none() {
-                content += 1;
-            }
-        }
-    }
-    Ok((dir_blocks, content))
+        Ok((dirs, content))
+    };
+    let (front, back) = nodes.split_at(nodes.len() / 2);
+    let (front, back) = std::thread::scope(|scope| {
+        let back = scope.spawn(|| part(back));
+        let front = part(front);
+        (front, back.join())
+    });
+    // The front's error first, as one thread would have met it.
+    let (front, back) = (
+        front?,
+        back.map_err(|_| anyhow::anyhow!("a thread building directories panicked"))??,
+    );
+    let mut dir_blocks = HashMap::with_capacity(front.0.len() + back.0.len());
+    dir_blocks.extend(front.0.into_iter().chain(back.0));
+    Ok((dir_blocks, front.1 + back.1))
 }

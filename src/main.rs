@@ -175,6 +175,7 @@ fn dispatch(cmd: Cmd, printer: &Printer) -> Result<ExitStatus> {
 }
 
 fn main() -> ExitCode {
+    kiln::util::arenas::bound();
     let cli = Cli::parse();
     kiln::util::progress::set_quiet(cli.quiet);
     let printer = Printer::new(cli.quiet);

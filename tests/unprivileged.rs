@@ -178,7 +178,9 @@ command = "true"
 
 /// The shipped disk profile, built as root with umask 022 and as an ordinary user with
 /// umask 077, each in its own directory with its own cache: the same bytes, and the
-/// manifest's image digest is the one `tools/sparse-sha256` gives the file.
+/// manifest's image digest is the one `tools/sparse-sha256` gives the file. Each build
+/// starts with an empty cache (resolving, downloading and unpacking everything) and
+/// still peaks under 100 MB, GNU time says.
 #[test]
 fn the_shipped_disk_profile_is_the_same_bytes_for_any_user_umask_and_directory() {
     ensure_user(USER);
@@ -196,7 +198,7 @@ fn the_shipped_disk_profile_is_the_same_bytes_for_any_user_umask_and_directory()
             .unwrap();
         assert!(copied.success());
         let script = format!(
-            "umask {umask}; export HOME={w} KILN_CACHE_DIR={w}/cache PATH=/usr/sbin:/usr/bin:/sbin:/bin; cd {w} && {kiln} build debian-minimal-disk.toml -o out",
+            "umask {umask}; export HOME={w} KILN_CACHE_DIR={w}/cache PATH=/usr/sbin:/usr/bin:/sbin:/bin; cd {w} && /usr/bin/time -f %M -o peak-kib {kiln} build debian-minimal-disk.toml -o out",
             w = work.display(),
         );
         let o = if who == "root" {
@@ -208,6 +210,13 @@ fn the_shipped_disk_profile_is_the_same_bytes_for_any_user_umask_and_directory()
             run(&mut confined(&script))
         };
         assert_eq!(o.status.code(), Some(0), "{who}: {}", stderr(&o));
+        let kib: u64 = std::fs::read_to_string(work.join("peak-kib"))
+            .unwrap()
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap();
+        assert!(kib * 1024 <= 100_000_000, "{who}: peak RSS {kib} KiB");
         let raw = work.join("out/debian-minimal-disk.raw");
         let manifest: serde_json::Value = serde_json::from_slice(
             &std::fs::read(work.join("out/debian-minimal-disk.manifest.json")).unwrap(),

@@ -2,6 +2,7 @@
 //! quoting, decompression by file name, HTTP and parallel downloads. Nothing here knows
 //! about profiles, images or VMs.
 
+pub mod arenas;
 pub mod atomic;
 pub mod background;
 pub mod cache;

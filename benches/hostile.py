@@ -5,11 +5,11 @@ with this tree's kiln and, if given, an older one side by side.
     benches/hostile.py [--before /path/to/old/kiln] [--cap 60]
 
 A case that has not finished after --cap seconds is killed and reported as such; each
-runs with its address space capped at 8 GiB. The
-cases build their own input: a mirror on 127.0.0.1 that never answers, one whose
-InRelease never ends, a signed archive (its own gpg key) serving a .deb that never
-ends, a .deb whose control.tar.xz holds 2 GiB of zeros and a Depends chain of
-100 000 packages, an include chain of 10 000 profiles, a template naming an
+runs with its address space capped at 8 GiB. The cases build their own input: a
+mirror on 127.0.0.1 that never answers, one whose InRelease never ends, one whose
+InRelease is 16 MiB of two-byte lines, a signed archive (its own gpg key) serving a
+.deb that never ends, a .deb whose control.tar.xz holds 2 GiB of zeros and a Depends
+chain of 100 000 packages, an include chain of 10 000 profiles, a template naming an
 undefined variable, 70 000 hard links on one file, and results disks made with mke2fs
 and debugfs holding a directory cycle, a 1 TiB sparse file and a 4095-byte symlink.
 """
@@ -46,6 +46,21 @@ def endless(c):
         chunk = b"x" * 65536
         while True:
             c.sendall(chunk)
+    except OSError:
+        pass
+
+
+# Just under the 16 MiB an InRelease may be: clear-signed framing around two-byte lines.
+SHORT_LINES = (b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n" + b"a\n" * 8_000_000
+               + b"-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n")
+
+
+def short_lines(c):
+    try:
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                  % len(SHORT_LINES) + SHORT_LINES)
+        c.close()
     except OSError:
         pass
 
@@ -225,6 +240,8 @@ def cases(work):
            ["lock", prof, "--mirror", silent_url], env)
     yield ("InRelease never ends (kiln lock)",
            ["lock", prof, "--mirror", endless_url], env)
+    yield ("InRelease of 16 MiB in 2-byte lines (kiln lock)",
+           ["lock", prof, "--mirror", serve(short_lines)], env)
     signed = Mirror(os.path.join(work, "signed"))
     stanzas = [signed.deb("endless"), signed.deb("bomb", control_zeros=2 << 30)]
     chain = 100000

@@ -820,6 +820,19 @@ fn endless_bodies_stop_at_their_bound_in_bounded_memory() {
     assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0);
 }
 
+#[test]
+fn an_inrelease_of_many_short_lines_is_refused_in_bounded_time() {
+    // Just under the 16 MiB an InRelease may be, in two-byte lines, before its real
+    // signature: read in one pass (rpgp's reader took a minute over 1 MiB of them).
+    let f = fixture("");
+    let p = f.repo.dists().join("InRelease");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let at = text.find("-----BEGIN PGP SIGNATURE-----").unwrap();
+    let padded = format!("{}{}{}", &text[..at], "a\n".repeat(8_000_000), &text[at..]);
+    std::fs::write(&p, padded).unwrap();
+    refused(&f, &["InRelease: no valid signature"]);
+}
+
 /// A package whose data.tar holds `files`, beside the fixture's own packages.
 fn with_hostile(files: Vec<FileSpec>) -> Fixture {
     let mut pk = packages();

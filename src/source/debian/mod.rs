@@ -6,6 +6,7 @@
 //! already lives in its own module below, and what stays here is their order.
 
 pub mod cell_kernel;
+pub mod cleartext;
 pub mod control;
 pub mod deb;
 pub mod debug;

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use pgp::composed::{CleartextSignedMessage, Deserializable, SignedPublicKey};
+use pgp::composed::{Deserializable, SignedPublicKey};
 use pgp::packet::{Signature, SignatureType};
 use pgp::types::KeyDetails;
 
@@ -66,6 +66,21 @@ fn secs(t: pgp::types::Timestamp) -> u64 {
 
 fn latest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature> {
     sigs.max_by_key(|s| s.created().map(secs).unwrap_or(0))
+}
+
+/// Whether `key` (or one of its subkeys) is the issuer `sig` names, or `sig` names none.
+fn may_have_made(sig: &Signature, key: &SignedPublicKey) -> bool {
+    let fingerprints = sig.issuer_fingerprint();
+    let ids = sig.issuer_key_id();
+    if fingerprints.is_empty() && ids.is_empty() {
+        return true;
+    }
+    std::iter::once(&key.primary_key as &dyn KeyDetails)
+        .chain(key.public_subkeys.iter().map(|s| &s.key as &dyn KeyDetails))
+        .any(|k| {
+            let (fp, id) = (k.fingerprint(), k.legacy_key_id());
+            fingerprints.iter().any(|f| **f == fp) || ids.iter().any(|i| **i == id)
+        })
 }
 
 fn self_issued(sig: &Signature, key: &SignedPublicKey) -> bool {
@@ -176,15 +191,15 @@ pub fn verify_inrelease(
     what: &str,
     now: SystemTime,
 ) -> Result<String> {
-    let (msg, _) = CleartextSignedMessage::from_string(inrelease)
+    let msg = super::cleartext::parse(inrelease)
         .with_context(|| format!("{what}: not an OpenPGP clear-signed file"))?;
     let now = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let text = msg.signed_text();
+    let text = &msg.signed;
     let mut problems = Vec::new();
-    for sig in msg.signatures() {
+    for sig in &msg.signatures {
         let signed_at = sig.created().map(secs).unwrap_or(0);
         let issuer = sig
             .issuer_fingerprint()
@@ -197,7 +212,9 @@ pub fn verify_inrelease(
             })
             .unwrap_or_else(|| "an unknown key".into());
         let mut found = false;
-        for key in &keyring.keys {
+        // Only the keys the signature names as its issuer (all, if it names none): each
+        // try is a public-key operation.
+        for key in keyring.keys.iter().filter(|k| may_have_made(sig, k)) {
             if sig.verify(&key.primary_key, text.as_bytes()).is_ok() {
                 found = true;
                 match primary_problem(key, now, signed_at) {
@@ -222,9 +239,6 @@ pub fn verify_inrelease(
                 "signature by {issuer}: no key in the keyring makes it verify"
             ));
         }
-    }
-    if msg.signatures().is_empty() {
-        problems.push("it carries no signature".into());
     }
     bail!(
         "{what}: no valid signature from a key in {} ({}); refusing the archive",
@@ -346,7 +360,50 @@ pub fn check_valid_until(r: &Release, what: &str, now: SystemTime, ignore: bool)
 
 #[cfg(test)]
 mod tests {
+    use super::super::cleartext::fixture;
     use super::*;
+
+    fn keyring(armoured: &[&str]) -> Keyring {
+        Keyring {
+            path: "test.gpg".into(),
+            keys: armoured
+                .iter()
+                .map(|k| SignedPublicKey::from_string(k).unwrap().0)
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_signature_by_a_key_in_the_keyring_gives_the_signed_text() {
+        let now = SystemTime::now();
+        let got = verify_inrelease(&fixture::signed_file(), &keyring(&[fixture::KEY]), "t", now);
+        assert_eq!(
+            got.unwrap(),
+            "Origin: kiln-test\n-----dashed line\ntrailing"
+        );
+        let tampered = fixture::signed_file().replace("kiln-test", "kiln-evil");
+        let e = verify_inrelease(&tampered, &keyring(&[fixture::KEY]), "t", now).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no key in the keyring makes it verify"),
+            "{e:#}"
+        );
+        // The signature names its issuer: another key beside it changes nothing, and
+        // alone it is not tried.
+        let both = keyring(&[fixture::OTHER_KEY, fixture::KEY]);
+        assert!(verify_inrelease(&fixture::signed_file(), &both, "t", now).is_ok());
+        let other = keyring(&[fixture::OTHER_KEY]);
+        let sig = &super::super::cleartext::parse(&fixture::signed_file())
+            .unwrap()
+            .signatures[0];
+        assert!(!may_have_made(sig, &other.keys[0]));
+        let e = verify_inrelease(&fixture::signed_file(), &other, "t", now).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no key in the keyring makes it verify"),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn dates() {

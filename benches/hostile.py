@@ -297,12 +297,12 @@ def main():
     kilns = [("after", KILN)] + ([("before", a.before)] if a.before else [])
     with tempfile.TemporaryDirectory(prefix="kiln-hostile-") as work:
         rows = list(cases(work))
-        print(f"{'case':55}" + "".join(f"{n:>32}" for n, _ in kilns))
+        print(f"{'case':55}" + "".join(f"{n:>34}" for n, _ in kilns))
         for name, args, env in rows:
             line = f"{name:55}"
             for _, binary in kilns:
                 st, wall, rss = measure([binary] + args, a.cap, env)
-                line += f"{f'exit {st}, {wall:6.1f} s, {rss:6.0f} MB':>32}"
+                line += f"{f'exit {st}, {wall:6.1f} s, {rss:6.0f} MB':>34}"
                 # What one binary left must not help or hinder the next.
                 subprocess.run(["rm", "-rf", os.path.join(work, "out"), os.path.join(work, "cache"),
                                 os.path.join(work, "x1"), os.path.join(work, "x2")]

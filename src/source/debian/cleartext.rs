@@ -19,6 +19,9 @@ const SIGNATURE_END: &str = "-----END PGP SIGNATURE-----";
 /// Each one may cost a public-key operation per key that could have made it.
 pub const MAX_SIGNATURES: usize = 16;
 
+/// The largest signature block read.
+const MAX_SIGNATURE_BLOCK: usize = 64 << 10;
+
 /// A clear-signed file, taken apart.
 #[derive(Debug)]
 pub struct ClearSigned {
@@ -90,19 +93,25 @@ pub fn parse(input: &str) -> Result<ClearSigned> {
 }
 
 /// The text a signature covers: dash escapes and the spaces and tabs that end lines
-/// removed, lines joined with CR LF (a CR not before a LF is part of the text).
+/// removed, lines joined with CR LF. As in rpgp, a line's break is set aside before
+/// the blanks are trimmed and made CR LF after, so a CR that trimming leaves last
+/// before a bare LF becomes part of that CR LF; any other CR is part of the text.
 fn signed_text(body: &str) -> String {
     let mut signed = String::with_capacity(body.len() + body.len() / 16);
     let mut lines = body.split('\n').peekable();
     while let Some(line) = lines.next() {
         let last = lines.peek().is_none();
-        let line = if last {
-            line
-        } else {
-            line.strip_suffix('\r').unwrap_or(line)
+        let (line, crlf) = match line.strip_suffix('\r') {
+            Some(l) if !last => (l, true),
+            _ => (line, false),
         };
         let line = line.strip_prefix("- ").unwrap_or(line);
-        signed.push_str(line.trim_end_matches([' ', '\t']));
+        let line = line.trim_end_matches([' ', '\t']);
+        let line = match line.strip_suffix('\r') {
+            Some(l) if !last && !crlf => l,
+            _ => line,
+        };
+        signed.push_str(line);
         if !last {
             signed.push_str("\r\n");
         }
@@ -115,6 +124,14 @@ fn signatures(armour: &str) -> Result<Vec<pgp::packet::Signature>> {
     let Some(close) = armour.find(SIGNATURE_END) else {
         bail!("its signature block has no `{SIGNATURE_END}` line");
     };
+    // rpgp reads armour headers again from the start after every 8 KiB it reads, in
+    // time that grows with the cube of their length; MAX_SIGNATURES signatures, even
+    // RSA-4096 ones, take a tenth of this.
+    ensure!(
+        close <= MAX_SIGNATURE_BLOCK,
+        "its signature block is over {} KiB",
+        MAX_SIGNATURE_BLOCK >> 10
+    );
     let after = &armour[close + SIGNATURE_END.len()..];
     ensure!(
         after.trim().is_empty(),
@@ -208,6 +225,9 @@ mod tests {
             "a line \t \n- -----dashed\n- plain\n\nlast",
             "crlf\r\nlines  \r\n- - twice\r\nend\r\n",
             "a lone\rcarriage return\r\n",
+            "a\r \nb",
+            "a\r\t\nb\r \r\nc\r",
+            "- a\r\nb\r\r\n",
             "",
             "\n\n",
         ] {
@@ -273,6 +293,17 @@ mod tests {
         let input = format!("{HEADER}\n\ntext\n{}", String::from_utf8(block).unwrap());
         let e = format!("{:#}", parse(&input).unwrap_err());
         assert!(e.contains("more than 16 signatures"), "{e}");
+        // Armour headers long enough to cost rpgp's reader hours.
+        let padded = SIGNATURE.replacen(
+            "\n\n",
+            &format!("\nComment: {}\n\n", "x".repeat(1 << 20)),
+            1,
+        );
+        let e = format!(
+            "{:#}",
+            parse(&format!("{HEADER}\n\ntext\n{padded}")).unwrap_err()
+        );
+        assert!(e.contains("signature block is over 64 KiB"), "{e}");
     }
 
     #[test]

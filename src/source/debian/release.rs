@@ -68,13 +68,10 @@ fn latest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature
     sigs.max_by_key(|s| s.created().map(secs).unwrap_or(0))
 }
 
-/// Whether `key` (or one of its subkeys) is the issuer `sig` names, or `sig` names none.
-fn may_have_made(sig: &Signature, key: &SignedPublicKey) -> bool {
+/// Whether `sig` names `key`, or one of its subkeys, as its issuer.
+fn names(sig: &Signature, key: &SignedPublicKey) -> bool {
     let fingerprints = sig.issuer_fingerprint();
     let ids = sig.issuer_key_id();
-    if fingerprints.is_empty() && ids.is_empty() {
-        return true;
-    }
     std::iter::once(&key.primary_key as &dyn KeyDetails)
         .chain(key.public_subkeys.iter().map(|s| &s.key as &dyn KeyDetails))
         .any(|k| {
@@ -211,10 +208,15 @@ pub fn verify_inrelease(
                     .map(|k| hex::encode_upper(k.as_ref()))
             })
             .unwrap_or_else(|| "an unknown key".into());
+        // Each key tried costs a hash of the whole text and a public-key operation:
+        // only the key the signature names is tried, and one that names none is refused
+        // (gpg names the issuer in every signature it makes).
+        if sig.issuer_fingerprint().is_empty() && sig.issuer_key_id().is_empty() {
+            problems.push("a signature names no issuer".into());
+            continue;
+        }
         let mut found = false;
-        // Only the keys the signature names as its issuer (all, if it names none): each
-        // try is a public-key operation.
-        for key in keyring.keys.iter().filter(|k| may_have_made(sig, k)) {
+        for key in keyring.keys.iter().filter(|k| names(sig, k)) {
             if sig.verify(&key.primary_key, text.as_bytes()).is_ok() {
                 found = true;
                 match primary_problem(key, now, signed_at) {
@@ -396,11 +398,47 @@ mod tests {
         let sig = &super::super::cleartext::parse(&fixture::signed_file())
             .unwrap()
             .signatures[0];
-        assert!(!may_have_made(sig, &other.keys[0]));
+        assert!(!names(sig, &other.keys[0]));
         let e = verify_inrelease(&fixture::signed_file(), &other, "t", now).unwrap_err();
         assert!(
             e.to_string()
                 .contains("no key in the keyring makes it verify"),
+            "{e:#}"
+        );
+        // The same signature with its issuer subpackets taken out: refused untried.
+        use pgp::packet::{PacketTrait, SubpacketData};
+        let config = sig.config().unwrap();
+        let unnamed = |sub: &[pgp::packet::Subpacket]| -> Vec<pgp::packet::Subpacket> {
+            sub.iter()
+                .filter(|s| {
+                    !matches!(
+                        s.data,
+                        SubpacketData::IssuerKeyId(_) | SubpacketData::IssuerFingerprint(_)
+                    )
+                })
+                .cloned()
+                .collect()
+        };
+        let anonymous = Signature::v4(
+            *sig.packet_header(),
+            config.typ,
+            config.pub_alg,
+            config.hash_alg,
+            sig.signed_hash_value().unwrap(),
+            sig.signature().unwrap().clone(),
+            unnamed(&config.hashed_subpackets),
+            unnamed(&config.unhashed_subpackets),
+        );
+        assert!(anonymous.issuer_key_id().is_empty() && anonymous.issuer_fingerprint().is_empty());
+        let armoured = pgp::composed::DetachedSignature::new(anonymous)
+            .to_armored_string(Default::default())
+            .unwrap();
+        let file = fixture::signed_file();
+        let at = file.find("-----BEGIN PGP SIGNATURE").unwrap();
+        let file = format!("{}{armoured}", &file[..at]);
+        let e = verify_inrelease(&file, &keyring(&[fixture::KEY]), "t", now).unwrap_err();
+        assert!(
+            e.to_string().contains("a signature names no issuer"),
             "{e:#}"
         );
     }

@@ -68,23 +68,20 @@ fn latest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature
     sigs.max_by_key(|s| s.created().map(secs).unwrap_or(0))
 }
 
+/// Whether `sig` names `k` as its issuer, by fingerprint or key id.
+fn issued_by(sig: &Signature, k: &dyn KeyDetails) -> bool {
+    let (fp, id) = (k.fingerprint(), k.legacy_key_id());
+    sig.issuer_fingerprint().iter().any(|f| **f == fp)
+        || sig.issuer_key_id().iter().any(|i| **i == id)
+}
+
 /// Whether `sig` names `key`, or one of its subkeys, as its issuer.
 fn names(sig: &Signature, key: &SignedPublicKey) -> bool {
-    let fingerprints = sig.issuer_fingerprint();
-    let ids = sig.issuer_key_id();
-    std::iter::once(&key.primary_key as &dyn KeyDetails)
-        .chain(key.public_subkeys.iter().map(|s| &s.key as &dyn KeyDetails))
-        .any(|k| {
-            let (fp, id) = (k.fingerprint(), k.legacy_key_id());
-            fingerprints.iter().any(|f| **f == fp) || ids.iter().any(|i| **i == id)
-        })
+    issued_by(sig, &key.primary_key) || key.public_subkeys.iter().any(|s| issued_by(sig, &s.key))
 }
 
 fn self_issued(sig: &Signature, key: &SignedPublicKey) -> bool {
-    let fp = key.primary_key.fingerprint();
-    let id = key.primary_key.legacy_key_id();
-    sig.issuer_fingerprint().iter().any(|f| **f == fp)
-        || sig.issuer_key_id().iter().any(|k| **k == id)
+    issued_by(sig, &key.primary_key)
 }
 
 /// The key's newest self-certification that verifies. Third-party certifications
